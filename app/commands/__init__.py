@@ -1,0 +1,1 @@
+"""One module per ``fvc`` command; each exposes ``register(subparsers)``."""

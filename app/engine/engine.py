@@ -1,0 +1,273 @@
+"""The online clustering engine: assigns batches of observations to clusters.
+
+A batch is searched against the index with one matrix product; the observations are then
+resolved in order, each against the best untouched cluster from that search and against the
+few clusters this batch already created or changed (kept in a small scratch matrix), so a batch
+gives exactly the result of one-by-one processing.
+
+``process`` computes a ``StepResult`` without changing the engine; ``apply`` makes it current.
+Between the two a worker stores the result atomically, and can throw it away on a conflict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from app.engine import maintenance, rules
+from app.engine.deadlines import Deadlines
+from app.engine.lifecycle import Lifecycle
+from app.engine.scratch import BatchScratch
+from app.engine.types import Cluster, ClusterId, Decision, Observation, StepResult
+from app.errors import UnknownStream
+
+if TYPE_CHECKING:
+    from app.config import ClusteringConfig
+    from app.index.base import VectorIndex
+
+
+def _text(value: object) -> str:
+    return str(getattr(value, "value", value))
+
+
+class Engine:
+    """Cluster state (a replica of the store's) plus the rules that change it.
+
+    >>> from app.config import ClusteringConfig
+    >>> engine = Engine(ClusteringConfig.for_threshold(0.9, ["cam"]))
+    >>> obs = [Observation(np.array(v, dtype=np.float32), "cam", f"k{i}", i)
+    ...        for i, v in enumerate([[1, 0], [0.99, 0.1], [0, 1]])]
+    >>> [d.created for d in engine.step(obs).decisions]
+    [True, False, True]
+    """
+
+    def __init__(
+        self,
+        config: ClusteringConfig,
+        index: VectorIndex | None = None,
+        *,
+        search_k: int = 4,
+        merge_k: int = 10,
+    ) -> None:
+        if index is None:
+            from app.index.numpy_index import NumpyIndex
+
+            index = NumpyIndex()
+        self.config = config
+        self.method = _text(config.method)
+        self.alpha = float(config.ema_alpha)
+        self.lifecycle = Lifecycle(config)
+        self.index = index
+        self.search_k = search_k
+        self.merge_k = merge_k
+        self.clusters: dict[str, Cluster] = {}
+        self.watermark = 0
+        self.expiries = Deadlines()
+        self.realizations = Deadlines()
+        self.merge_dirty: dict[str, None] | None = None  # None: every cluster is a candidate
+        self._streams = {s.stream_id: s for s in config.streams}
+
+    # -- observations -------------------------------------------------------------------------
+
+    def process(self, observations: Sequence[Observation]) -> StepResult:
+        """Decide a batch; the engine is unchanged until ``apply``."""
+        if not observations:
+            return StepResult(watermark=self.watermark)
+        units = self._units(observations)
+        sims, slots = self._search(units)
+        scratch = BatchScratch(len(observations), units.shape[1])
+        watermark = self.watermark
+        decisions = []
+        for i, obs in enumerate(observations):
+            watermark = max(watermark, obs.time)
+            key, sim = self._best(units[i], sims[i], slots[i], scratch)
+            threshold = self._stream(obs.stream_id).reg_threshold
+            if key is not None and threshold < 1.0 and sim >= threshold:
+                self._update(key, obs, units[i], watermark, scratch)
+                decisions.append(Decision(key, sim, False))
+            else:
+                key = self._create(obs, units[i], watermark, scratch)
+                decisions.append(Decision(key, sim, True))
+        return scratch.result(tuple(decisions), watermark)
+
+    def apply(self, result: StepResult) -> None:
+        """Make a stored result current: clusters, index, due times, merge candidates."""
+        self._put(result.upserts)
+        self._drop(result.deletions)
+        self.watermark = max(self.watermark, result.watermark)
+        if self.merge_dirty is not None:
+            for key in result.swept:
+                self.merge_dirty.pop(key, None)
+            self.merge_dirty.update(dict.fromkeys(c.key for c in result.upserts))
+
+    def step(self, observations: Sequence[Observation]) -> StepResult:
+        """Process and apply at once (offline use)."""
+        result = self.process(observations)
+        self.apply(result)
+        return result
+
+    def load(self, clusters: Iterable[Cluster], deletions: Iterable[str] = ()) -> None:
+        """Take clusters changed elsewhere (store bootstrap, change stream, conflict reload)."""
+        newer = [c for c in clusters if (self.version_of(c.key) or 0) < c.version]
+        self._put(newer)
+        self._drop(list(deletions))
+        if self.merge_dirty is not None:
+            self.merge_dirty.update(dict.fromkeys(c.key for c in newer))
+
+    # -- timers and operator requests ---------------------------------------------------------
+
+    def advance(self, watermark: int) -> StepResult:
+        """Realize clusters whose time limit passed and expire those past retention."""
+        return maintenance.advance(self, max(self.watermark, watermark))
+
+    def merge(self) -> StepResult:
+        """One merge pass over the candidates changed since the last pass."""
+        return maintenance.merge_pass(self)
+
+    def remove(self, key: str, time: int | None = None) -> StepResult:
+        """Delete a cluster on request (DELETE_EVENT, reason REMOVED)."""
+        return maintenance.remove(self, key, self.watermark if time is None else time)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _stream(self, stream_id: str):  # noqa: ANN202 - StreamConfig is only a type hint here
+        try:
+            return self._streams[stream_id]
+        except KeyError:
+            message = f"stream {stream_id!r} is not in the configuration's input_stream_configs"
+            raise UnknownStream(message) from None
+
+    def version_of(self, key: str) -> int | None:
+        cluster = self.clusters.get(key)
+        return None if cluster is None else cluster.version
+
+    @staticmethod
+    def _units(observations: Sequence[Observation]) -> np.ndarray:
+        vectors = np.stack([o.vector for o in observations]).astype(np.float32, copy=False)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        if not np.all(norms > 0):
+            message = "an observation has a zero vector; the codec should have refused it"
+            raise ValueError(message)
+        return vectors / norms
+
+    def _search(self, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.index) == 0:
+            empty = np.full((len(units), 1), -1, dtype=np.int64)
+            return np.full((len(units), 1), -np.inf, dtype=np.float32), empty
+        return self.index.search(units, min(self.search_k, len(self.index)))
+
+    def _best(
+        self, unit: np.ndarray, sims: np.ndarray, slots: np.ndarray, scratch: BatchScratch
+    ) -> tuple[str | None, float]:
+        """Best cluster now: untouched ones from the batch search, touched ones from scratch."""
+        best_key, best_sim = None, -np.inf
+        for sim, slot in zip(sims.tolist(), slots.tolist(), strict=True):
+            if slot < 0:
+                break
+            key = self.index.key_at(slot)
+            if key not in scratch.touched:
+                best_key, best_sim = key, sim
+                break
+        else:
+            if len(self.index) > len(slots):
+                best_key, best_sim = self._best_untouched(unit, scratch)
+        key, sim = scratch.best(unit)
+        if key is not None and sim > best_sim:
+            return key, sim
+        return best_key, best_sim
+
+    def _best_untouched(self, unit: np.ndarray, scratch: BatchScratch) -> tuple[str | None, float]:
+        """Rare fallback when every top-k hit was touched: one exact pass over all vectors."""
+        sims = self.index.vectors @ unit
+        for key in scratch.touched:
+            if key in self.index:
+                sims[self.index.slot_of(key)] = -np.inf
+        slot = int(np.argmax(sims))
+        if not np.isfinite(sims[slot]):
+            return None, -np.inf
+        return self.index.key_at(slot), float(sims[slot])
+
+    def _update(
+        self, key: str, obs: Observation, unit: np.ndarray, watermark: int, scratch: BatchScratch
+    ) -> None:
+        cluster = scratch.current(key, self.clusters)
+        stream = self._stream(obs.stream_id)
+        fresh_period = cluster.pending == 0
+        changed = replace(
+            cluster,
+            state=rules.updated_state(self.method, cluster.state, unit, obs.count, self.alpha),
+            num_observations=cluster.num_observations + obs.count,
+            last_time=max(cluster.last_time, obs.time),
+            streams=cluster.streams
+            if obs.stream_id in cluster.streams
+            else tuple(sorted((*cluster.streams, obs.stream_id))),
+            retention_ms=rules.combined_retention(cluster.retention_ms, stream.retention_ms),
+            version=cluster.version + 1,
+            pending=cluster.pending + obs.count,
+            pending_since=obs.time if fresh_period else cluster.pending_since,
+        )
+        settled = self.lifecycle.settle(changed, obs.time, watermark, obs.stream_id, scratch.events)
+        scratch.record(key, settled)
+
+    def _create(
+        self, obs: Observation, unit: np.ndarray, watermark: int, scratch: BatchScratch
+    ) -> str:
+        cluster_id = self._free_id(obs, scratch)
+        cluster = Cluster(
+            id=cluster_id,
+            state=rules.initial_state(self.method, unit, obs.count),
+            num_observations=obs.count,
+            realized=False,
+            first_time=obs.time,
+            last_time=obs.time,
+            streams=(obs.stream_id,),
+            retention_ms=self._stream(obs.stream_id).retention_ms,
+            version=1,
+            pending=obs.count,
+            pending_since=obs.time,
+            model_id=obs.model_id,
+            type=obs.type,
+        )
+        scratch.expected[cluster.key] = 0
+        settled = self.lifecycle.settle(cluster, obs.time, watermark, obs.stream_id, scratch.events)
+        scratch.record(cluster.key, settled)
+        return cluster.key
+
+    def _free_id(self, obs: Observation, scratch: BatchScratch) -> ClusterId:
+        """The new cluster's id; a repeated detection key gets a ``~n`` suffix to stay unique."""
+        cluster_id = ClusterId(obs.time, obs.key, obs.stream_id)
+        n = 1
+        while cluster_id.key in self.clusters or cluster_id.key in scratch.touched:
+            n += 1
+            cluster_id = ClusterId(obs.time, f"{obs.key}~{n}", obs.stream_id)
+        return cluster_id
+
+    def _put(self, clusters: Sequence[Cluster]) -> None:
+        if not clusters:
+            return
+        for cluster in clusters:
+            self.clusters[cluster.key] = cluster
+            self._schedule(cluster)
+        self.index.upsert(
+            [c.key for c in clusters], np.stack([rules.unit(c.state) for c in clusters])
+        )
+
+    def _drop(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        for key in keys:
+            self.clusters.pop(key, None)
+            if self.merge_dirty is not None:
+                self.merge_dirty.pop(key, None)
+        self.index.remove(keys)
+
+    def _schedule(self, cluster: Cluster) -> None:
+        if cluster.retention_ms > 0:
+            expiry = cluster.last_time + cluster.retention_ms + 1  # expired once strictly older
+            self.expiries.push(expiry, cluster.key, cluster.version)
+        limit = self.lifecycle.time_limit_ms
+        if limit > 0 and not cluster.realized and cluster.pending > 0:
+            self.realizations.push(cluster.pending_since + limit, cluster.key, cluster.version)

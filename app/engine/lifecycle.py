@@ -1,0 +1,116 @@
+"""Realization, the realized-cluster actions and which changes become downstream events.
+
+Kept apart from the search loop so the rules of DESIGN.md section 4 read in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from app.engine.types import Cluster, ClusterId, DeleteReason, Event, EventType
+
+if TYPE_CHECKING:
+    from app.config import ClusteringConfig
+
+KEEP_REALIZED = "KEEP_REALIZED"
+UNREALIZE = "UNREALIZE"
+REMOVE = "REMOVE"
+
+
+def event_id(key: str, version: int) -> str:
+    """Deterministic id of the event describing ``key`` at ``version``.
+
+    >>> event_id("camera_1:1571138183912_0", 3)
+    'camera_1:1571138183912_0@3'
+    """
+    return f"{key}@{version}"
+
+
+def reg_event(cluster: Cluster, time: int, stream_id: str) -> Event:
+    """REG_EVENT describing ``cluster`` as it is now."""
+    return Event(
+        type=EventType.REG_EVENT,
+        event_id=event_id(cluster.key, cluster.version),
+        time=time,
+        cluster_id=cluster.id,
+        cluster=cluster,
+        input_stream_id=stream_id,
+    )
+
+
+def merge_event(cluster: Cluster, time: int, merged: tuple[ClusterId, ...]) -> Event:
+    """MERGE_EVENT: ``cluster`` absorbed the clusters ``merged``."""
+    return Event(
+        type=EventType.MERGE_EVENT,
+        event_id=event_id(cluster.key, cluster.version),
+        time=time,
+        cluster_id=cluster.id,
+        cluster=cluster,
+        merged_clusters=merged,
+    )
+
+
+def delete_event(cluster: Cluster, time: int, reason: DeleteReason) -> Event:
+    """DELETE_EVENT for ``cluster``; its id names the version after the last one."""
+    return Event(
+        type=EventType.DELETE_EVENT,
+        event_id=event_id(cluster.key, cluster.version + 1),
+        time=time,
+        cluster_id=cluster.id,
+        reason=reason,
+    )
+
+
+class Lifecycle:
+    """Decides realization and emission for a changed cluster, following the config."""
+
+    def __init__(self, config: ClusteringConfig) -> None:
+        realization = config.realization
+        self.num_samples = realization.num_samples if realization else 1
+        self.time_limit_ms = realization.time_limit_ms if realization else 0
+        self.action = str(getattr(realization.action, "value", realization.action)) if (
+            realization
+        ) else KEEP_REALIZED
+        self.emit_unrealized = bool(config.emit_unrealized)
+        self.min_update_interval_ms = int(config.min_update_interval_ms or 0)
+
+    def due(self, cluster: Cluster, watermark: int) -> bool:
+        """Whether an unrealized cluster should realize now (by count, or by event time)."""
+        if cluster.realized or cluster.pending <= 0:
+            return False
+        if cluster.pending >= self.num_samples:
+            return True
+        return self.time_limit_ms > 0 and watermark - cluster.pending_since >= self.time_limit_ms
+
+    def settle(
+        self, cluster: Cluster, time: int, watermark: int, stream_id: str, events: list[Event]
+    ) -> Cluster | None:
+        """After a change: realize if due, else emit an update if the rules say so.
+
+        Returns the cluster to keep, or None when the REMOVE action took it out of the DB.
+        """
+        if self.due(cluster, watermark):
+            return self.realize(cluster, time, stream_id, events)
+        if (cluster.realized or self.emit_unrealized) and self._not_throttled(cluster, time):
+            cluster = replace(cluster, last_emit_time=time, emitted=True)
+            events.append(reg_event(cluster, time, stream_id))
+        return cluster
+
+    def realize(
+        self, cluster: Cluster, time: int, stream_id: str, events: list[Event]
+    ) -> Cluster | None:
+        """Realize ``cluster``: always one REG_EVENT, then the realized-cluster action."""
+        cluster = replace(cluster, realized=True, last_emit_time=time, emitted=True)
+        events.append(reg_event(cluster, time, stream_id))
+        if self.action == UNREALIZE:
+            return replace(cluster, realized=False, pending=0, pending_since=time)
+        if self.action == REMOVE:
+            events.append(delete_event(cluster, time, DeleteReason.REALIZED))
+            return None
+        return cluster
+
+    def _not_throttled(self, cluster: Cluster, time: int) -> bool:
+        if cluster.last_emit_time < 0 or self.min_update_interval_ms <= 0:
+            return True
+        return time - cluster.last_emit_time >= self.min_update_interval_ms

@@ -1,0 +1,169 @@
+"""Timer and operator steps: realization by time, retention, merging, removal on request.
+
+Each builds a ``StepResult`` like a batch does, so the worker stores and applies it the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from app.engine import rules
+from app.engine.lifecycle import delete_event, merge_event
+from app.engine.types import Cluster, DeleteReason, Event, StepResult
+from app.errors import UnknownCluster
+
+if TYPE_CHECKING:
+    from app.config import MergingConfig
+    from app.engine.engine import Engine
+
+
+def advance(engine: Engine, watermark: int) -> StepResult:
+    """Realize clusters whose time limit passed, then expire those past their retention."""
+    events: list[Event] = []
+    changed: dict[str, Cluster | None] = {}
+    expected: dict[str, int] = {}
+    for key in list(engine.realizations.pop_due(watermark, engine.version_of)):
+        cluster = engine.clusters[key]
+        if not engine.lifecycle.due(cluster, watermark):
+            continue
+        expected[key] = cluster.version
+        bumped = replace(cluster, version=cluster.version + 1)
+        stream = cluster.id.first_detection_stream_id
+        changed[key] = engine.lifecycle.realize(bumped, watermark, stream, events)
+    for key in list(engine.expiries.pop_due(watermark, engine.version_of)):
+        cluster = changed.get(key, engine.clusters.get(key))
+        if cluster is None or key in changed:
+            continue
+        expected[key] = cluster.version
+        changed[key] = None
+        if cluster.emitted:
+            events.append(delete_event(cluster, watermark, DeleteReason.EXPIRED))
+    _compact(engine)
+    return _result(changed, expected, events, watermark)
+
+
+def merge_pass(engine: Engine) -> StepResult:
+    """Merge pairs above their discounted threshold, best first, each cluster at most once."""
+    merging = engine.config.merging
+    if merging is None or len(engine.index) < 2:
+        return StepResult(watermark=engine.watermark)
+    queries = _merge_queries(engine)
+    events: list[Event] = []
+    changed: dict[str, Cluster | None] = {}
+    expected: dict[str, int] = {}
+    absorbed: list[tuple[str, str]] = []
+    for _, key_a, key_b in _candidate_pairs(engine, queries, merging):
+        if key_a in changed or key_b in changed:
+            continue
+        a, b = engine.clusters[key_a], engine.clusters[key_b]
+        expected[key_a], expected[key_b] = a.version, b.version
+        older, younger = sorted((a, b), key=lambda c: (c.first_time, c.key))
+        merged = _merged(engine, older, younger)
+        changed[younger.key] = None
+        changed[older.key] = _settle_merge(engine, merged, older, younger, events)
+        absorbed.append((younger.key, older.key))
+    result = _result(changed, expected, events, engine.watermark)
+    return replace(result, swept=tuple(queries), merged=tuple(absorbed))
+
+
+def remove(engine: Engine, key: str, time: int) -> StepResult:
+    """Delete ``key`` on an operator's request."""
+    cluster = engine.clusters.get(key)
+    if cluster is None:
+        message = f"no cluster {key!r}"
+        raise UnknownCluster(message)
+    event = delete_event(cluster, time, DeleteReason.REMOVED)
+    return _result({key: None}, {key: cluster.version}, [event], engine.watermark)
+
+
+def _merge_queries(engine: Engine) -> list[str]:
+    if engine.merge_dirty is None:
+        engine.merge_dirty = {}
+        return list(engine.clusters)
+    return [k for k in engine.merge_dirty if k in engine.clusters]
+
+
+def _candidate_pairs(
+    engine: Engine, queries: list[str], merging: MergingConfig
+) -> list[tuple[float, str, str]]:
+    """Pairs over their threshold among each query's nearest neighbours, best first."""
+    if not queries:
+        return []
+    index = engine.index
+    vectors = index.vectors[[index.slot_of(k) for k in queries]]
+    sims, slots = index.search(vectors, min(engine.merge_k + 1, len(index)))
+    found: dict[tuple[str, str], float] = {}
+    for key_a, row_sims, row_slots in zip(queries, sims.tolist(), slots.tolist(), strict=True):
+        n_a = engine.clusters[key_a].num_observations
+        for sim, slot in zip(row_sims, row_slots, strict=True):
+            if slot < 0:
+                break
+            key_b = index.key_at(slot)
+            if key_b == key_a:
+                continue
+            n_b = engine.clusters[key_b].num_observations
+            if sim >= merging.threshold(n_a, n_b):
+                found[(min(key_a, key_b), max(key_a, key_b))] = sim
+    return sorted(((s, a, b) for (a, b), s in found.items()), key=lambda p: (-p[0], p[1], p[2]))
+
+
+def _merged(engine: Engine, older: Cluster, younger: Cluster) -> Cluster:
+    return replace(
+        older,
+        state=rules.merged_state(
+            engine.method, older.state, older.num_observations, younger.state,
+            younger.num_observations,
+        ),
+        num_observations=older.num_observations + younger.num_observations,
+        realized=older.realized or younger.realized,
+        last_time=max(older.last_time, younger.last_time),
+        streams=tuple(sorted(set(older.streams) | set(younger.streams))),
+        retention_ms=rules.combined_retention(older.retention_ms, younger.retention_ms),
+        version=older.version + 1,
+        pending=older.pending + younger.pending,
+        pending_since=min(older.pending_since, younger.pending_since),
+        last_emit_time=max(older.last_emit_time, younger.last_emit_time),
+        emitted=older.emitted or younger.emitted,
+    )
+
+
+def _settle_merge(
+    engine: Engine, merged: Cluster, older: Cluster, younger: Cluster, events: list[Event]
+) -> Cluster | None:
+    """MERGE_EVENT when consumers see the result or saw a member; realize if now due."""
+    life = engine.lifecycle
+    time = engine.watermark
+    newly_realized = not merged.realized and life.due(merged, time)
+    if newly_realized:
+        merged = replace(merged, realized=True)
+    if merged.realized or life.emit_unrealized or merged.emitted:
+        merged = replace(merged, emitted=True, last_emit_time=time)
+        events.append(merge_event(merged, time, (younger.id,)))
+    if newly_realized and life.action == "UNREALIZE":
+        return replace(merged, realized=False, pending=0, pending_since=time)
+    if newly_realized and life.action == "REMOVE":
+        events.append(delete_event(merged, time, DeleteReason.REALIZED))
+        return None
+    return merged
+
+
+def _result(
+    changed: dict[str, Cluster | None], expected: dict[str, int], events: list[Event], wm: int
+) -> StepResult:
+    return StepResult(
+        upserts=tuple(c for c in changed.values() if c is not None),
+        deletions=tuple(k for k, c in changed.items() if c is None),
+        events=tuple(events),
+        expected=expected,
+        watermark=wm,
+    )
+
+
+def _compact(engine: Engine) -> None:
+    limit = 4 * len(engine.clusters) + 1024
+    engine.expiries.compact(engine.version_of, limit)
+    engine.realizations.compact(engine.version_of, limit)
+
+
+__all__ = ["advance", "merge_pass", "remove"]

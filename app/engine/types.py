@@ -1,0 +1,150 @@
+"""The values the engine works on: observations in, clusters and events out.
+
+All are frozen: a step builds new values and never changes an old one, so a step's result can be
+stored first and applied after, or thrown away when the store refuses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+class EventType(str, Enum):
+    """The ``type`` of an FVClusterUpdateRecord."""
+
+    REG_EVENT = "REG_EVENT"
+    MERGE_EVENT = "MERGE_EVENT"
+    DELETE_EVENT = "DELETE_EVENT"
+    END_OF_INPUT_RECORD = "END_OF_INPUT_RECORD"
+
+
+class DeleteReason(str, Enum):
+    """Why a cluster left the database."""
+
+    EXPIRED = "EXPIRED"
+    REMOVED = "REMOVED"
+    REALIZED = "REALIZED"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterId:
+    """Identity of a cluster: where and when its first observation was seen."""
+
+    first_detection_time: int
+    first_detection_key: str
+    first_detection_stream_id: str
+
+    @property
+    def key(self) -> str:
+        """The cluster id as one string: the Kafka key of its events and its store key."""
+        return f"{self.first_detection_stream_id}:{self.first_detection_key}"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One detection (or an upstream cluster counting as ``count`` observations).
+
+    ``vector`` is float32; the engine normalises it, so it need not be unit length.
+    """
+
+    vector: np.ndarray
+    stream_id: str
+    key: str
+    time: int
+    count: int = 1
+    model_id: str = ""
+    type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """A cluster's whole state at one version, exactly what the store keeps.
+
+    ``state`` is the method's accumulator of unit vectors: the weighted sum for SIMPLE_AVERAGE,
+    the moving average for EXP_AVERAGE, the last vector for USE_LAST. ``pending`` counts the
+    observations towards (re-)realization since ``pending_since``. ``retention_ms`` 0 is forever.
+    ``last_emit_time`` is -1 until an event about it went downstream; ``emitted`` says whether
+    consumers have seen it at all.
+    """
+
+    id: ClusterId
+    state: np.ndarray
+    num_observations: int
+    realized: bool
+    first_time: int
+    last_time: int
+    streams: tuple[str, ...]
+    retention_ms: int
+    version: int
+    pending: int
+    pending_since: int
+    last_emit_time: int = -1
+    emitted: bool = False
+    model_id: str = ""
+    type: str = ""
+
+    @property
+    def key(self) -> str:
+        """The store key and Kafka key of this cluster."""
+        return self.id.key
+
+    @property
+    def representative(self) -> np.ndarray:
+        """The L2-normalised representative (float32)."""
+        norm = float(np.linalg.norm(self.state))
+        if norm == 0.0:
+            return self.state.astype(np.float32, copy=True)
+        return (self.state / norm).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One FVClusterUpdateRecord to publish downstream.
+
+    ``cluster`` is the state the event describes (None for END_OF_INPUT_RECORD and deletes);
+    ``event_id`` is unique and deterministic: the cluster key and the version it describes.
+    """
+
+    type: EventType
+    event_id: str
+    time: int
+    cluster_id: ClusterId | None = None
+    cluster: Cluster | None = None
+    input_stream_id: str = ""
+    merged_clusters: tuple[ClusterId, ...] = ()
+    reason: DeleteReason | None = None
+
+    @property
+    def key(self) -> str:
+        """Kafka key of the event: the cluster id string (empty for END_OF_INPUT_RECORD)."""
+        return self.cluster_id.key if self.cluster_id is not None else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happened to one observation: which cluster took it, at what similarity."""
+
+    cluster_key: str
+    similarity: float
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """Everything one engine step decided, to be stored atomically and then applied.
+
+    ``expected`` maps every touched cluster key to the version the step started from (0 for a
+    cluster that did not exist), so a store can refuse the write if another worker got there first.
+    """
+
+    decisions: tuple[Decision, ...] = ()
+    upserts: tuple[Cluster, ...] = ()
+    deletions: tuple[str, ...] = ()
+    events: tuple[Event, ...] = ()
+    expected: dict[str, int] = field(default_factory=dict)
+    watermark: int = 0
+    swept: tuple[str, ...] = ()
+    merged: tuple[tuple[str, str], ...] = ()

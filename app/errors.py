@@ -1,0 +1,67 @@
+"""Every failure mode fvc reports, under one root so callers can catch them together.
+
+Each docstring says what an operator should do about it.
+"""
+
+from __future__ import annotations
+
+
+class FvcError(Exception):
+    """Root of fvc's own errors."""
+
+
+class ConfigError(FvcError):
+    """A configuration value breaks a rule: fix the named field and reload.
+
+    Carries every problem found, each with its JSON path, value and rule.
+    """
+
+    def __init__(self, problems: list[tuple[str, object, str]]) -> None:
+        self.problems = problems
+        lines = [f"{path}: {value!r} {rule}" for path, value, rule in problems]
+        message = "invalid configuration:\n  " + "\n  ".join(lines)
+        super().__init__(message)
+
+
+class DecodeError(FvcError):
+    """An input record cannot be used: it goes to the dead-letter topic with this reason.
+
+    ``reason`` is machine-readable (``not_json``, ``missing_field``, ...), ``detail`` readable,
+    ``raw`` the original bytes.
+    """
+
+    def __init__(self, reason: str, detail: str, raw: bytes = b"") -> None:
+        self.reason = reason
+        self.detail = detail
+        self.raw = raw
+        message = f"{reason}: {detail}"
+        super().__init__(message)
+
+
+class StoreUnavailable(FvcError):
+    """The state store cannot be reached: the worker retries with backoff; check Redis."""
+
+
+class VersionConflict(FvcError):
+    """Another worker changed a cluster first: reload the named clusters and redo the batch."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        message = f"version conflict on {len(keys)} cluster(s): {', '.join(keys[:5])}"
+        super().__init__(message)
+
+
+class LocalStackError(FvcError):
+    """The local Kafka or Redis could not be started or stopped; the message says why."""
+
+
+class AlreadyApplied(FvcError):
+    """A commit's input offsets were stored before: the batch is a replay and changes nothing."""
+
+
+class UnknownCluster(FvcError):
+    """No cluster has that id: list them with ``fvc clusters list``."""
+
+
+class UnknownStream(FvcError):
+    """An observation names a stream the configuration does not have: add it to the config."""

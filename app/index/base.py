@@ -1,0 +1,44 @@
+"""The representative-search contract the engine relies on.
+
+An index holds one unit vector per cluster key and answers top-k inner-product searches.
+Results name *slots*: small integers stable until the next ``upsert``/``remove``, which the
+engine turns back into keys with ``key_at``. Similarities returned are always exact (an
+approximate index re-ranks its candidates against the stored vectors), so threshold decisions
+never depend on approximation error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+
+class VectorIndex(Protocol):
+    """Top-k inner-product search over one representative per cluster key."""
+
+    def __len__(self) -> int:
+        """Number of keys held."""
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is held."""
+
+    def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Add or replace the vectors of ``keys`` (rows of ``vectors``, unit length)."""
+
+    def remove(self, keys: Sequence[str]) -> None:
+        """Forget ``keys``; unknown keys are ignored."""
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact similarities (b, k) float32 and slots (b, k) int64 of the best ``k``; -1 pads."""
+
+    def key_at(self, slot: int) -> str:
+        """The key stored at ``slot``."""
+
+    def slot_of(self, key: str) -> int:
+        """The slot of ``key``."""
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The stored vectors, one row per slot (a view; do not modify)."""

@@ -1,0 +1,104 @@
+"""The state store contract: what the engine's results need from a place that keeps them.
+
+Two implementations behave identically (one contract test suite runs over both): ``MemoryStore``
+for offline runs and unit tests, ``RedisStore`` for workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from app.engine.types import Cluster
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """An encoded event waiting to be published: Kafka key, value and timestamp."""
+
+    event_id: str
+    key: bytes
+    value: bytes
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An outbox record as read back, with the store's own id used to acknowledge it."""
+
+    entry_id: str
+    record: OutboxRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One atomic write: cluster changes, their events and the input offsets that caused them.
+
+    ``expected`` maps each touched key to the version the writer started from (0 = absent);
+    ``offsets`` maps ``"topic:partition"`` to the last input offset this commit applies.
+    """
+
+    expected: Mapping[str, int] = field(default_factory=dict)
+    upserts: Sequence[Cluster] = ()
+    deletions: Sequence[str] = ()
+    outbox: Sequence[OutboxRecord] = ()
+    offsets: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """Changes since a cursor: clusters now current, keys now deleted, and the next cursor.
+
+    ``reset`` is True when the cursor was too old to follow: reload everything instead.
+    """
+
+    cursor: str
+    upserts: Sequence[Cluster] = ()
+    deletions: Sequence[str] = ()
+    reset: bool = False
+
+
+class StateStore(Protocol):
+    """Where cluster state lives; every method may raise ``StoreUnavailable``."""
+
+    async def start(self) -> None:
+        """Connect and check the store answers."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def commit(self, commit: Commit) -> None:
+        """Apply ``commit`` atomically.
+
+        Raises ``VersionConflict`` (naming the keys) when a key's version differs from
+        ``expected``, and ``AlreadyApplied`` when an offset is not past the stored one; in both
+        cases nothing is written.
+        """
+
+    async def get(self, keys: Sequence[str]) -> dict[str, Cluster]:
+        """Current clusters for ``keys`` (absent keys are left out), in one round trip."""
+
+    def load_all(self, chunk: int = 10_000) -> AsyncIterator[list[Cluster]]:
+        """Every cluster, in chunks, without a round trip per key (index bootstrap)."""
+
+    async def count(self) -> int:
+        """Number of clusters."""
+
+    async def offsets(self) -> dict[str, int]:
+        """Last applied offset of every ``"topic:partition"`` seen."""
+
+    async def change_cursor(self) -> str:
+        """A cursor at the end of the change stream (take it before ``load_all``)."""
+
+    async def changes(self, cursor: str, limit: int = 10_000) -> ChangeBatch:
+        """Cluster changes after ``cursor``, for keeping an index replica current."""
+
+    async def outbox_pending(self, limit: int = 1_000) -> list[OutboxEntry]:
+        """Oldest events not yet acknowledged as published, in commit order."""
+
+    async def outbox_ack(self, entries: Sequence[OutboxEntry]) -> None:
+        """Forget published events."""
+
+    async def clear(self) -> None:
+        """Delete everything under this store's namespace (tests, ``fvc local`` resets)."""

@@ -1,0 +1,56 @@
+"""Builders shared by the engine tests: configs from plain dicts, observations from lists."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.config import ClusteringConfig, parse_config
+from app.engine.types import Observation
+
+
+def make_config(
+    threshold: float = 0.9,
+    *,
+    method: str = "SIMPLE_AVERAGE",
+    streams: tuple[str, ...] = ("cam",),
+    retention_ms: int = 0,
+    **clustering: object,
+) -> ClusteringConfig:
+    """A validated config with one threshold for all streams and extra clustering fields."""
+    stream_configs = [
+        {
+            "stream_id": s,
+            "fv_field_selector": {"feature_vector_path": "features"},
+            "reg_stream_config": {
+                "reg_threshold": threshold,
+                "cluster_retention_period_ms": retention_ms,
+            },
+        }
+        for s in streams
+    ]
+    data = {
+        "clustering_config": {"method": method, **clustering},
+        "input_stream_configs": stream_configs,
+    }
+    return parse_config(data)
+
+
+def obs(
+    vector: list[float], time: int, stream: str = "cam", key: str | None = None, count: int = 1
+) -> Observation:
+    """An observation with a readable default key."""
+    return Observation(
+        np.asarray(vector, dtype=np.float32),
+        stream,
+        key or f"{time}_0",
+        time,
+        count=count,
+        model_id="m",
+        type="PERSON_FACE",
+    )
+
+
+E1 = [1.0, 0.0, 0.0, 0.0]
+E2 = [0.0, 1.0, 0.0, 0.0]
+E3 = [0.0, 0.0, 1.0, 0.0]
+NEAR_E1 = [0.99, 0.141, 0.0, 0.0]  # cosine 0.99 to E1

@@ -1,0 +1,125 @@
+"""Realization, realized-cluster actions, emission rules, retention and removal."""
+
+from __future__ import annotations
+
+import pytest
+from engine_support import E1, E2, NEAR_E1, make_config, obs
+
+from app.engine import DeleteReason, Engine, EventType
+from app.errors import UnknownCluster
+
+
+def realizing(num: int = 3, limit: int = 0, action: str = "KEEP_REALIZED", **kw: object):
+    """A config whose clusters realize after ``num`` observations or ``limit`` ms."""
+    realization = {"num_samples": num, "time_limit_ms": limit, "realized_cluster_action": action}
+    return make_config(0.9, cluster_realization=realization, **kw)
+
+
+def types(result) -> list[str]:
+    return [e.type.value for e in result.events]
+
+
+def test_a_cluster_realizes_after_num_samples_and_only_then_emits() -> None:
+    engine = Engine(realizing(3))
+    first = engine.step([obs(E1, 1), obs(NEAR_E1, 2)])
+    assert first.events == ()
+    assert not engine.clusters["cam:1_0"].realized
+    third = engine.step([obs(E1, 3)])
+    assert types(third) == ["REG_EVENT"]
+    assert third.events[0].cluster.realized and third.events[0].cluster.num_observations == 3
+    fourth = engine.step([obs(E1, 4)])
+    assert types(fourth) == ["REG_EVENT"]
+
+
+def test_a_cluster_realizes_by_event_time() -> None:
+    engine = Engine(realizing(10, limit=1000))
+    engine.step([obs(E1, 0)])
+    assert engine.advance(999).events == ()
+    result = engine.advance(1000)
+    assert types(result) == ["REG_EVENT"]
+    assert result.upserts[0].realized and result.upserts[0].version == 2
+    engine.apply(result)
+    assert engine.advance(5000).events == ()
+
+
+def test_an_update_past_the_time_limit_realizes_at_once() -> None:
+    engine = Engine(realizing(10, limit=1000))
+    result = engine.step([obs(E1, 0), obs(NEAR_E1, 1500)])
+    assert types(result) == ["REG_EVENT"]
+
+
+def test_unrealize_restarts_the_count() -> None:
+    engine = Engine(realizing(2, action="UNREALIZE"))
+    result = engine.step([obs(E1, 1), obs(E1, 2), obs(E1, 3), obs(E1, 4)])
+    assert types(result) == ["REG_EVENT", "REG_EVENT"]
+    assert [e.cluster.num_observations for e in result.events] == [2, 4]
+    assert not engine.clusters["cam:1_0"].realized
+
+
+def test_remove_action_deletes_after_realizing() -> None:
+    engine = Engine(realizing(2, action="REMOVE"))
+    result = engine.step([obs(E1, 1), obs(E1, 2), obs(E1, 3)])
+    assert types(result) == ["REG_EVENT", "DELETE_EVENT"]
+    assert result.events[1].reason is DeleteReason.REALIZED
+    assert list(engine.clusters) == ["cam:3_0"]
+
+
+def test_emit_unrealized_emits_registrations() -> None:
+    engine = Engine(realizing(3, emit_unrealized=True))
+    result = engine.step([obs(E1, 1)])
+    assert types(result) == ["REG_EVENT"]
+    assert not result.events[0].cluster.realized
+
+
+def test_min_update_interval_throttles_updates_of_a_realized_cluster() -> None:
+    engine = Engine(make_config(0.9, min_update_interval_ms=1000))
+    result = engine.step([obs(E1, 0), obs(E1, 500), obs(E1, 1000), obs(E1, 1200)])
+    assert [e.time for e in result.events] == [0, 1000]
+
+
+def test_retention_expires_idle_clusters_and_tells_only_if_seen() -> None:
+    engine = Engine(realizing(2, retention_ms=1000))
+    engine.step([obs(E1, 0), obs(E1, 10), obs(E2, 20)])
+    result = engine.advance(1010)
+    assert result.deletions == ()
+    result = engine.advance(1011)
+    assert result.deletions == ("cam:0_0",)
+    assert types(result) == ["DELETE_EVENT"] and result.events[0].reason is DeleteReason.EXPIRED
+    engine.apply(result)
+    result = engine.advance(1021)
+    assert result.deletions == ("cam:20_0",) and result.events == ()
+
+
+def test_retention_is_the_largest_of_the_streams_and_zero_is_forever() -> None:
+    short = make_config(0.9, streams=("short",), retention_ms=100)
+    forever = make_config(0.9, streams=("forever",), retention_ms=0)
+    fields = {f: getattr(short, f) for f in short.__slots__}
+    engine = Engine(type(short)(**{**fields, "streams": short.streams + forever.streams}))
+    engine.step([obs(E1, 0, "short"), obs(NEAR_E1, 1, "forever"), obs(E2, 2, "short")])
+    assert engine.clusters["short:0_0"].retention_ms == 0
+    result = engine.advance(10_000)
+    assert result.deletions == ("short:2_0",)
+
+
+def test_removal_on_request() -> None:
+    engine = Engine(make_config(0.9))
+    engine.step([obs(E1, 1)])
+    result = engine.remove("cam:1_0", 5)
+    assert types(result) == ["DELETE_EVENT"] and result.events[0].reason is DeleteReason.REMOVED
+    assert result.expected == {"cam:1_0": 1}
+    engine.apply(result)
+    assert engine.clusters == {}
+    with pytest.raises(UnknownCluster):
+        engine.remove("cam:1_0")
+
+
+def test_event_ids_are_unique_and_deterministic() -> None:
+    def run() -> list[str]:
+        engine = Engine(realizing(2, action="REMOVE"))
+        result = engine.step([obs(E1, t) for t in range(9)])
+        return [e.event_id for e in result.events]
+
+    ids = run()
+    assert ids == run()
+    assert len(set(ids)) == len(ids)
+    assert EventType.DELETE_EVENT.value == "DELETE_EVENT"
