@@ -93,7 +93,9 @@ async def _store_and_apply(
     engine: Engine, store: StateStore, result: StepResult, labeller: Labeller
 ) -> None:
     if result.upserts or result.deletions:
-        commit = Commit(expected=result.expected, upserts=result.upserts, deletions=result.deletions)
+        commit = Commit(
+            expected=result.expected, upserts=result.upserts, deletions=result.deletions
+        )
         await store.commit(commit)
     engine.apply(result)
     labeller.take(result)

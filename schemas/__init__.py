@@ -36,10 +36,14 @@ def _file_name(name: str) -> str:
     return stem + _SUFFIX
 
 
-@cache
 def load_schema(name: str) -> dict[str, Any]:
     """The parsed schema ``name`` (cached and shared: do not modify it)."""
-    text = resources.files(__name__).joinpath(_file_name(name)).read_text(encoding="utf-8")
+    return _load(_file_name(name))
+
+
+@cache
+def _load(file_name: str) -> dict[str, Any]:
+    text = resources.files(__name__).joinpath(file_name).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
 
@@ -54,7 +58,11 @@ def registry() -> Registry:
     return Registry().with_resources(resources_)
 
 
-@cache
 def validator(name: str) -> Draft202012Validator:
     """A ready validator for schema ``name``; ``iter_errors`` lists every problem at once."""
-    return Draft202012Validator(load_schema(name), registry=registry())
+    return _validator(_file_name(name))
+
+
+@cache
+def _validator(file_name: str) -> Draft202012Validator:
+    return Draft202012Validator(_load(file_name), registry=registry())

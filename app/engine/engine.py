@@ -56,10 +56,6 @@ class Engine:
             from app.index.numpy_index import NumpyIndex
 
             index = NumpyIndex()
-        self.config = config
-        self.method = _text(config.method)
-        self.alpha = float(config.ema_alpha)
-        self.lifecycle = Lifecycle(config)
         self.index = index
         self.search_k = search_k
         self.merge_k = merge_k
@@ -68,7 +64,22 @@ class Engine:
         self.expiries = Deadlines()
         self.realizations = Deadlines()
         self.merge_dirty: dict[str, None] | None = None  # None: every cluster is a candidate
+        self.reconfigure(config)
+
+    def reconfigure(self, config: ClusteringConfig) -> None:
+        """Follow a new config from now on; clusters stay as they are."""
+        self.config = config
+        self.method = _text(config.method)
+        self.alpha = float(config.ema_alpha)
+        self.lifecycle = Lifecycle(config)
         self._streams = {s.stream_id: s for s in config.streams}
+
+    @property
+    def dimension(self) -> int:
+        """Vector dimension of the clusters held (0 while there are none)."""
+        for cluster in self.clusters.values():
+            return len(cluster.state)
+        return 0
 
     # -- observations -------------------------------------------------------------------------
 
@@ -109,10 +120,18 @@ class Engine:
         self.apply(result)
         return result
 
-    def load(self, clusters: Iterable[Cluster], deletions: Iterable[str] = ()) -> None:
-        """Take clusters changed elsewhere (store bootstrap, change stream, conflict reload)."""
-        newer = [c for c in clusters if (self.version_of(c.key) or 0) < c.version]
+    def load(
+        self, clusters: Iterable[Cluster], deletions: Iterable[str] = (), *, force: bool = False
+    ) -> None:
+        """Take clusters changed elsewhere (store bootstrap, change stream, conflict reload).
+
+        Older versions than the ones held are ignored unless ``force`` (the store's word after a
+        conflict). The watermark follows the newest observation loaded.
+        """
+        newer = [c for c in clusters if force or (self.version_of(c.key) or 0) < c.version]
         self._put(newer)
+        if newer:
+            self.watermark = max(self.watermark, max(c.last_time for c in newer))
         self._drop(list(deletions))
         if self.merge_dirty is not None:
             self.merge_dirty.update(dict.fromkeys(c.key for c in newer))

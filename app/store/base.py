@@ -15,12 +15,18 @@ from app.engine.types import Cluster
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
-    """An encoded event waiting to be published: Kafka key, value and timestamp."""
+    """A record waiting to be published: topic, Kafka key, value, timestamp and headers.
+
+    An empty ``value`` is a tombstone (compacted topics); an empty ``topic`` means the
+    downstream event topic.
+    """
 
     event_id: str
     key: bytes
     value: bytes
     timestamp: int
+    topic: str = ""
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

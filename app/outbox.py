@@ -1,0 +1,77 @@
+"""What a step sends to Kafka, as outbox records stored with the step itself.
+
+Events go to the downstream topic, bad input records to the dead-letter topic (original bytes
+as the value, the reason and source position in headers), and, with ``save_internal_state``,
+every cluster change to the compacted internal-state topic (an empty value is a tombstone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from app.engine import StepResult
+from app.errors import DecodeError
+from app.records import encode_event
+from app.settings import Settings
+from app.store.base import OutboxRecord
+from app.store.codec import encode_cluster
+
+if TYPE_CHECKING:
+    from app.pipeline import RawRecord
+
+
+class OutboxWriter:
+    """Turns a step's events, dead letters and cluster changes into outbox records."""
+
+    def __init__(self, settings: Settings, save_internal_state: bool) -> None:
+        self.settings = settings
+        self.save_internal_state = save_internal_state
+
+    def records(
+        self, result: StepResult, dead_letters: Sequence[tuple[RawRecord, DecodeError]] = ()
+    ) -> list[OutboxRecord]:
+        """Every record the step must publish, in order."""
+        out = [self.dead_letter(record, error) for record, error in dead_letters]
+        fmt = self.settings.output_format
+        topic = self.settings.output_topic
+        out += [
+            OutboxRecord(e.event_id, e.key.encode(), encode_event(e, fmt), e.time, topic)
+            for e in result.events
+        ]
+        if self.save_internal_state:
+            out += self._state_records(result)
+        return out
+
+    def dead_letter(self, record: RawRecord, error: DecodeError) -> OutboxRecord:
+        """The original record for the dead-letter topic, with why and where in headers."""
+        headers = (
+            ("fvc.reason", error.reason.encode()),
+            ("fvc.detail", error.detail.encode()[:1000]),
+            ("fvc.source.topic", record.topic.encode()),
+            ("fvc.source.partition", str(record.partition).encode()),
+            ("fvc.source.offset", str(record.offset).encode()),
+        )
+        return OutboxRecord(
+            event_id=f"dead:{record.topic}:{record.partition}:{record.offset}",
+            key=record.key or b"",
+            value=record.value or b"",
+            timestamp=record.timestamp,
+            topic=self.settings.dead_letter_topic,
+            headers=headers,
+        )
+
+    def _state_records(self, result: StepResult) -> list[OutboxRecord]:
+        topic = self.settings.internal_state_topic
+        time = result.watermark
+        out = [
+            OutboxRecord(
+                f"state:{c.key}@{c.version}", c.key.encode(), encode_cluster(c), time, topic
+            )
+            for c in result.upserts
+        ]
+        out += [
+            OutboxRecord(f"state:{key}@deleted", key.encode(), b"", time, topic)
+            for key in result.deletions
+        ]
+        return out

@@ -1,0 +1,204 @@
+"""The processing core shared by the Faust worker and batch mode: records in, one commit out.
+
+For a batch of raw input records: drop those at or below the partition offsets already stored
+(a replay changes nothing), decode the rest (bad ones become dead letters), run the engine,
+and store clusters, events, dead letters and the new offsets in one atomic commit. Events and
+dead letters reach Kafka later, from the outbox, so none is lost if the process dies here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from app.config import ClusteringConfig
+from app.engine import Engine, Observation, StepResult
+from app.errors import AlreadyApplied, DecodeError, VersionConflict
+from app.outbox import OutboxWriter
+from app.records import decode
+from app.settings import Settings
+from app.store.base import Commit, StateStore
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICT_RETRIES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One Kafka message as read, before decoding."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+
+    @property
+    def position(self) -> str:
+        """``topic:partition``, the key of stored offsets."""
+        return f"{self.topic}:{self.partition}"
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What one batch did, for metrics and tests."""
+
+    observations: int = 0
+    dead_letters: tuple[tuple[RawRecord, DecodeError], ...] = ()
+    skipped: int = 0
+    result: StepResult | None = None
+    conflicts: int = 0
+
+
+class Pipeline:
+    """Engine plus store plus codecs; every change goes through ``_commit``.
+
+    One asyncio lock serialises this process's batches and timer steps, so a result is always
+    computed from the engine state it is committed over; other workers are caught by the
+    store's version checks and answered by reloading the clusters named and trying again.
+    """
+
+    def __init__(
+        self, engine: Engine, store: StateStore, config: ClusteringConfig, settings: Settings
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.settings = settings
+        self.outbox = OutboxWriter(settings, config.save_internal_state)
+        self.applied: dict[str, int] = {}
+        self.lock = asyncio.Lock()
+        self.dimension = settings.expected_dimension
+        self.reconfigure(config)
+
+    def reconfigure(self, config: ClusteringConfig) -> None:
+        """Use a new clustering config from now on (the engine keeps its clusters)."""
+        self.config = config
+        self.engine.reconfigure(config)
+        self.outbox.save_internal_state = config.save_internal_state
+        self._streams = {s.topic: s for s in config.streams}
+
+    async def load_offsets(self) -> None:
+        """Take the stored partition offsets (at start and after a rebalance)."""
+        self.applied = await self.store.offsets()
+
+    async def handle(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        """Process one batch of input records exactly once into the store."""
+        async with self.lock:
+            skipped_total, conflicts = 0, 0
+            for _ in range(MAX_CONFLICT_RETRIES):
+                fresh = [r for r in records if r.offset > self.applied.get(r.position, -1)]
+                skipped_total = len(records) - len(fresh)
+                if not fresh:
+                    return BatchOutcome(skipped=skipped_total)
+                observations, dead = self._decode(fresh)
+                offsets = _last_offsets(fresh)
+                try:
+                    result, tries = await self._commit(
+                        lambda obs=observations: self.engine.process(obs),
+                        offsets=offsets,
+                        dead_letters=dead,
+                    )
+                except AlreadyApplied:
+                    log.info("offsets moved under this batch (another worker); re-reading them")
+                    await self.load_offsets()
+                    continue
+                conflicts += tries
+                self.applied.update(offsets)
+                return BatchOutcome(
+                    len(observations), tuple(dead), skipped_total, result, conflicts
+                )
+            message = "input offsets kept moving under this batch; giving up on it"
+            raise AlreadyApplied(message)
+
+    async def step(self, compute: Callable[[], StepResult]) -> StepResult:
+        """Commit a timer or operator step (advance, merge, remove) like a batch."""
+        async with self.lock:
+            result, _ = await self._commit(compute)
+            return result
+
+    async def _commit(
+        self,
+        compute: Callable[[], StepResult],
+        offsets: dict[str, int] | None = None,
+        dead_letters: Sequence[tuple[RawRecord, DecodeError]] = (),
+    ) -> tuple[StepResult, int]:
+        """Compute, store atomically, apply; on a version conflict reload and recompute."""
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            result = compute()
+            records = self.outbox.records(result, dead_letters)
+            if not (result.upserts or result.deletions or records or offsets):
+                self.engine.apply(result)
+                return result, attempt
+            commit = Commit(
+                expected=result.expected,
+                upserts=result.upserts,
+                deletions=result.deletions,
+                outbox=records,
+                offsets=offsets or {},
+            )
+            try:
+                await self.store.commit(commit)
+            except VersionConflict as exc:
+                await self._reload(exc.keys)
+                continue
+            self.engine.apply(result)
+            return result, attempt
+        message = f"{MAX_CONFLICT_RETRIES} version conflicts in a row"
+        raise VersionConflict([message])
+
+    async def _reload(self, keys: Sequence[str]) -> None:
+        current = await self.store.get(keys)
+        gone = [k for k in keys if k not in current]
+        self.engine.load(current.values(), deletions=gone, force=True)
+
+    def _decode(
+        self, records: Sequence[RawRecord]
+    ) -> tuple[list[Observation], list[tuple[RawRecord, DecodeError]]]:
+        observations: list[Observation] = []
+        dead: list[tuple[RawRecord, DecodeError]] = []
+        for record in records:
+            stream = self._streams.get(record.topic)
+            try:
+                if stream is None:
+                    message = f"topic {record.topic!r} belongs to no configured stream"
+                    raise DecodeError("unknown_stream", message, record.value or b"")
+                obs = decode(
+                    record.value or b"",
+                    self.settings.input_format,
+                    stream,
+                    stream_id=stream.stream_id,
+                    key=_key_text(record),
+                    timestamp=record.timestamp,
+                    max_bytes=self.settings.max_record_bytes,
+                    dimension=self.dimension,
+                )
+            except DecodeError as exc:
+                log.debug("dead letter %s: %s", record, exc)
+                dead.append((record, exc))
+                continue
+            if obs is not None:
+                self.dimension = self.dimension or len(obs.vector)
+                observations.append(obs)
+        return observations, dead
+
+
+def _key_text(record: RawRecord) -> str:
+    """The detection key; a record without one gets ``<timestamp>_<partition>_<offset>``."""
+    if record.key:
+        return record.key.decode("utf-8", errors="replace")
+    return f"{record.timestamp}_{record.partition}_{record.offset}"
+
+
+def _last_offsets(records: Sequence[RawRecord]) -> dict[str, int]:
+    offsets: dict[str, int] = {}
+    for record in records:
+        if record.offset > offsets.get(record.position, -1):
+            offsets[record.position] = record.offset
+    return offsets

@@ -1,0 +1,384 @@
+"""Record codecs: input records to observations, events to output records (JSON or msgpack).
+
+Camera topics are read as raw bytes and decoded here, so that a bad record becomes a
+``DecodeError`` with a machine-readable reason and the original bytes, bound for the dead-letter
+topic, instead of an exception that would stop or silently skip it. The msgpack variant carries
+the same fields with ``feature`` as raw little-endian float32 bytes (a list is accepted too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import msgpack
+import numpy as np
+import orjson
+
+from app.engine.types import Cluster, ClusterId, Event, EventType, Observation
+from app.errors import DecodeError
+
+FEATURE_PATH = "features"
+CLUSTER_PATH = "cluster"
+MAX_RECORD_BYTES = 1 << 20
+_JSON_FIRST_BYTES = frozenset(b'{[" \t\r\n')  # never the first byte of a msgpack map
+_ABSENT = object()
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """Where the vector is in a record: a dot path to a FeatureVector or to an FVCluster."""
+
+    path: tuple[str, ...]
+    cluster: bool = False
+
+    @property
+    def dotted(self) -> str:
+        """The path as written in the config, e.g. ``features``."""
+        return ".".join(self.path)
+
+    @classmethod
+    def of(cls, selector: Selector | str | Any) -> Selector:
+        """A Selector from itself, a FeatureVector dot path, or a StreamConfig-like object."""
+        if isinstance(selector, Selector):
+            return selector
+        if isinstance(selector, str):
+            return cls(tuple(selector.split(".")))
+        cluster_path = getattr(selector, "fv_cluster_path", None)
+        if cluster_path:
+            return cls(tuple(cluster_path.split(".")), cluster=True)
+        return cls(tuple(str(selector.feature_vector_path).split(".")))
+
+
+DEFAULT_SELECTOR = Selector((FEATURE_PATH,))
+
+
+class _Invalid(Exception):
+    """Raised below ``decode``, which turns it into a DecodeError carrying the raw bytes."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+        super().__init__(detail)
+
+
+def _fail(reason: str, detail: str) -> NoReturn:
+    raise _Invalid(reason, detail)
+
+
+def decode(
+    raw: bytes,
+    fmt: str = "auto",
+    selector: Selector | str | Any = DEFAULT_SELECTOR,
+    *,
+    stream_id: str = "",
+    key: str = "",
+    timestamp: int = 0,
+    max_bytes: int = MAX_RECORD_BYTES,
+    dimension: int = 0,
+) -> Observation | None:
+    """The observation in one input record, or None for an end-of-frame record.
+
+    The vector is float32 and not normalised (the engine does that). Any unusable input raises
+    DecodeError and nothing else, whatever the bytes.
+
+    >>> decode(b'{"features": {"feature": [3, 4]}}', key="k", timestamp=5).vector.tolist()
+    [3.0, 4.0]
+    """
+    sel = Selector.of(selector)
+    try:
+        return _decode(raw, fmt, sel, stream_id, key, timestamp, max_bytes, dimension)
+    except _Invalid as exc:
+        raise DecodeError(exc.reason, exc.detail, bytes(raw or b"")) from None
+
+
+def decode_batch(
+    raws: Sequence[bytes],
+    fmt: str = "auto",
+    selector: Selector | str | Any = DEFAULT_SELECTOR,
+    *,
+    stream_id: str = "",
+    keys: Sequence[str] | None = None,
+    timestamps: Sequence[int] | None = None,
+    max_bytes: int = MAX_RECORD_BYTES,
+    dimension: int = 0,
+) -> list[Observation | DecodeError | None]:
+    """Decode many records of one stream; a bad record yields its DecodeError in its place."""
+    sel = Selector.of(selector)
+    keys = [""] * len(raws) if keys is None else keys
+    timestamps = [0] * len(raws) if timestamps is None else timestamps
+    results: list[Observation | DecodeError | None] = []
+    for raw, key, time in zip(raws, keys, timestamps, strict=True):
+        try:
+            results.append(_decode(raw, fmt, sel, stream_id, key, time, max_bytes, dimension))
+        except _Invalid as exc:
+            results.append(DecodeError(exc.reason, exc.detail, bytes(raw or b"")))
+    return results
+
+
+def _decode(
+    raw: bytes, fmt: str, sel: Selector, stream_id: str, key: str, time: int, limit: int, dim: int
+) -> Observation | None:
+    return _observation(_parse(raw, fmt, limit), sel, stream_id, key, time, dim)
+
+
+def _parse(raw: bytes, fmt: str, max_bytes: int) -> object:
+    """Bytes to a Python value in the given (or detected) format."""
+    if raw is None or len(raw) == 0:
+        _fail("not_json" if fmt != "msgpack" else "not_msgpack", "empty record")
+    if max_bytes > 0 and len(raw) > max_bytes:
+        _fail("too_large", f"{len(raw)} bytes, more than the limit of {max_bytes}")
+    if fmt == "auto":
+        fmt = "json" if raw[0] in _JSON_FIRST_BYTES else "msgpack"
+    if fmt == "json":
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            _fail("not_json", str(exc))
+    if fmt == "msgpack":
+        try:
+            return msgpack.unpackb(raw, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            _fail("not_msgpack", f"{type(exc).__name__}: {exc}"[:200])
+    message = f"unknown record format {fmt!r}: use auto, json or msgpack"
+    raise ValueError(message)
+
+
+def _observation(
+    record: object, sel: Selector, stream_id: str, key: str, time: int, dimension: int
+) -> Observation | None:
+    """The observation a parsed record holds at the selector's path."""
+    if not isinstance(record, dict):
+        _fail("not_an_object", f"the record is {_kind(record)}, not an object")
+    end_of_frame = record.get("end_of_frame", False)
+    if end_of_frame is not None and not isinstance(end_of_frame, bool):
+        _fail("wrong_type", f"end_of_frame is {_kind(end_of_frame)}, not true or false")
+    target = _lookup(record, sel)
+    if end_of_frame and _holds_no_vector(target, sel):
+        return None
+    if target is _ABSENT or target is None:
+        _fail("missing_field", f"{sel.dotted} is missing")
+    count, fv, where = 1, target, sel.dotted
+    if sel.cluster:
+        count, fv = _cluster_parts(target, sel.dotted)
+        where = f"{sel.dotted}.representative_fv"
+    vector, model_id, type_ = _feature_vector(fv, where, dimension)
+    return Observation(vector, stream_id, key, int(time), count, model_id, type_)
+
+
+def _lookup(record: dict[str, Any], sel: Selector) -> object:
+    """The value at the selector's dot path, or _ABSENT."""
+    value: object = record
+    for depth, name in enumerate(sel.path):
+        if not isinstance(value, dict):
+            where = ".".join(sel.path[:depth]) or "the record"
+            _fail("wrong_type", f"{where} is {_kind(value)}, not an object")
+        value = value.get(name, _ABSENT)
+        if value is _ABSENT:
+            return _ABSENT
+    return value
+
+
+def _holds_no_vector(target: object, sel: Selector) -> bool:
+    """An end-of-frame record may carry nothing, or an empty vector, at the path."""
+    if isinstance(target, dict) and sel.cluster:
+        target = target.get("representative_fv")
+    if not isinstance(target, dict):
+        return target is _ABSENT or target is None
+    feature = target.get("feature")
+    return feature is None or (isinstance(feature, list | bytes) and len(feature) == 0)
+
+
+def _cluster_parts(target: object, where: str) -> tuple[int, object]:
+    """An FVCluster's count and representative FeatureVector."""
+    if not isinstance(target, dict):
+        _fail("wrong_type", f"{where} is {_kind(target)}, not an FVCluster object")
+    fv = target.get("representative_fv")
+    count = target.get("num_observations")
+    if fv is None:
+        _fail("missing_field", f"{where}.representative_fv is missing")
+    if count is None:
+        _fail("missing_field", f"{where}.num_observations is missing")
+    if not isinstance(count, int) or isinstance(count, bool):
+        _fail("wrong_type", f"{where}.num_observations is {_kind(count)}, not an integer")
+    if count < 1:
+        _fail("bad_count", f"{where}.num_observations is {count}, must be at least 1")
+    return count, fv
+
+
+def _feature_vector(fv: object, where: str, dimension: int) -> tuple[np.ndarray, str, str]:
+    """A FeatureVector's checked float32 vector, model id and type."""
+    if not isinstance(fv, dict):
+        _fail("wrong_type", f"{where} is {_kind(fv)}, not a FeatureVector object")
+    model_id, type_ = fv.get("model_id") or "", fv.get("type") or ""
+    if not isinstance(model_id, str) or not isinstance(type_, str):
+        _fail("wrong_type", f"{where}.model_id and {where}.type must be strings")
+    feature = fv.get("feature")
+    if feature is None:
+        _fail("missing_field", f"{where}.feature is missing")
+    vector = _as_float32(feature, f"{where}.feature")
+    _check_vector(vector, f"{where}.feature", dimension)
+    return vector, model_id, type_
+
+
+def _as_float32(feature: object, where: str) -> np.ndarray:
+    """A 1-d float32 array from a list of numbers or little-endian float32 bytes."""
+    if isinstance(feature, bytes):
+        if len(feature) % 4:
+            _fail("wrong_type", f"{where} has {len(feature)} bytes, not a whole number of float32")
+        return np.frombuffer(feature, dtype="<f4").astype(np.float32)
+    if not isinstance(feature, list):
+        _fail("wrong_type", f"{where} is {_kind(feature)}, not a list of numbers")
+    try:
+        array = np.asarray(feature)
+    except (ValueError, TypeError, OverflowError):
+        _fail("wrong_type", f"{where} is not a flat list of numbers")
+    if array.ndim != 1 or array.dtype.kind not in "iuf":
+        _fail("wrong_type", f"{where} is not a flat list of numbers")
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32)
+
+
+def _check_vector(vector: np.ndarray, where: str, dimension: int) -> None:
+    """Refuse vectors the engine cannot normalise or compare with the others."""
+    if dimension > 0 and vector.shape[0] != dimension:
+        _fail("wrong_dimension", f"{where} has {vector.shape[0]} values, expected {dimension}")
+    if vector.shape[0] == 0:
+        _fail("wrong_dimension", f"{where} is empty")
+    if not np.isfinite(vector).all():
+        _fail("non_finite", f"{where} holds NaN or infinite values")
+    with np.errstate(over="ignore", under="ignore"):
+        norm = float(np.linalg.norm(vector))
+    if norm == 0.0:
+        _fail("zero_vector", f"{where} has length zero (or too small for float32)")
+    if not np.isfinite(norm):
+        _fail("non_finite", f"{where} is too long: its norm overflows float32")
+
+
+def _kind(value: object) -> str:
+    """How a wrong value is named in a detail: its JSON type."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    names |= {int: "a number", float: "a number", bytes: "binary data", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def encode_observation(
+    vector: np.ndarray | Iterable[float] | None,
+    model_id: str = "",
+    type: str = "",  # noqa: A002 - the wire field is called type
+    fmt: str = "json",
+    end_of_frame: bool = False,
+    fv_cluster_count: int | None = None,
+    path: str | None = None,
+) -> bytes:
+    """An input record (FeatureVectorRecord, or an FVCluster record when a count is given).
+
+    ``path`` defaults to ``features`` (or ``cluster`` with ``fv_cluster_count``); None as the
+    vector makes a bare end-of-frame record.
+    """
+    record: dict[str, Any] = {}
+    if vector is not None:
+        array = np.ascontiguousarray(np.asarray(vector, dtype=np.float32))
+        feature = array.astype("<f4").tobytes() if fmt == "msgpack" else array
+        value: dict[str, Any] = {"model_id": model_id, "feature": feature, "type": type}
+        if fv_cluster_count is not None:
+            value = {"representative_fv": value, "num_observations": fv_cluster_count}
+        default = CLUSTER_PATH if fv_cluster_count is not None else FEATURE_PATH
+        _put(record, (path or default).split("."), value)
+    record["end_of_frame"] = end_of_frame
+    return pack(record, fmt)
+
+
+def _put(record: dict[str, Any], path: list[str], value: object) -> None:
+    for name in path[:-1]:
+        record = record.setdefault(name, {})
+    record[path[-1]] = value
+
+
+def pack(body: dict[str, Any], fmt: str) -> bytes:
+    """One record as JSON (numpy arrays as lists) or msgpack (bytes as bin)."""
+    if fmt == "json":
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    if fmt == "msgpack":
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
+        return packed
+    message = f"unknown record format {fmt!r}: use json or msgpack"
+    raise ValueError(message)
+
+
+def encode_event(event: Event, fmt: str = "json") -> bytes:
+    """One FVClusterUpdateRecord, exactly the shape of the schema, as JSON or msgpack."""
+    return pack(event_to_dict(event, binary=fmt == "msgpack"), fmt)
+
+
+def event_to_dict(event: Event, *, binary: bool = False) -> dict[str, Any]:
+    """The record body of ``event``; ``feature`` is float32 bytes if ``binary``, else an array."""
+    body: dict[str, Any] = {"type": event.type.value, "event_id": event.event_id}
+    if event.type is EventType.REG_EVENT:
+        cluster = _required(event.cluster, event)
+        body["reg_event"] = {
+            "cluster_id": _id_dict(event.cluster_id or cluster.id),
+            "cluster": _cluster_dict(cluster, binary),
+            "input_stream_id": event.input_stream_id,
+        }
+    elif event.type is EventType.MERGE_EVENT:
+        cluster = _required(event.cluster, event)
+        body["merge_event"] = {
+            "cluster_id": _id_dict(event.cluster_id or cluster.id),
+            "cluster": _cluster_dict(cluster, binary),
+            "merged_clusters": [_id_dict(c) for c in event.merged_clusters],
+        }
+    elif event.type is EventType.DELETE_EVENT:
+        deleted = _required(
+            event.cluster_id or (event.cluster.id if event.cluster else None), event
+        )
+        reason = _required(event.reason, event)
+        body["delete_event"] = {"deleted_cluster": _id_dict(deleted), "reason": reason.value}
+    return body
+
+
+def _required(value: _T | None, event: Event) -> _T:
+    """An event missing what its type needs is a bug upstream: say which event."""
+    if value is None:
+        message = f"{event.type.value} {event.event_id!r} lacks what its type requires"
+        raise ValueError(message)
+    return value
+
+
+def _id_dict(cluster_id: ClusterId) -> dict[str, str]:
+    return {
+        "first_detection_time": str(cluster_id.first_detection_time),
+        "first_detection_key": cluster_id.first_detection_key,
+        "first_detection_stream_id": cluster_id.first_detection_stream_id,
+    }
+
+
+def _cluster_dict(cluster: Cluster, binary: bool) -> dict[str, Any]:
+    """The FVCluster of an event: the L2-normalised representative, count and realization."""
+    rep = np.ascontiguousarray(cluster.representative, dtype=np.float32)
+    feature = rep.astype("<f4").tobytes() if binary else rep
+    return {
+        "representative_fv": {
+            "model_id": cluster.model_id,
+            "feature": feature,
+            "type": cluster.type,
+        },
+        "num_observations": int(cluster.num_observations),
+        "is_realized": bool(cluster.realized),
+    }
+
+
+def decode_event(raw: bytes) -> dict[str, Any]:
+    """An output record (JSON or msgpack) as a dict, ``feature`` always a list of floats."""
+    try:
+        body = _parse(raw, "auto", 0)
+        if not isinstance(body, dict):
+            _fail("not_an_object", f"the record is {_kind(body)}, not an object")
+        for name in ("reg_event", "merge_event"):
+            fv = _lookup(body, Selector((name, "cluster", "representative_fv")))
+            if isinstance(fv, dict) and isinstance(fv.get("feature"), bytes):
+                fv["feature"] = _as_float32(fv["feature"], f"{name}.cluster").tolist()
+    except _Invalid as exc:
+        raise DecodeError(exc.reason, exc.detail, bytes(raw or b"")) from None
+    return body

@@ -1,0 +1,196 @@
+"""One worker's moving parts and their life cycle, independent of Faust.
+
+The Faust agents and timers (``agents/``) and batch mode (``app/batch.py``) call these methods;
+keeping them here makes the worker's behaviour testable without a Faust app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from app.config import ClusteringConfig, load_config
+from app.engine import Engine
+from app.errors import ConfigError, StoreUnavailable
+from app.index import make_index
+from app.metrics import WorkerMetrics
+from app.pipeline import BatchOutcome, Pipeline, RawRecord
+from app.settings import Settings
+from app.store import create_store
+from app.store.base import OutboxRecord, StateStore
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[OutboxRecord], Awaitable[None]]
+
+
+class Runtime:
+    """Config, engine, store, pipeline and metrics of one worker process."""
+
+    def __init__(
+        self, settings: Settings, config_path: str, store: StateStore | None = None
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        config = load_config(config_path)
+        self.store = store or create_store(
+            settings.redis_url, settings.namespace, password=settings.redis_password or None
+        )
+        index = make_index(settings.index_type, settings.device)
+        self.engine = Engine(config, index)
+        self.pipeline = Pipeline(self.engine, self.store, config, settings)
+        self.metrics = WorkerMetrics()
+        self.config_errors: list[str] = []
+        self.ready = False
+        self.cursor = "0-0"
+        self.started_at = time.time()
+
+    @property
+    def config(self) -> ClusteringConfig:
+        """The clustering config in force."""
+        return self.pipeline.config
+
+    async def start(self) -> None:
+        """Connect to the store and load every cluster into the engine and its index."""
+        await self.store.start()
+        await self.bootstrap()
+        await self.pipeline.load_offsets()
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Release the store."""
+        await self.store.close()
+
+    async def bootstrap(self) -> None:
+        """Full load from the store; the cursor is taken first so no change is missed."""
+        began = time.perf_counter()
+        self.cursor = await self.store.change_cursor()
+        total = 0
+        async for chunk in self.store.load_all():
+            self.engine.load(chunk, force=True)
+            total += len(chunk)
+        self.pipeline.dimension = self.pipeline.dimension or self.engine.dimension
+        log.info("loaded %d clusters in %.2fs", total, time.perf_counter() - began)
+        self._gauge()
+
+    async def handle(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        """Process a batch; while the config is invalid, wait (holding the partitions)."""
+        while self.config_errors:
+            await asyncio.sleep(0.2)
+        began = time.perf_counter()
+        outcome = await self._retrying(lambda: self.pipeline.handle(records))
+        self._count(outcome, records)
+        self.metrics.batch_seconds.observe(time.perf_counter() - began)
+        return outcome
+
+    async def follow_changes(self) -> int:
+        """Take other workers' changes into the local engine; returns how many."""
+        batch = await self.store.changes(self.cursor)
+        if batch.reset:
+            log.warning("change stream trimmed past our cursor; reloading everything")
+            await self.bootstrap()
+            return len(self.engine.clusters)
+        self.cursor = batch.cursor
+        if batch.upserts or batch.deletions:
+            async with self.pipeline.lock:
+                self.engine.load(batch.upserts, batch.deletions)
+            self._gauge()
+        return len(batch.upserts) + len(batch.deletions)
+
+    async def advance(self) -> None:
+        """Timer: realization by event time and retention."""
+        await self.pipeline.step(lambda: self.engine.advance(self.engine.watermark))
+        self._gauge()
+
+    async def merge(self) -> None:
+        """Timer: one merge pass."""
+        if self.config.merging is not None:
+            await self.pipeline.step(self.engine.merge)
+            self._gauge()
+
+    async def remove(self, key: str) -> None:
+        """Operator request: delete one cluster."""
+        await self.pipeline.step(lambda: self.engine.remove(key))
+        self._gauge()
+
+    async def publish(self, send: Send, flush: Callable[[], Awaitable[None]]) -> int:
+        """Publish pending outbox records in order, then acknowledge them."""
+        entries = await self.store.outbox_pending(2000)
+        if not entries:
+            self.metrics.outbox_pending.set(0)
+            return 0
+        for entry in entries:
+            await send(entry.record)
+        await flush()
+        await self.store.outbox_ack(entries)
+        for entry in entries:
+            if entry.record.topic == self.settings.output_topic:
+                self.metrics.events_out.labels(_event_type(entry.record)).inc()
+        return len(entries)
+
+    def reload(self) -> list[str]:
+        """Re-read the config file; an invalid one pauses processing until a valid one comes."""
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            self.config_errors = [f"{p}: {v!r} {r}" for p, v, r in exc.problems]
+            log.error("invalid config %s; processing paused: %s", self.config_path, exc)
+            return self.config_errors
+        self.pipeline.reconfigure(config)
+        self.config_errors = []
+        log.info("config %s reloaded", self.config_path)
+        return []
+
+    def stats(self) -> dict[str, object]:
+        """What ``/stats`` shows."""
+        clusters = self.engine.clusters
+        return {
+            "clusters": len(clusters),
+            "realized": sum(1 for c in clusters.values() if c.realized),
+            "index_size": len(self.engine.index),
+            "watermark": self.engine.watermark,
+            "ready": self.ready,
+            "config_errors": self.config_errors,
+            "streams": list(self.config.stream_ids),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "applied_offsets": dict(self.pipeline.applied),
+        }
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[BatchOutcome]]) -> BatchOutcome:
+        """Retry while the store is unavailable, with backoff, keeping order."""
+        delay = 0.1
+        while True:
+            try:
+                return await attempt()
+            except StoreUnavailable as exc:
+                log.warning("store unavailable, retrying in %.1fs: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _count(self, outcome: BatchOutcome, records: Sequence[RawRecord]) -> None:
+        m = self.metrics
+        m.replayed.inc(outcome.skipped)
+        m.version_conflicts.inc(outcome.conflicts)
+        for _, error in outcome.dead_letters:
+            m.dead_letters.labels(error.reason).inc()
+        by_topic = {s.topic: s.stream_id for s in self.config.streams}
+        for record in records:
+            m.records_in.labels(by_topic.get(record.topic, record.topic)).inc()
+        self._gauge()
+
+    def _gauge(self) -> None:
+        clusters = self.engine.clusters
+        self.metrics.clusters.set(len(clusters))
+        self.metrics.realized.set(sum(1 for c in clusters.values() if c.realized))
+        self.metrics.index_size.set(len(self.engine.index))
+
+
+def _event_type(record: OutboxRecord) -> str:
+    from app.records import decode_event
+
+    try:
+        return str(decode_event(record.value).get("type", "unknown"))
+    except Exception:  # noqa: BLE001 - a metric label must never break publishing
+        return "unknown"

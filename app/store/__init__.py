@@ -1,0 +1,49 @@
+"""Cluster state: the ``StateStore`` contract and its two implementations.
+
+``MemoryStore`` is imported eagerly; ``RedisStore`` only on first use, so offline runs and unit
+tests never load the Redis client.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from app.store.base import ChangeBatch, Commit, OutboxEntry, OutboxRecord, StateStore
+from app.store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from app.store.redis import RedisStore
+
+__all__ = [
+    "ChangeBatch",
+    "Commit",
+    "MemoryStore",
+    "OutboxEntry",
+    "OutboxRecord",
+    "RedisStore",
+    "StateStore",
+    "create_store",
+]
+
+
+def create_store(url: str, namespace: str = "fvc", **options: Any) -> StateStore:
+    """A store for ``url``: ``memory://`` for in-process state, ``redis://``/``rediss://`` else."""
+    if url.startswith("memory:"):
+        return MemoryStore(**options)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from app.store.redis import RedisStore
+
+        return RedisStore(url, namespace, **options)
+    scheme = url.partition(":")[0]
+    message = f"unsupported store URL scheme {scheme!r} (use memory://, redis:// or rediss://)"
+    raise ValueError(message)
+
+
+def __getattr__(name: str) -> Any:
+    """Load ``RedisStore`` lazily."""
+    if name == "RedisStore":
+        from app.store.redis import RedisStore
+
+        return RedisStore
+    message = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(message)

@@ -1,0 +1,59 @@
+-- One atomic commit: offsets and versions are checked first, then every write, or none at all.
+--
+-- KEYS: clusters hash, versions hash, changes stream, outbox stream, offsets hash
+-- ARGV: changes maxlen; the counts of expected pairs, offset pairs, upsert triples, deletions
+--       and outbox sextets; then those items flat, in that order:
+--       expected   key, version           (version 0 = the key must not exist)
+--       offsets    "topic:partition", last offset
+--       upserts    key, new version, blob
+--       deletions  key
+--       outbox     event_id, kafka key, kafka value, timestamp, topic, headers (msgpack)
+-- Returns {0} when applied, {1, key...} on a version conflict, {2, partition, stored} when an
+-- offset is not past the stored one (the batch is a replay).
+local clusters, versions, changes, outbox, offsets = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local maxlen = ARGV[1]
+local n_expected, n_offsets = tonumber(ARGV[2]), tonumber(ARGV[3])
+local n_upserts, n_deletions, n_outbox = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local expected_at = 7
+local offsets_at = expected_at + 2 * n_expected
+local upserts_at = offsets_at + 2 * n_offsets
+local deletions_at = upserts_at + 3 * n_upserts
+local outbox_at = deletions_at + n_deletions
+
+for i = offsets_at, upserts_at - 1, 2 do
+  local stored = tonumber(redis.call('HGET', offsets, ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) <= stored then
+    return {2, ARGV[i], tostring(stored)}
+  end
+end
+
+local stale = {1}
+for i = expected_at, offsets_at - 1, 2 do
+  local current = tonumber(redis.call('HGET', versions, ARGV[i]) or '0')
+  if current ~= tonumber(ARGV[i + 1]) then
+    stale[#stale + 1] = ARGV[i]
+  end
+end
+if #stale > 1 then
+  return stale
+end
+
+for i = upserts_at, deletions_at - 1, 3 do
+  redis.call('HSET', clusters, ARGV[i], ARGV[i + 2])
+  redis.call('HSET', versions, ARGV[i], ARGV[i + 1])
+  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'k', ARGV[i], 'v', ARGV[i + 1])
+end
+for i = deletions_at, outbox_at - 1 do
+  redis.call('HDEL', clusters, ARGV[i])
+  redis.call('HDEL', versions, ARGV[i])
+  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'k', ARGV[i], 'd', '1')
+end
+for i = outbox_at, outbox_at + 6 * n_outbox - 1, 6 do
+  redis.call('XADD', outbox, '*', 'event_id', ARGV[i], 'key', ARGV[i + 1],
+             'value', ARGV[i + 2], 'timestamp', ARGV[i + 3],
+             'topic', ARGV[i + 4], 'headers', ARGV[i + 5])
+end
+for i = offsets_at, upserts_at - 1, 2 do
+  redis.call('HSET', offsets, ARGV[i], ARGV[i + 1])
+end
+return {0}

@@ -1,0 +1,391 @@
+"""The state store contract, run over MemoryStore and RedisStore: both must behave the same.
+
+Each Redis test works in its own namespace and clears it afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from app.engine.types import Cluster, ClusterId
+from app.errors import AlreadyApplied, StoreUnavailable, VersionConflict
+from app.store import Commit, MemoryStore, OutboxRecord, StateStore, create_store
+from app.store.codec import LAYOUT, decode_cluster, encode_cluster
+from app.store.guard import classify, safe_url
+from app.store.redis import RedisStore
+
+MakeStore = Callable[..., Awaitable[StateStore]]
+
+
+def cluster(key: str, version: int = 1, n: int = 1, d: int = 4, **changes: Any) -> Cluster:
+    """A cluster whose vector and counters depend on ``version`` and ``n``."""
+    base = Cluster(
+        id=ClusterId(1_700_000_000_000, key, "cam"),
+        state=(np.arange(d, dtype=np.float32) + version) / 7,
+        num_observations=n,
+        realized=True,
+        first_time=1_700_000_000_000,
+        last_time=1_700_000_000_000 + version,
+        streams=("cam", "door"),
+        retention_ms=60_000,
+        version=version,
+        pending=0,
+        pending_since=0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def assert_same(got: Cluster, want: Cluster) -> None:
+    """Field-by-field equality, the vector compared by value and dtype."""
+    assert got.state.dtype == np.float32
+    np.testing.assert_array_equal(got.state, want.state)
+    for f in dataclasses.fields(Cluster):
+        if f.name != "state":
+            assert getattr(got, f.name) == getattr(want, f.name), f.name
+
+
+def record(n: int) -> OutboxRecord:
+    """An outbox record numbered ``n``."""
+    headers = (("reason", b"not_json"), ("offset", str(n).encode())) if n % 2 else ()
+    return OutboxRecord(
+        event_id=f"e{n}",
+        key=f"k{n}".encode(),
+        value=bytes([n % 256]) * 3,
+        timestamp=1000 + n,
+        topic=f"topic-{n % 3}" if n % 3 else "",
+        headers=headers,
+    )
+
+
+async def put(store: StateStore, *clusters: Cluster, **offsets: int) -> None:
+    """Create clusters at their versions (expected = version - 1)."""
+    expected = {c.key: c.version - 1 for c in clusters}
+    await store.commit(Commit(expected=expected, upserts=clusters, offsets=offsets))
+
+
+async def snapshot(store: StateStore) -> tuple[object, ...]:
+    """Everything observable, to prove a refused commit wrote nothing."""
+    clusters = [c for chunk in [x async for x in store.load_all()] for c in chunk]
+    described = sorted((c.key, c.version, c.state.tobytes()) for c in clusters)
+    return (
+        described,
+        await store.offsets(),
+        await store.change_cursor(),
+        await store.outbox_pending(),
+        await store.count(),
+    )
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_store(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[MakeStore]:
+    """Open stores of the parametrized backend; Redis ones get this test's namespace."""
+    opened: list[StateStore] = []
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else "memory://"
+
+    async def make(namespace: str = "", **options: Any) -> StateStore:
+        store = create_store(url, f"{unique}{namespace}", **options)
+        await store.start()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.clear()
+        await store.close()
+
+
+@pytest.fixture
+async def store(make_store: MakeStore) -> StateStore:
+    """One fresh store."""
+    return await make_store()
+
+
+class TestStateStore:
+    """Behaviour every backend shares."""
+
+    async def test_create_update_delete_with_versions(self, store: StateStore) -> None:
+        a1 = cluster("a", version=1, streams=(), model_id="m", type="face", emitted=True)
+        await store.commit(Commit(expected={"cam:a": 0}, upserts=[a1]))
+        assert_same((await store.get(["cam:a"]))["cam:a"], a1)
+        a2 = cluster("a", version=2, n=5, realized=False, last_emit_time=9, pending=3)
+        await store.commit(Commit(expected={"cam:a": 1}, upserts=[a2]))
+        assert_same((await store.get(["cam:a"]))["cam:a"], a2)
+        await store.commit(Commit(expected={"cam:a": 2}, deletions=["cam:a"]))
+        assert await store.get(["cam:a"]) == {}
+        assert await store.count() == 0
+        await store.commit(Commit(expected={"cam:a": 0}, upserts=[a1]))
+        assert await store.count() == 1
+
+    async def test_round_trip_keeps_every_field(self, store: StateStore) -> None:
+        odd = cluster(
+            "ünï:çødé",
+            d=512,
+            n=2,
+            streams=("a", "b", "c"),
+            retention_ms=3,
+            first_time=-5,
+            last_time=2**62,
+            pending=6,
+            pending_since=7,
+            last_emit_time=8,
+            emitted=True,
+            model_id="ĳ",
+            type="body",
+        )
+        empty = cluster("empty", d=0)
+        await put(store, odd, empty)
+        got = await store.get([odd.key, empty.key])
+        assert_same(got[odd.key], odd)
+        assert_same(got[empty.key], empty)
+
+    async def test_conflict_names_keys_and_writes_nothing(self, store: StateStore) -> None:
+        await put(store, cluster("a"), **{"t:0": 1})
+        before = await snapshot(store)
+        commit = Commit(
+            expected={"cam:a": 1, "cam:b": 3, "cam:c": 0},
+            upserts=[cluster("a", 2), cluster("b", 4), cluster("c", 1)],
+            deletions=["cam:a"],
+            outbox=[record(1)],
+            offsets={"t:0": 2},
+        )
+        with pytest.raises(VersionConflict) as err:
+            await store.commit(commit)
+        assert err.value.keys == ["cam:b"]
+        assert await snapshot(store) == before
+        with pytest.raises(VersionConflict) as err:
+            await store.commit(Commit(expected={"cam:a": 0}, upserts=[cluster("a")]))
+        assert err.value.keys == ["cam:a"]
+        assert await snapshot(store) == before
+
+    async def test_replay_raises_already_applied_and_writes_nothing(
+        self, store: StateStore
+    ) -> None:
+        batch = Commit(
+            expected={"cam:a": 0},
+            upserts=[cluster("a")],
+            outbox=[record(1)],
+            offsets={"t:0": 10, "t:1": 4},
+        )
+        await store.commit(batch)
+        before = await snapshot(store)
+        for replay in (
+            batch,
+            Commit(offsets={"t:0": 9}),
+            Commit(upserts=[cluster("b")], offsets={"t:0": 11, "t:1": 4}),
+            Commit(expected={"cam:a": 1}, deletions=["cam:a"], offsets={"t:1": 3}),
+        ):
+            with pytest.raises(AlreadyApplied, match="is not past stored offset"):
+                await store.commit(replay)
+            assert await snapshot(store) == before
+        await store.commit(Commit(offsets={"t:0": 11, "t:2": 0}))
+        assert await store.offsets() == {"t:0": 11, "t:1": 4, "t:2": 0}
+
+    async def test_get_leaves_absent_keys_out(self, store: StateStore) -> None:
+        assert await store.get([]) == {}
+        assert await store.get(["cam:nope"]) == {}
+        await put(store, cluster("a"))
+        assert list(await store.get(["cam:nope", "cam:a", "cam:zip"])) == ["cam:a"]
+
+    async def test_load_all_returns_exactly_what_was_written(self, store: StateStore) -> None:
+        assert [chunk async for chunk in store.load_all()] in ([], [[]])
+        written = {}
+        for start in range(0, 2500, 500):
+            batch = [cluster(f"c{i}", version=1 + i % 3, d=8) for i in range(start, start + 500)]
+            await store.commit(Commit(upserts=batch))
+            written.update((c.key, c) for c in batch)
+        chunks = [chunk async for chunk in store.load_all(chunk=700)]
+        assert len(chunks) >= 4
+        assert all(0 < len(chunk) <= 700 for chunk in chunks)
+        loaded = [c for chunk in chunks for c in chunk]
+        assert sorted(c.key for c in loaded) == sorted(written)
+        for c in loaded:
+            assert_same(c, written[c.key])
+        assert await store.count() == 2500
+
+    async def test_load_all_can_stop_early(self, store: StateStore) -> None:
+        await store.commit(Commit(upserts=[cluster(f"c{i}") for i in range(300)]))
+        async for chunk in store.load_all(chunk=50):
+            assert len(chunk) <= 50
+            break
+        assert await store.count() == 300
+        assert len(await store.get(["cam:c0", "cam:c299"])) == 2
+
+    async def test_changes_follow_upserts_and_deletions(self, store: StateStore) -> None:
+        start = await store.change_cursor()
+        assert start == "0-0"
+        empty = await store.changes(start)
+        assert (empty.cursor, list(empty.upserts), list(empty.deletions)) == (start, [], [])
+        await put(store, cluster("a"), cluster("b"))
+        batch = await store.changes(start)
+        assert not batch.reset
+        assert sorted(c.key for c in batch.upserts) == ["cam:a", "cam:b"]
+        assert batch.cursor == await store.change_cursor() != start
+        await store.commit(Commit(expected={"cam:a": 1}, deletions=["cam:a"]))
+        await put(store, cluster("b", 2), cluster("c"))
+        await put(store, cluster("b", 3))
+        later = await store.changes(batch.cursor)
+        assert list(later.deletions) == ["cam:a"]
+        assert sorted((c.key, c.version) for c in later.upserts) == [("cam:b", 3), ("cam:c", 1)]
+        assert_same(next(c for c in later.upserts if c.key == "cam:b"), cluster("b", 3))
+        end = await store.changes(later.cursor)
+        assert (end.cursor, list(end.upserts), list(end.deletions)) == (later.cursor, [], [])
+
+    async def test_changes_page_by_limit(self, store: StateStore) -> None:
+        cursor = await store.change_cursor()
+        for i in range(7):
+            await put(store, cluster(f"p{i}"))
+        seen: list[str] = []
+        for _ in range(4):
+            page = await store.changes(cursor, limit=2)
+            assert len(page.upserts) <= 2
+            seen += [c.key for c in page.upserts]
+            cursor = page.cursor
+        assert seen == [f"cam:p{i}" for i in range(7)]
+
+    async def test_trimmed_cursor_asks_for_reset(self, make_store: MakeStore) -> None:
+        store = await make_store(changes_maxlen=10)
+        old = await store.change_cursor()
+        await put(store, cluster("first"))
+        after_first = (await store.changes(old)).cursor
+        for i in range(600):
+            await put(store, cluster(f"x{i}"))
+        assert (await store.changes(old)).reset
+        assert (await store.changes(after_first)).reset
+        recent = await store.change_cursor()
+        await put(store, cluster("last"))
+        fresh = await store.changes(recent)
+        assert not fresh.reset
+        assert [c.key for c in fresh.upserts] == ["cam:last"]
+
+    async def test_clear_forgets_everything_and_old_cursors(self, store: StateStore) -> None:
+        await store.commit(Commit(upserts=[cluster("a")], outbox=[record(1)], offsets={"t:0": 1}))
+        seen = await store.change_cursor()
+        await store.clear()
+        assert await store.count() == 0
+        assert await store.get(["cam:a"]) == {}
+        assert await store.offsets() == {}
+        assert await store.outbox_pending() == []
+        assert await store.change_cursor() == "0-0"
+        assert (await store.changes(seen)).reset
+        assert not (await store.changes("0-0")).reset
+        await put(store, cluster("b"))
+        assert (await store.changes(seen)).reset
+        assert [c.key for c in (await store.changes("0-0")).upserts] == ["cam:b"]
+        if isinstance(store, RedisStore):
+            await store.clear()
+            assert await store._redis.keys(f"{{{store.namespace}}}*") == []
+
+    async def test_outbox_keeps_commit_order_until_acked(self, store: StateStore) -> None:
+        await store.commit(Commit(outbox=[record(1), record(2)]))
+        await store.commit(Commit(upserts=[cluster("a")], outbox=[record(3)]))
+        await store.commit(Commit(outbox=[record(4), record(5)]))
+        pending = await store.outbox_pending()
+        assert [e.record for e in pending] == [record(n) for n in range(1, 6)]
+        assert len({e.entry_id for e in pending}) == 5
+        assert [e.record for e in await store.outbox_pending(limit=2)] == [record(1), record(2)]
+        await store.outbox_ack(pending[:3])
+        await store.outbox_ack(pending[:1])
+        assert [e.record for e in await store.outbox_pending()] == [record(4), record(5)]
+        await store.outbox_ack(await store.outbox_pending())
+        assert await store.outbox_pending() == []
+
+    async def test_offsets_are_stored_with_the_commit(self, store: StateStore) -> None:
+        assert await store.offsets() == {}
+        await put(store, cluster("a"), **{"cam-a:0": 5, "cam-b:3": 0})
+        await store.commit(Commit(offsets={"cam-a:0": 2**40}))
+        assert await store.offsets() == {"cam-a:0": 2**40, "cam-b:3": 0}
+
+    async def test_namespaces_are_isolated(self, make_store: MakeStore) -> None:
+        one, two = await make_store("-one"), await make_store("-two")
+        await one.commit(Commit(upserts=[cluster("a")], outbox=[record(1)], offsets={"t:0": 1}))
+        assert await two.count() == 0
+        assert await two.get(["cam:a"]) == {}
+        assert await two.offsets() == {}
+        assert await two.outbox_pending() == []
+        await two.commit(Commit(upserts=[cluster("b")], offsets={"t:0": 1}))
+        await one.clear()
+        assert list(await two.get(["cam:b"])) == ["cam:b"]
+        assert await one.count() == 0
+
+
+def test_codec_layout_follows_cluster_fields() -> None:
+    """Blobs pass fields positionally: a new or moved field must change the codec's FORMAT."""
+    names = tuple(f.name for f in dataclasses.fields(Cluster))
+    assert names[1:] == LAYOUT
+
+
+def test_codec_takes_numpy_scalars() -> None:
+    plain = cluster("a", n=3, version=2)
+    numpyish = dataclasses.replace(plain, num_observations=np.int64(3), realized=np.bool_(True))
+    assert_same(decode_cluster(encode_cluster(numpyish)), plain)
+
+
+def test_safe_url_hides_passwords() -> None:
+    assert safe_url("redis://:s3cret@host:6380/2") == "redis://host:6380/2"
+    assert safe_url("rediss://me:s3cret@[::1]:6380/0?password=x") == "rediss://me@[::1]:6380/0"
+
+
+def test_errors_are_sorted() -> None:
+    from redis import exceptions as rx
+
+    assert classify(rx.AuthenticationError("no")) == "fatal"
+    assert classify(rx.BusyLoadingError("loading")) == "retry"
+    assert classify(rx.TimeoutError("slow")) == "retry"
+    assert classify(rx.ConnectionError("gone")) == "reconnect"
+    assert classify(rx.ReadOnlyError("replica")) == "reconnect"
+    assert classify(rx.ResponseError("WRONGTYPE")) == "fatal"
+
+
+async def test_unreachable_redis_is_store_unavailable_without_password() -> None:
+    store = RedisStore("redis://:s3cret@127.0.0.1:1/0", retries=0, socket_timeout=1.0)
+    with pytest.raises(StoreUnavailable) as err:
+        await store.start()
+    assert "127.0.0.1:1" in str(err.value)
+    assert "s3cret" not in str(err.value)
+    await store.close()
+
+
+async def test_dropped_connection_recovers(redis_url: str, unique: str) -> None:
+    patient, impatient = RedisStore(redis_url, unique), RedisStore(redis_url, unique, retries=0)
+    killer = aioredis.from_url(redis_url)
+    try:
+        for store in (patient, impatient):
+            await store.start()
+            await killer.client_kill_filter(_id=await store._redis.client_id())
+        assert await patient.count() == 0
+        with pytest.raises(StoreUnavailable, match="reconnect"):
+            await impatient.count()
+        assert await impatient.count() == 0
+    finally:
+        await killer.aclose()
+        await patient.close()
+        await impatient.close()
+
+
+def test_namespace_cannot_break_the_hash_tag() -> None:
+    with pytest.raises(ValueError, match="braces"):
+        RedisStore("redis://localhost", "a}b")
+
+
+async def test_wrong_type_is_fatal(redis_url: str, unique: str) -> None:
+    store = RedisStore(redis_url, unique)
+    await store.start()
+    try:
+        await store._redis.set(f"{{{unique}}}:clusters", b"not a hash")
+        with pytest.raises(aioredis.ResponseError):
+            await store.count()
+    finally:
+        await store.clear()
+        await store.close()
+
+
+def test_memory_store_is_the_default_for_memory_urls() -> None:
+    assert isinstance(create_store("memory://"), MemoryStore)
+    with pytest.raises(ValueError, match="unsupported"):
+        create_store("http://x")

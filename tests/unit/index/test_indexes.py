@@ -1,0 +1,103 @@
+"""FAISS indexes against the numpy brute-force oracle, with stated tolerances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.index.faiss_index import FaissIndex, resolve_device
+from app.index.numpy_index import NumpyIndex, top_k
+from app.index.table import RepresentativeTable
+
+
+def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def clustered(rng: np.random.Generator, n: int, d: int, centres: int) -> np.ndarray:
+    mu = unit_rows(rng, centres, d)
+    x = mu[rng.integers(0, centres, n)] + 0.05 * rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def keys_of(index, slots: np.ndarray) -> list[str]:
+    return [index.key_at(int(s)) for s in slots]
+
+
+def test_table_swap_remove_keeps_rows_contiguous() -> None:
+    table = RepresentativeTable()
+    table.upsert(["a", "b", "c"], np.eye(3, dtype=np.float32))
+    moved = table.remove(["a"])
+    assert moved == [("c", 2, 0)]
+    assert table.keys() == ["c", "b"]
+    np.testing.assert_array_equal(table.vectors, np.eye(3, dtype=np.float32)[[2, 1]])
+    with pytest.raises(ValueError, match="dimension"):
+        table.upsert(["d"], np.ones((1, 4), dtype=np.float32))
+
+
+def test_top_k_orders_and_pads() -> None:
+    sims = np.array([[0.2, 0.9, 0.5]], dtype=np.float32)
+    d, i = top_k(sims, 5)
+    assert i.tolist() == [[1, 2, 0, -1, -1]]
+    assert np.isneginf(d[0, 3:]).all()
+
+
+def test_exact_faiss_equals_numpy_after_updates_and_removals() -> None:
+    rng = np.random.default_rng(0)
+    x = unit_rows(rng, 3000, 32)
+    keys = [f"c{i}" for i in range(3000)]
+    faiss_index, oracle = FaissIndex("exact", "cpu"), NumpyIndex()
+    changed = unit_rows(rng, 100, 32)
+    for index in (faiss_index, oracle):
+        index.upsert(keys, x)
+        index.upsert(keys[:100], changed)
+        index.remove(keys[500:700])
+    q = unit_rows(rng, 200, 32)
+    fd, fi = faiss_index.search(q, 5)
+    nd, ni = oracle.search(q, 5)
+    assert len(faiss_index) == len(oracle) == 2800
+    np.testing.assert_allclose(fd, nd, atol=1e-5)
+    assert [keys_of(faiss_index, r) for r in fi] == [keys_of(oracle, r) for r in ni]
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_rerank_exactly_and_mostly_agree(kind: str) -> None:
+    rng = np.random.default_rng(1)
+    x = clustered(rng, 6000, 32, 300)
+    keys = [f"c{i}" for i in range(6000)]
+    approx = FaissIndex(kind, "cpu", train_min=2000)
+    oracle = NumpyIndex()
+    for start in range(0, 6000, 1000):
+        approx.upsert(keys[start : start + 1000], x[start : start + 1000])
+    oracle.upsert(keys, x)
+    approx.remove(keys[:50])
+    oracle.remove(keys[:50])
+    q = clustered(np.random.default_rng(1), 400, 32, 300)
+    ad, ai = approx.search(q, 1)
+    nd, ni = oracle.search(q, 1)
+    pairs = zip(keys_of(approx, ai[:, 0]), keys_of(oracle, ni[:, 0]), strict=True)
+    agree = np.mean([a == b for a, b in pairs])
+    assert agree >= 0.95
+    exact_of_hit = np.einsum("bd,bd->b", q, approx.vectors[ai[:, 0]])
+    np.testing.assert_allclose(ad[:, 0], exact_of_hit, atol=1e-5)
+    assert all(k not in keys[:50] for k in keys_of(approx, ai[:, 0]))
+
+
+def test_drifted_representatives_are_found_at_their_new_place() -> None:
+    rng = np.random.default_rng(2)
+    x = unit_rows(rng, 3000, 16)
+    keys = [f"c{i}" for i in range(3000)]
+    index = FaissIndex("hnsw", "cpu", train_min=1000)
+    index.upsert(keys, x)
+    moved = unit_rows(rng, 10, 16)
+    index.upsert(keys[:10], moved)
+    _, slots = index.search(moved, 1)
+    assert keys_of(index, slots[:, 0]) == keys[:10]
+
+
+def test_device_choice() -> None:
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "gpu")
+    with pytest.raises(ValueError, match="kind"):
+        FaissIndex("lsh")
