@@ -44,6 +44,7 @@ class Runtime:
         self.metrics = WorkerMetrics()
         self.config_errors: list[str] = []
         self.ready = False
+        self.assigned: int | None = None
         self.cursor = "0-0"
         self.started_at = time.time()
 

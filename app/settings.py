@@ -107,6 +107,7 @@ class Settings:
     ssl_keyfile: str = _setting("FVC_SSL_KEYFILE", "", _text)
     redis_password: str = _setting("FVC_REDIS_PASSWORD", "", str, secret=True)
     redis_tls: bool = _setting("FVC_REDIS_TLS", False, _boolean)
+    data_dir: str = _setting("FVC_DATA_DIR", ".fvc/worker-data", _text)
     log_level: str = _setting(
         "FVC_LOG_LEVEL",
         "INFO",

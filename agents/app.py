@@ -1,0 +1,66 @@
+"""The Faust application of a worker: broker, security, web port, topics.
+
+Only wiring lives here; what each agent, timer and page does is in ``app.runtime``.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import faust
+
+from app.runtime import Runtime
+from app.settings import Settings
+
+
+def broker_urls(settings: Settings) -> list[str]:
+    """``host:port,host:port`` as Faust's list of ``kafka://`` URLs."""
+    return [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",") if host]
+
+
+def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """SASL and/or TLS credentials from the ``FVC_*`` security settings."""
+    protocol = settings.security_protocol
+    context = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=settings.ssl_cafile or None)
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile or None)
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def create_app(runtime: Runtime) -> faust.App:
+    """A Faust app with the worker's agents, timers and pages attached."""
+    from agents import ingest, timers, web
+
+    settings = runtime.settings
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings),
+        broker_credentials=broker_credentials(settings),
+        store="memory://",
+        datadir=settings.data_dir,
+        web_port=settings.web_port,
+        web_bind="0.0.0.0",  # noqa: S104 - the pod's probes and metrics scrapes come from outside
+        web_enabled=True,
+        web_host="localhost",
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        autodiscover=False,
+    )
+    ingest.attach(app, runtime)
+    timers.attach(app, runtime)
+    web.attach(app, runtime)
+    return app

@@ -1,0 +1,60 @@
+"""The ingest agent: camera topics in batches → ``Runtime.handle``.
+
+Camera topics are read as raw bytes (no Faust value type), so a record that cannot be decoded
+reaches our code and its dead-letter path instead of being dropped by Faust.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import faust
+
+from app.pipeline import RawRecord
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+EXIT_UNRECOVERABLE = 70
+
+
+def raw_record(message: faust.types.tuples.Message) -> RawRecord:
+    """A Faust message as the pipeline's record (timestamp in ms)."""
+    return RawRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        timestamp=int(round(message.timestamp * 1000)),
+    )
+
+
+def attach(app: faust.App, runtime: Runtime) -> None:
+    """Subscribe one agent (concurrency 1: offsets are committed in order) to every stream."""
+    settings = runtime.settings
+    topic = app.topic(
+        *runtime.config.topics,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+    )
+
+    @app.agent(topic, concurrency=1, name="fvc.ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_s):
+            records = [raw_record(event.message) for event in events]
+            try:
+                await runtime.handle(records)
+            except Exception:
+                # Faust would ack the batch if this raised; exiting keeps it unacknowledged, and
+                # the offsets stored with the state make the restart resume exactly.
+                log.exception("unrecoverable error on %s; exiting", records[0])
+                os._exit(EXIT_UNRECOVERABLE)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: object, assigned: set, **kwargs: object) -> None:
+        await runtime.pipeline.load_offsets()
+        log.info("assigned %d partitions", len(assigned))
+        runtime.assigned = len(assigned)

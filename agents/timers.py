@@ -1,0 +1,53 @@
+"""Timers: the change follower on every worker; realization, merge, retention and the outbox
+publisher on the leader only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from app.runtime import Runtime
+from app.store.base import OutboxRecord
+
+log = logging.getLogger(__name__)
+
+FOLLOW_INTERVAL_S = 0.1
+PUBLISH_INTERVAL_S = 0.05
+ADVANCE_INTERVAL_S = 1.0
+
+
+def attach(app: faust.App, runtime: Runtime) -> None:
+    """Register the timers on ``app``."""
+    settings = runtime.settings
+
+    async def send(record: OutboxRecord) -> None:
+        await app.producer.send(
+            record.topic or settings.output_topic,
+            record.key or None,
+            record.value or None,
+            partition=None,
+            timestamp=record.timestamp / 1000.0,
+            headers=list(record.headers) or None,
+        )
+
+    @app.timer(FOLLOW_INTERVAL_S, name="fvc.follow")
+    async def follow() -> None:
+        await runtime.follow_changes()
+
+    @app.timer(PUBLISH_INTERVAL_S, on_leader=True, name="fvc.publish")
+    async def publish() -> None:
+        while await runtime.publish(send, app.producer.flush):
+            pass
+
+    @app.timer(ADVANCE_INTERVAL_S, on_leader=True, name="fvc.advance")
+    async def advance() -> None:
+        await runtime.advance()
+
+    merging = runtime.config.merging
+    if merging is not None:
+
+        @app.timer(merging.time_interval_ms / 1000.0, on_leader=True, name="fvc.merge")
+        async def merge() -> None:
+            await runtime.merge()

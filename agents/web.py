@@ -1,0 +1,42 @@
+"""The worker's HTTP pages: /health, /ready, /metrics, /stats and POST /reload."""
+
+from __future__ import annotations
+
+import faust
+from faust.web import Request, Response, View
+
+from app.runtime import Runtime
+
+PROMETHEUS_TYPE = "text/plain"
+
+
+def attach(app: faust.App, runtime: Runtime) -> None:
+    """Register the pages on ``app``."""
+
+    @app.page("/health")
+    async def health(web: View, request: Request) -> Response:
+        return web.json({"status": "ok"})
+
+    @app.page("/ready")
+    async def ready(web: View, request: Request) -> Response:
+        ok = runtime.ready and not runtime.config_errors and runtime.assigned is not None
+        body = {"ready": ok, "index_loaded": runtime.ready, "assigned": runtime.assigned}
+        return web.json(body, status=200 if ok else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        return web.bytes(runtime.metrics.render(), content_type=PROMETHEUS_TYPE)
+
+    @app.page("/stats")
+    async def stats(web: View, request: Request) -> Response:
+        return web.json(runtime.stats())
+
+    @app.page("/reload")
+    class Reload(View):
+        """Re-read and apply the config file; 500 with the problems when it is invalid."""
+
+        async def post(self, request: Request) -> Response:
+            errors = runtime.reload()
+            if errors:
+                return self.json({"reloaded": False, "errors": errors}, status=500)
+            return self.json({"reloaded": True})
