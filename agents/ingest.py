@@ -43,7 +43,8 @@ def attach(app: faust.App, runtime: Runtime) -> None:
 
     @app.agent(topic, concurrency=1, name="fvc.ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_timeout_s):
+        batches = stream.take_events(settings.batch_size, within=settings.batch_timeout_s)
+        async for events in batches:
             records = [raw_record(event.message) for event in events]
             try:
                 await runtime.handle(records)

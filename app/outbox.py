@@ -7,11 +7,12 @@ every cluster change to the compacted internal-state topic (an empty value is a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from app.engine import StepResult
 from app.errors import DecodeError
+from app.internal_state import offset_key
 from app.records import encode_event
 from app.settings import Settings
 from app.store.base import OutboxRecord
@@ -29,7 +30,10 @@ class OutboxWriter:
         self.save_internal_state = save_internal_state
 
     def records(
-        self, result: StepResult, dead_letters: Sequence[tuple[RawRecord, DecodeError]] = ()
+        self,
+        result: StepResult,
+        dead_letters: Sequence[tuple[RawRecord, DecodeError]] = (),
+        offsets: Mapping[str, int] | None = None,
     ) -> list[OutboxRecord]:
         """Every record the step must publish, in order."""
         out = [self.dead_letter(record, error) for record, error in dead_letters]
@@ -40,7 +44,7 @@ class OutboxWriter:
             for e in result.events
         ]
         if self.save_internal_state:
-            out += self._state_records(result)
+            out += self._state_records(result, offsets or {})
         return out
 
     def dead_letter(self, record: RawRecord, error: DecodeError) -> OutboxRecord:
@@ -61,7 +65,7 @@ class OutboxWriter:
             headers=headers,
         )
 
-    def _state_records(self, result: StepResult) -> list[OutboxRecord]:
+    def _state_records(self, result: StepResult, offsets: Mapping[str, int]) -> list[OutboxRecord]:
         topic = self.settings.internal_state_topic
         time = result.watermark
         out = [
@@ -73,5 +77,11 @@ class OutboxWriter:
         out += [
             OutboxRecord(f"state:{key}@deleted", key.encode(), b"", time, topic)
             for key in result.deletions
+        ]
+        out += [
+            OutboxRecord(
+                f"state:offset:{p}@{o}", offset_key(p).encode(), str(o).encode(), time, topic
+            )
+            for p, o in offsets.items()
         ]
         return out

@@ -132,7 +132,7 @@ class Pipeline:
         """Compute, store atomically, apply; on a version conflict reload and recompute."""
         for attempt in range(MAX_CONFLICT_RETRIES):
             result = compute()
-            records = self.outbox.records(result, dead_letters)
+            records = self.outbox.records(result, dead_letters, offsets)
             if not (result.upserts or result.deletions or records or offsets):
                 self.engine.apply(result)
                 return result, attempt

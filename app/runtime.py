@@ -53,12 +53,26 @@ class Runtime:
         """The clustering config in force."""
         return self.pipeline.config
 
-    async def start(self) -> None:
-        """Connect to the store and load every cluster into the engine and its index."""
+    async def start(self, recover: bool = False) -> None:
+        """Connect to the store and load every cluster into the engine and its index.
+
+        With ``recover`` (workers), an empty store is first rebuilt from the internal-state
+        topic when the config says so, or else the consumer group is rewound to replay inputs.
+        """
         await self.store.start()
+        if recover and await self.store.count() == 0 and not await self.store.offsets():
+            await self._recover()
         await self.bootstrap()
         await self.pipeline.load_offsets()
         self.ready = True
+
+    async def _recover(self) -> None:
+        from app.internal_state import restore, rewind_group
+
+        if self.config.start_from_internal_state:
+            await restore(self.settings, self.store)
+        else:
+            await asyncio.to_thread(rewind_group, self.settings, self.config)
 
     async def stop(self) -> None:
         """Release the store."""

@@ -28,6 +28,9 @@ examples:
 """
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
 def add_service_flags(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``worker`` and ``run`` that override ``FVC_*`` settings."""
     parser.add_argument("--config", required=False, help="clustering config (JSON); FVC_CONFIG")
@@ -77,13 +80,15 @@ def handler(args: argparse.Namespace) -> int:
     from app.runtime import Runtime
 
     settings, config_path = settings_from(args)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     runtime = Runtime(settings, config_path)
     topics = [*runtime.config.topics, settings.output_topic, settings.dead_letter_topic]
     ensure_topics(settings, topics)
+    if runtime.config.save_internal_state or runtime.config.start_from_internal_state:
+        ensure_topics(settings, [settings.internal_state_topic], compacted=True)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(runtime.start())
+    loop.run_until_complete(runtime.start(recover=True))
     app = create_app(runtime)
     worker = faust.Worker(app, loglevel=settings.log_level, loop=loop, override_logging=False)
     worker.execute_from_commandline()

@@ -1,0 +1,137 @@
+"""confluent-kafka clients configured from Settings: one place for bootstrap, SASL and TLS.
+
+Every command that talks to Kafka through confluent-kafka (produce, tail, admin tasks) builds its
+client here, so a secured cluster needs only the ``FVC_*`` security settings, never a code change,
+and the producer, consumer and admin client can never disagree about how to connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from app.errors import FvcError
+from app.settings import Settings
+
+ADMIN_TIMEOUT_S = 15.0
+# librdkafka's own log lines (connection refused, retries...) go to this logger rather than
+# straight to stderr, so a worker's logging config governs them and a command can quiet them.
+LIBRDKAFKA_LOG = logging.getLogger("fvc.librdkafka")
+
+
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """The librdkafka properties every client shares, then ``extra`` (dots as in librdkafka).
+
+    SASL and TLS properties appear only when the security protocol uses them, so a plaintext
+    local broker gets a minimal config and librdkafka never warns about unused properties.
+    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.security_protocol.lower(),
+        "logger": LIBRDKAFKA_LOG,
+    }
+    if settings.security_protocol.startswith("SASL"):
+        config["sasl.mechanism"] = settings.sasl_mechanism
+        if settings.sasl_username:
+            config["sasl.username"] = settings.sasl_username
+            config["sasl.password"] = settings.sasl_password
+    if settings.security_protocol.endswith("SSL"):
+        tls = {
+            "ssl.ca.location": settings.ssl_cafile,
+            "ssl.certificate.location": settings.ssl_certfile,
+            "ssl.key.location": settings.ssl_keyfile,
+        }
+        config.update({name: path for name, path in tls.items() if path})
+    config.update(extra)
+    return config
+
+
+def quiet_client_logs() -> None:
+    """For one-shot commands: they report failures themselves, so librdkafka's repeated
+    connection errors would only bury the one line that explains what went wrong."""
+    LIBRDKAFKA_LOG.setLevel(logging.CRITICAL)
+
+
+def make_producer(settings: Settings, **extra: Any) -> Producer:
+    """A producer that keeps per-partition order even when it retries (idempotence on)."""
+    defaults = {"enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"}
+    return Producer(client_config(settings, **(defaults | extra)))
+
+
+def make_consumer(
+    settings: Settings, group: str | None = None, *, from_beginning: bool = False, **extra: Any
+) -> Consumer:
+    """A consumer in ``group``, or in a unique one-off group that never commits offsets.
+
+    A one-off group leaves no state on the broker that a later run could resume from by
+    accident, so "only new records" and "from the beginning" always mean what they say.
+    """
+    one_off = group is None
+    config = client_config(
+        settings,
+        **{
+            "group.id": group or f"fvc-oneoff-{uuid.uuid4().hex[:12]}",
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.auto.commit": not one_off,
+            "enable.partition.eof": False,
+        },
+        **extra,
+    )
+    return Consumer(config)
+
+
+def make_admin(settings: Settings, **extra: Any) -> AdminClient:
+    """An admin client with the shared connection settings."""
+    return AdminClient(client_config(settings, **extra))
+
+
+def ensure_topics(
+    settings: Settings,
+    topics: Iterable[str],
+    partitions: int | None = None,
+    *,
+    timeout: float = ADMIN_TIMEOUT_S,
+) -> list[str]:
+    """Create the topics that do not exist yet; existing ones are left exactly as they are.
+
+    Returns the topics it created. ``partitions`` defaults to ``settings.topic_partitions``.
+    A broker that cannot be reached or refuses the creation becomes an FvcError naming it.
+    """
+    wanted = sorted(set(topics))
+    admin = make_admin(settings)  # must outlive the futures, or they fail with _DESTROY
+    existing = topic_names(settings, timeout=timeout, admin=admin)
+    missing = [t for t in wanted if t not in existing]
+    if not missing:
+        return []
+    count = partitions or settings.topic_partitions
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=count, replication_factor=-1) for t in missing],
+        request_timeout=timeout,
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(topic)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                message = f"cannot create topic {topic!r}: {exc.args[0].str()}"
+                raise FvcError(message) from exc
+    return sorted(created)
+
+
+def topic_names(
+    settings: Settings, *, timeout: float = ADMIN_TIMEOUT_S, admin: AdminClient | None = None
+) -> set[str]:
+    """Names of the topics on the cluster; an unreachable broker is an FvcError."""
+    admin = admin or make_admin(settings)
+    try:
+        return set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        message = f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.args[0].str()}"
+        raise FvcError(message) from exc
