@@ -138,10 +138,14 @@ async def _publish_all(runtime: Runtime, producer: Producer) -> int:
 
 
 async def _end_of_input(runtime: Runtime, producer: Producer) -> None:
+    """END_OF_INPUT_RECORD on every partition, so each reader sees it after its last event."""
+    topic = runtime.settings.output_topic
     watermark = runtime.engine.watermark
     event = Event(EventType.END_OF_INPUT_RECORD, f"END_OF_INPUT@{watermark}", watermark)
     value = encode_event(event, runtime.settings.output_format)
-    producer.produce(runtime.settings.output_topic, key=None, value=value, timestamp=watermark)
+    partitions = producer.list_topics(topic, timeout=30).topics[topic].partitions
+    for partition in sorted(partitions):
+        producer.produce(topic, key=None, value=value, partition=partition, timestamp=watermark)
     producer.flush(30)
 
 

@@ -95,6 +95,7 @@ def ensure_topics(
     topics: Iterable[str],
     partitions: int | None = None,
     *,
+    compacted: bool = False,
     timeout: float = ADMIN_TIMEOUT_S,
 ) -> list[str]:
     """Create the topics that do not exist yet; existing ones are left exactly as they are.
@@ -109,8 +110,12 @@ def ensure_topics(
     if not missing:
         return []
     count = partitions or settings.topic_partitions
+    configs = {"cleanup.policy": "compact"} if compacted else {}
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=count, replication_factor=-1) for t in missing],
+        [
+            NewTopic(t, num_partitions=count, replication_factor=-1, config=configs)
+            for t in missing
+        ],
         request_timeout=timeout,
     )
     created = []

@@ -193,10 +193,9 @@ def plan(rows: Rows, routes: dict[str, Route], *, end_of_frame: bool = False) ->
 
 def _frame_sizes_at_end(streams: list[str], times: list[int]) -> dict[int, int]:
     """Row index of each frame's last detection → number of detections in that frame."""
-    sizes = Counter(zip(streams, times, strict=True))
-    last: dict[tuple[str, int], int] = {}
-    for i, frame in enumerate(zip(streams, times, strict=True)):
-        last[frame] = i
+    frames = list(zip(streams, times, strict=True))
+    last = {frame: i for i, frame in enumerate(frames)}  # later rows overwrite earlier ones
+    sizes = Counter(frames)
     return {i: sizes[frame] for frame, i in last.items()}
 
 
@@ -326,7 +325,12 @@ def _send_all(
 
 
 def _produce(producer: Producer, out: Outgoing, value: bytes, callback: Callable) -> None:
-    """Produce one record; when the local queue is full, serve deliveries until it has room."""
+    """Produce one record; when the local queue is full, serve deliveries until it has room.
+
+    A record the client refuses outright (too large, a bad topic name) ends the run clearly.
+    """
+    from confluent_kafka import KafkaException
+
     while True:
         try:
             producer.produce(
@@ -336,3 +340,6 @@ def _produce(producer: Producer, out: Outgoing, value: bytes, callback: Callable
             return
         except BufferError:
             producer.poll(0.1)
+        except KafkaException as exc:
+            message = f"cannot send {out.key} to {out.topic}: {exc.args[0].str()}"
+            raise FvcError(message) from exc
