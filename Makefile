@@ -42,8 +42,8 @@ test: venv ## start the stack, run pytest (PYTEST_ARGS=... for a subset), stop t
 lint: venv ## ruff over every Python folder
 	$(BIN)/ruff check app agents schemas tests benchmarks
 
-demo: venv ## placeholder: shows fvc's commands
-	$(FVC) --help
+demo: venv ## the whole pipeline: local Kafka + Redis, a worker, a synthetic scene, scored events
+	$(FVC) demo
 
 clean: ## stop the stack, remove its state folder and caches (keeps .venv)
 	-test -x $(FVC) && $(FVC) local down

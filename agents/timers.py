@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 FOLLOW_INTERVAL_S = 0.1
 PUBLISH_INTERVAL_S = 0.05
 ADVANCE_INTERVAL_S = 1.0
+LAG_INTERVAL_S = 5.0
 
 
 def attach(app: faust.App, runtime: Runtime) -> None:
@@ -44,6 +45,15 @@ def attach(app: faust.App, runtime: Runtime) -> None:
     @app.timer(ADVANCE_INTERVAL_S, on_leader=True, name="fvc.advance")
     async def advance() -> None:
         await runtime.advance()
+
+    @app.timer(LAG_INTERVAL_S, name="fvc.lag")
+    async def lag() -> None:
+        inputs = set(runtime.config.topics)
+        for tp in app.consumer.assignment():
+            if tp.topic in inputs:
+                position = f"{tp.topic}:{tp.partition}"
+                behind = app.consumer.highwater(tp) - runtime.pipeline.applied.get(position, -1) - 1
+                runtime.metrics.lag.labels(position).set(max(behind, 0))
 
     merging = runtime.config.merging
     if merging is not None:

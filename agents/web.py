@@ -10,11 +10,23 @@ from app.runtime import Runtime
 PROMETHEUS_TYPE = "text/plain"
 
 
+def _crash(app: faust.App) -> str:
+    """Why a part of the Faust app crashed ('' if none): a crashed fetcher consumes nothing."""
+    for service in (app, app.consumer, getattr(app, "_fetcher", None)):
+        reason = getattr(service, "crash_reason", None)
+        if reason is not None:
+            return repr(reason)
+    return ""
+
+
 def attach(app: faust.App, runtime: Runtime) -> None:
     """Register the pages on ``app``."""
 
     @app.page("/health")
     async def health(web: View, request: Request) -> Response:
+        crashed = _crash(app)
+        if crashed:
+            return web.json({"status": "crashed", "reason": crashed}, status=503)
         return web.json({"status": "ok"})
 
     @app.page("/ready")

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from app.engine import StepResult
+import orjson
+
+from app.engine import Observation, StepResult
 from app.errors import DecodeError
 from app.internal_state import offset_key
 from app.records import encode_event
@@ -34,9 +36,12 @@ class OutboxWriter:
         result: StepResult,
         dead_letters: Sequence[tuple[RawRecord, DecodeError]] = (),
         offsets: Mapping[str, int] | None = None,
+        observations: Sequence[Observation] = (),
     ) -> list[OutboxRecord]:
         """Every record the step must publish, in order."""
         out = [self.dead_letter(record, error) for record, error in dead_letters]
+        if self.settings.assignments_topic and observations:
+            out += self._assignments(result, observations)
         fmt = self.settings.output_format
         topic = self.settings.output_topic
         out += [
@@ -64,6 +69,27 @@ class OutboxWriter:
             topic=self.settings.dead_letter_topic,
             headers=headers,
         )
+
+    def _assignments(
+        self, result: StepResult, observations: Sequence[Observation]
+    ) -> list[OutboxRecord]:
+        """Which cluster took each observation: an audit trail, and what live scoring needs."""
+        topic = self.settings.assignments_topic
+        out = []
+        for obs, decision in zip(observations, result.decisions, strict=True):
+            key = f"{obs.stream_id}:{obs.key}"
+            similarity = float(decision.similarity)
+            body = {
+                "stream_id": obs.stream_id,
+                "key": obs.key,
+                "time": obs.time,
+                "cluster_id": decision.cluster_key,
+                "similarity": round(similarity, 6) if similarity > -2 else None,
+                "created": decision.created,
+            }
+            value = orjson.dumps(body)
+            out.append(OutboxRecord(f"assign:{key}", key.encode(), value, obs.time, topic))
+        return out
 
     def _state_records(self, result: StepResult, offsets: Mapping[str, int]) -> list[OutboxRecord]:
         topic = self.settings.internal_state_topic

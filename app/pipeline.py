@@ -104,6 +104,7 @@ class Pipeline:
                         lambda obs=observations: self.engine.process(obs),
                         offsets=offsets,
                         dead_letters=dead,
+                        observations=observations,
                     )
                 except AlreadyApplied:
                     log.info("offsets moved under this batch (another worker); re-reading them")
@@ -128,11 +129,12 @@ class Pipeline:
         compute: Callable[[], StepResult],
         offsets: dict[str, int] | None = None,
         dead_letters: Sequence[tuple[RawRecord, DecodeError]] = (),
+        observations: Sequence[Observation] = (),
     ) -> tuple[StepResult, int]:
         """Compute, store atomically, apply; on a version conflict reload and recompute."""
         for attempt in range(MAX_CONFLICT_RETRIES):
             result = compute()
-            records = self.outbox.records(result, dead_letters, offsets)
+            records = self.outbox.records(result, dead_letters, offsets, observations)
             if not (result.upserts or result.deletions or records or offsets):
                 self.engine.apply(result)
                 return result, attempt

@@ -79,6 +79,7 @@ class Settings:
     output_topic: str = _setting("FVC_OUTPUT_TOPIC", "fvc.FVClusterUpdateRecord.json", _text)
     dead_letter_topic: str = _setting("FVC_DEAD_LETTER_TOPIC", "fvc.dead-letter", _text)
     internal_state_topic: str = _setting("FVC_INTERNAL_STATE_TOPIC", "fvc.internal-state", _text)
+    assignments_topic: str = _setting("FVC_ASSIGNMENTS_TOPIC", "", _text)
     config_path: str = _setting("FVC_CONFIG", "", _text)
     index_type: str = _setting("FVC_INDEX", "exact", _choice("exact", "ivf", "hnsw"))
     device: str = _setting("FVC_DEVICE", "auto", _choice("auto", "cpu", "gpu"))
@@ -108,6 +109,7 @@ class Settings:
     redis_password: str = _setting("FVC_REDIS_PASSWORD", "", str, secret=True)
     redis_tls: bool = _setting("FVC_REDIS_TLS", False, _boolean)
     data_dir: str = _setting("FVC_DATA_DIR", ".fvc/worker-data", _text)
+    log_format: str = _setting("FVC_LOG_FORMAT", "text", _choice("text", "json"))
     log_level: str = _setting(
         "FVC_LOG_LEVEL",
         "INFO",

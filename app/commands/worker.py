@@ -28,7 +28,7 @@ examples:
 """
 
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+log = logging.getLogger(__name__)
 
 
 def add_service_flags(parser: argparse.ArgumentParser) -> None:
@@ -77,10 +77,12 @@ def handler(args: argparse.Namespace) -> int:
 
     from agents.app import create_app
     from app.kafka_client import ensure_topics
+    from app.logs import configure
     from app.runtime import Runtime
 
     settings, config_path = settings_from(args)
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    configure(settings.log_level, settings.log_format)
+    log.info("starting worker with %r", settings)
     runtime = Runtime(settings, config_path)
     topics = [*runtime.config.topics, settings.output_topic, settings.dead_letter_topic]
     ensure_topics(settings, topics)

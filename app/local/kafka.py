@@ -36,6 +36,9 @@ controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data}
 num.partitions=1
+# Keep records whatever their timestamps: replayed or synthetic scenes carry event times older
+# than any time-based retention, and would otherwise be deleted minutes after they are written.
+log.retention.ms=-1
 auto.create.topics.enable=true
 default.replication.factor=1
 min.insync.replicas=1

@@ -6,9 +6,10 @@ import time
 
 import numpy as np
 import pytest
-from worker_support import Deployment, http, offline_engine, realized_view, wait_for
+from worker_support import Deployment, http, offline_engine, wait_for
 
 from app.synth import make_scene
+from app.view import ClusterView
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,13 +42,12 @@ def test_live_run_equals_the_offline_engine(deployment: Deployment) -> None:
     wait_for(lambda: len(deployment.events(timeout=2)) >= len(expected_ids), 30, "all events")
     events = deployment.events(timeout=2)
     assert {e["event_id"] for e in events} == expected_ids
-    live = realized_view(events)
+    live = ClusterView().apply_all(events).clusters
     offline = {k: c for k, c in engine.clusters.items() if c.realized}
     assert set(live) == set(offline)
     for key, cluster in offline.items():
-        count, vector = live[key]
-        assert count == cluster.num_observations
-        np.testing.assert_allclose(vector, cluster.representative, atol=1e-5)
+        assert live[key].num_observations == cluster.num_observations
+        np.testing.assert_allclose(live[key].representative, cluster.representative, atol=1e-5)
 
 
 def test_every_bad_record_reaches_the_dead_letter_topic(deployment: Deployment) -> None:

@@ -19,16 +19,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from app.config import ClusteringConfig, parse_config
 from app.engine import Cluster, Engine, Observation
+from app.kafka_client import make_consumer
 from app.produce import detection_keys, produce_scene
 from app.settings import Settings
 from app.store import create_store
 from app.synth import Scene
-from app.kafka_client import make_consumer
-from app.tail import cluster_name, read_events
+from app.tail import read_events
 
 FVC = str(Path(sys.executable).with_name("fvc"))
 
@@ -228,25 +226,3 @@ def offline_engine(scene: Scene, config: ClusteringConfig) -> tuple[Engine, list
     for start in range(0, len(observations), 256):
         events += engine.step(observations[start : start + 256]).events
     return engine, events
-
-
-def realized_view(events: list[dict]) -> dict[str, tuple[int, np.ndarray]]:
-    """Realized clusters as a consumer materialises them from the downstream topic."""
-    view: dict[str, tuple[int, np.ndarray]] = {}
-    for event in events:
-        kind = event["type"]
-        if kind in ("REG_EVENT", "MERGE_EVENT"):
-            body = event["reg_event" if kind == "REG_EVENT" else "merge_event"]
-            key = cluster_name(body["cluster_id"])
-            cluster = body["cluster"]
-            if kind == "MERGE_EVENT":
-                for merged in body["merged_clusters"]:
-                    view.pop(cluster_name(merged), None)
-            if cluster["is_realized"]:
-                vector = np.asarray(cluster["representative_fv"]["feature"], dtype=np.float32)
-                view[key] = (cluster["num_observations"], vector)
-        elif kind == "DELETE_EVENT":
-            view.pop(cluster_name(event["delete_event"]["deleted_cluster"]), None)
-    return view
-
-
