@@ -13,7 +13,9 @@ from app import __version__
 from app.errors import FvcError
 
 # Each module under app.commands has register(subparsers) and sets a handler as ``func``.
-COMMAND_MODULES = ("local", "config", "synth", "evaluate", "worker", "run", "produce", "tail", "demo")
+COMMAND_MODULES = (
+    "local", "config", "synth", "evaluate", "worker", "run", "produce", "tail", "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
