@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from app.engine import Observation, StepResult
+from app.engine import Event, Observation, StepResult
 from app.errors import DecodeError
 from app.internal_state import offset_key
 from app.records import encode_event
@@ -42,15 +42,19 @@ class OutboxWriter:
         out = [self.dead_letter(record, error) for record, error in dead_letters]
         if self.settings.assignments_topic and observations:
             out += self._assignments(result, observations)
-        fmt = self.settings.output_format
-        topic = self.settings.output_topic
-        out += [
-            OutboxRecord(e.event_id, e.key.encode(), encode_event(e, fmt), e.time, topic)
-            for e in result.events
-        ]
+        out += self.event_records(result.events)
         if self.save_internal_state:
             out += self._state_records(result, offsets or {})
         return out
+
+    def event_records(self, events: Sequence[Event]) -> list[OutboxRecord]:
+        """Events for the downstream topic, keyed by cluster id."""
+        fmt = self.settings.output_format
+        topic = self.settings.output_topic
+        return [
+            OutboxRecord(e.event_id, e.key.encode(), encode_event(e, fmt), e.time, topic)
+            for e in events
+        ]
 
     def dead_letter(self, record: RawRecord, error: DecodeError) -> OutboxRecord:
         """The original record for the dead-letter topic, with why and where in headers."""
