@@ -18,7 +18,7 @@ from app.index import make_index
 from app.metrics import WorkerMetrics
 from app.pipeline import BatchOutcome, Pipeline, RawRecord
 from app.settings import Settings
-from app.store import create_store
+from app.store import store_for
 from app.store.base import OutboxRecord, StateStore
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,7 @@ class Runtime:
         self.settings = settings
         self.config_path = config_path
         config = load_config(config_path)
-        self.store = store or create_store(
-            settings.redis_url, settings.namespace, password=settings.redis_password or None
-        )
+        self.store = store or store_for(settings)
         index = make_index(settings.index_type, settings.device)
         self.engine = Engine(config, index)
         self.pipeline = Pipeline(self.engine, self.store, config, settings)

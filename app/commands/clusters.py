@@ -54,11 +54,10 @@ def handler(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace) -> int:
     from app import operations
     from app.settings import Settings
-    from app.store import create_store
+    from app.store import store_for
 
     settings = Settings.from_env(redis_url=args.redis_url, namespace=args.namespace)
-    store = create_store(settings.redis_url, settings.namespace,
-                         password=settings.redis_password or None)
+    store = store_for(settings)
     await store.start()
     try:
         if args.action == "list":

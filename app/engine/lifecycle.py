@@ -29,25 +29,22 @@ def event_id(key: str, version: int) -> str:
 
 def reg_event(cluster: Cluster, time: int, stream_id: str) -> Event:
     """REG_EVENT describing ``cluster`` as it is now."""
-    return Event(
-        type=EventType.REG_EVENT,
-        event_id=event_id(cluster.key, cluster.version),
-        time=time,
-        cluster_id=cluster.id,
-        cluster=cluster,
-        input_stream_id=stream_id,
-    )
+    return _about(EventType.REG_EVENT, cluster, time, input_stream_id=stream_id)
 
 
 def merge_event(cluster: Cluster, time: int, merged: tuple[ClusterId, ...]) -> Event:
     """MERGE_EVENT: ``cluster`` absorbed the clusters ``merged``."""
+    return _about(EventType.MERGE_EVENT, cluster, time, merged_clusters=merged)
+
+
+def _about(kind: EventType, cluster: Cluster, time: int, **extra: object) -> Event:
     return Event(
-        type=EventType.MERGE_EVENT,
+        type=kind,
         event_id=event_id(cluster.key, cluster.version),
         time=time,
         cluster_id=cluster.id,
         cluster=cluster,
-        merged_clusters=merged,
+        **extra,
     )
 
 

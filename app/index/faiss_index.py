@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 
 from app.index.numpy_index import top_k
-from app.index.table import RepresentativeTable
+from app.index.table import RepresentativeTable, TableBacked
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-class FaissIndex:
+class FaissIndex(TableBacked):
     """The engine's ``VectorIndex`` over FAISS."""
 
     def __init__(
@@ -73,25 +73,6 @@ class FaissIndex:
         self._ann: faiss.Index | None = None
         self._ann_keys: list[str | None] = []  # approximate-index id -> key (None: superseded)
         self._ann_id: dict[str, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.table
-
-    @property
-    def vectors(self) -> np.ndarray:
-        """Current representatives, one row per slot."""
-        return self.table.vectors
-
-    def key_at(self, slot: int) -> str:
-        """Key at a slot."""
-        return self.table.key_at(slot)
-
-    def slot_of(self, key: str) -> int:
-        """Slot of a key."""
-        return self.table.slot_of(key)
 
     def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Write representatives; re-insert drifted ones into the approximate index."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.index.table import RepresentativeTable
+from app.index.table import RepresentativeTable, TableBacked
 
 
 def top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,30 +41,11 @@ def top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return out_d, out_i
 
 
-class NumpyIndex:
+class NumpyIndex(TableBacked):
     """Exact top-k by one matrix product over the representative table."""
 
     def __init__(self, dim: int = 0) -> None:
         self.table = RepresentativeTable(dim)
-
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.table
-
-    @property
-    def vectors(self) -> np.ndarray:
-        """Stored rows (a view)."""
-        return self.table.vectors
-
-    def key_at(self, slot: int) -> str:
-        """Key at a slot."""
-        return self.table.key_at(slot)
-
-    def slot_of(self, key: str) -> int:
-        """Slot of a key."""
-        return self.table.slot_of(key)
 
     def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Add or replace vectors."""

@@ -91,3 +91,28 @@ class RepresentativeTable:
         grown = np.zeros((capacity, self.dim), dtype=np.float32)
         grown[: len(self._keys)] = self._mat[: len(self._keys)]
         self._mat = grown
+
+
+class TableBacked:
+    """The lookups every index answers from its ``table`` (the exact representatives)."""
+
+    table: RepresentativeTable
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.table
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """Current representatives, one row per slot."""
+        return self.table.vectors
+
+    def key_at(self, slot: int) -> str:
+        """Key at a slot."""
+        return self.table.key_at(slot)
+
+    def slot_of(self, key: str) -> int:
+        """Slot of a key."""
+        return self.table.slot_of(key)

@@ -12,6 +12,7 @@ from app.store.base import ChangeBatch, Commit, OutboxEntry, OutboxRecord, State
 from app.store.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from app.settings import Settings
     from app.store.redis import RedisStore
 
 __all__ = [
@@ -23,7 +24,16 @@ __all__ = [
     "RedisStore",
     "StateStore",
     "create_store",
+    "store_for",
 ]
+
+
+def store_for(settings: Settings) -> StateStore:
+    """The store a deployment's settings name: URL, namespace, password, TLS switch."""
+    url = settings.redis_url
+    if settings.redis_tls and url.startswith("redis://"):
+        url = "rediss://" + url.removeprefix("redis://")
+    return create_store(url, settings.namespace, password=settings.redis_password or None)
 
 
 def create_store(url: str, namespace: str = "fvc", **options: Any) -> StateStore:

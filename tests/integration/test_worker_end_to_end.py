@@ -14,15 +14,6 @@ from app.view import ClusterView
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture
-def deployment(tmp_path, unique, kafka_bootstrap, redis_url, request):
-    options = getattr(request, "param", {})
-    d = Deployment(tmp_path, unique, kafka_bootstrap, redis_url, **options)
-    yield d
-    d.stop_all()
-    d.clear()
-
-
 REALIZING = {"clustering": {"cluster_realization": {"num_samples": 3}}, "cameras": 1,
              "partitions": 1}
 

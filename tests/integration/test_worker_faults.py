@@ -12,15 +12,6 @@ from app.synth import make_scene
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture
-def deployment(tmp_path, unique, kafka_bootstrap, redis_url, request):
-    options = getattr(request, "param", {})
-    d = Deployment(tmp_path, unique, kafka_bootstrap, redis_url, **options)
-    yield d
-    d.stop_all()
-    d.clear()
-
-
 def latest_event_counts(events: list[dict]) -> dict[str, int]:
     """num_observations of the last REG/MERGE event of every cluster."""
     from app.tail import cluster_name
