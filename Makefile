@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-pyproject
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down status test lint demo clean
+.PHONY: help venv up down status test lint demo clean chart
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,9 +35,13 @@ test: venv ## start the stack, run pytest (PYTEST_ARGS=... for a subset), stop t
 	@status=0; \
 	trap '$(FVC) local down' EXIT; trap 'exit 130' INT TERM; \
 	if [ -n "$${CI:-}" ]; then export FVC_REQUIRE_SERVICES=1; fi; \
+	scripts/chart-check tools >/dev/null || echo "make test: helm unavailable; tests/chart will say why"; \
 	$(FVC) local up || status=$$?; \
 	if [ $$status -eq 0 ]; then $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; fi; \
 	exit $$status
+
+chart: venv ## chart and image checks alone: helm lint/template/schema validation, template tests, hadolint
+	scripts/chart-check
 
 lint: venv ## ruff over every Python folder
 	$(BIN)/ruff check app agents schemas tests benchmarks
