@@ -6,6 +6,8 @@ valid after a step.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 USE_LAST = "USE_LAST"
@@ -66,7 +68,7 @@ def merged_state(
 
 def unit(state: np.ndarray) -> np.ndarray:
     """L2-normalised copy of an accumulator (zero stays zero)."""
-    norm = float(np.linalg.norm(state))
+    norm = math.sqrt(float(state.dot(state)))  # np.linalg.norm costs 3x more on one vector
     if norm == 0.0:
         return state.astype(np.float32, copy=True)
     return (state / np.float32(norm)).astype(np.float32, copy=False)

@@ -25,6 +25,7 @@ class BatchScratch:
         self._keys: list[str] = []
         self._matrix = np.zeros((capacity, dim), dtype=np.float32)
         self._alive = np.zeros(capacity, dtype=bool)
+        self._dead = 0
 
     def current(self, key: str, clusters: Mapping[str, Cluster]) -> Cluster:
         """The cluster as this batch has left it so far; remembers its starting version."""
@@ -45,6 +46,7 @@ class BatchScratch:
             self._keys.append(key)
         if cluster is None:
             self._alive[row] = False
+            self._dead += 1
             return
         self._matrix[row] = rules.unit(cluster.state)
         self._alive[row] = True
@@ -55,7 +57,8 @@ class BatchScratch:
         if n == 0:
             return None, -np.inf
         sims = self._matrix[:n] @ unit
-        sims[~self._alive[:n]] = -np.inf
+        if self._dead:
+            sims[~self._alive[:n]] = -np.inf
         row = int(np.argmax(sims))
         sim = float(sims[row])
         if not np.isfinite(sim):

@@ -23,6 +23,7 @@ from app.index.table import RepresentativeTable, TableBacked
 log = logging.getLogger(__name__)
 
 KINDS = ("exact", "ivf", "hnsw")
+BLAS_FROM_QUERIES = 4
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -70,6 +71,9 @@ class FaissIndex(TableBacked):
         self.nprobe, self.hnsw_m, self.ef_search = nprobe, hnsw_m, ef_search
         self.train_min, self.reinsert_below, self.candidates = train_min, reinsert_below, candidates
         self._gpu = faiss.StandardGpuResources() if self.device == "gpu" else None
+        # FAISS's exact search only uses BLAS from 20 queries on by default; engine batches are
+        # often smaller, and sgemm beats its scalar loop well before that.
+        faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_QUERIES
         self._ann: faiss.Index | None = None
         self._ann_keys: list[str | None] = []  # approximate-index id -> key (None: superseded)
         self._ann_id: dict[str, int] = {}
@@ -163,7 +167,8 @@ class FaissIndex(TableBacked):
         index.train(_training_sample(self.table.vectors, 64 * nlist))
         index.nprobe = self.nprobe
         if self._gpu is not None:
-            index = faiss.index_cpu_to_gpu(self._gpu, 0, index)
+            return faiss.index_cpu_to_gpu(self._gpu, 0, index)
+        index.make_direct_map()  # drift checks read indexed copies back
         return index
 
     def _build(self) -> None:
@@ -187,7 +192,9 @@ class FaissIndex(TableBacked):
         """Re-insert keys that are new or drifted from their indexed copy."""
         known = [i for i, key in enumerate(keys) if key in self._ann_id]
         drifted = set(range(len(keys))) - set(known)
-        if known:
+        if known and self._gpu is not None:  # a GPU IVF keeps no direct map: re-insert all
+            drifted |= set(known)
+        elif known:
             ids = np.array([self._ann_id[keys[i]] for i in known], dtype=np.int64)
             indexed = self._ann.reconstruct_batch(ids)
             cos = np.einsum("nd,nd->n", indexed, vectors[known])

@@ -7,6 +7,8 @@ import subprocess
 import pytest
 from worker_support import FVC, Deployment, wait_for
 
+from app.internal_state import OFFSET_PREFIX, read_compacted
+from app.store.codec import decode_cluster
 from app.synth import make_scene
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -14,6 +16,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def make(tmp_path, unique, kafka, redis, **options) -> Deployment:
     return Deployment(tmp_path, unique, kafka, redis, **options)
+
+
+def mirrored(deployment: Deployment) -> dict[str, int]:
+    """Observation counts of the clusters in the internal-state topic."""
+    latest = read_compacted(deployment.settings, deployment.settings.internal_state_topic, 10)
+    clusters = [decode_cluster(v) for k, v in latest.items() if not k.startswith(OFFSET_PREFIX)]
+    return {c.key: c.num_observations for c in clusters}
 
 
 def run_batch(deployment: Deployment) -> subprocess.CompletedProcess:
@@ -56,6 +65,8 @@ def test_a_lost_redis_is_rebuilt_from_the_internal_state_topic(
         deployment.produce(make_scene(1000, seed=13, dim=32))
         wait_for(lambda: deployment.observations_stored() == 1000, 60, "first run")
         before = {k: c.num_observations for k, c in deployment.clusters().items()}
+        # the mirror is published from the outbox: wait until it has caught up with Redis
+        wait_for(lambda: mirrored(deployment) == before, 30, "the internal-state topic")
         deployment.stop_all()
         deployment.clear()  # Redis is lost
         data = deployment.config_data

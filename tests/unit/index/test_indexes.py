@@ -101,3 +101,17 @@ def test_device_choice() -> None:
     assert resolve_device("auto") in ("cpu", "gpu")
     with pytest.raises(ValueError, match="kind"):
         FaissIndex("lsh")
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_take_updates_of_existing_keys(kind: str) -> None:
+    rng = np.random.default_rng(4)
+    x = unit_rows(rng, 2000, 16)
+    keys = [f"c{i}" for i in range(2000)]
+    index = FaissIndex(kind, "cpu", train_min=1000)
+    index.upsert(keys, x)
+    moved = unit_rows(rng, 5, 16)
+    index.upsert(keys[:5], moved)
+    index.upsert(keys[:5], moved * 0.999 + 0.001)  # small drift: no re-insertion needed
+    _, slots = index.search(moved, 1)
+    assert keys_of(index, slots[:, 0]) == keys[:5]
