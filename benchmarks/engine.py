@@ -458,36 +458,6 @@ class StageTimer:
         return call
 
 
-def ivf_direct_map_workaround(index: Any) -> bool:
-    """Give an IVF index the direct map ``FaissIndex._ann_refresh`` needs, now and after every
-    rebuild; True when it was missing.
-
-    ``FaissIndex`` re-reads indexed copies with ``reconstruct_batch``, which an ``IndexIVFFlat``
-    refuses ("direct map not initialized") unless ``make_direct_map()`` was called, so without
-    this any update of an existing cluster fails once the IVF index exists (docs/benchmarks.md).
-    """
-    import faiss
-
-    def fix() -> bool:
-        ann = getattr(index, "_ann", None)
-        ivf = faiss.try_extract_index_ivf(ann) if ann is not None else None
-        if ivf is None or ivf.direct_map.type != faiss.DirectMap.NoMap:
-            return False
-        ivf.make_direct_map()
-        return True
-
-    needed = fix()
-    if needed:
-        build = index._build
-
-        def rebuild() -> None:
-            build()
-            fix()
-
-        index._build = rebuild
-    return needed
-
-
 @dataclass
 class Bench:
     """One engine under test and what its steps cost so far, per FAISS thread setting."""
@@ -497,7 +467,6 @@ class Bench:
     stages: StageTimer
     load_seconds: float
     approximate: bool
-    workaround: bool
     tally: dict[int, dict[str, float]] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
 
@@ -534,9 +503,8 @@ def make_bench(kind: str, clusters: list[Cluster], device: str) -> Bench:
     building = " and building the index" if kind != "exact" else ""
     log(f"engine {kind} @ {len(clusters):,} clusters: loading{building}")
     load_seconds = timed(lambda: engine.load(clusters))
-    workaround = ivf_direct_map_workaround(index)
     approximate = getattr(index, "_ann", None) is not None
-    return Bench(kind, engine, StageTimer(index), load_seconds, approximate, workaround)
+    return Bench(kind, engine, StageTimer(index), load_seconds, approximate)
 
 
 def run_segment(
@@ -602,7 +570,6 @@ def segment_rows(
                 "exact_bound_vps": round(bound, 1),
                 "vs_exact_bound": round(vps / bound, 3),
                 "load_seconds": round(bench.load_seconds, 2),
-                "ivf_workaround": bench.workaround,
                 **agree,
             })
     return rows
