@@ -8,85 +8,44 @@ stops what it started.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import orjson
 
-from app.config import load_config, parse_config
+from app.config import load_config
 from app.kafka_client import make_consumer
+from app.localrun import LocalRun, say
 from app.produce import detection_keys, produce_scene
 from app.quality import score_all
-from app.settings import Settings
 from app.synth import Scene, make_scene
 from app.tail import read_events
 from app.view import ClusterView
-
-FVC = str(Path(sys.executable).with_name("fvc"))
-
-
-def say(text: str) -> None:
-    """Progress for the person watching."""
-    print(f"==> {text}", flush=True)
 
 
 class Demo:
     """One demo run, with its own topics, consumer group and Redis namespace."""
 
     def __init__(self, workdir: Path, config_file: Path, n: int, seed: int) -> None:
-        self.run_id = f"demo-{uuid.uuid4().hex[:8]}"
-        self.workdir = workdir / self.run_id
-        self.workdir.mkdir(parents=True, exist_ok=True)
         self.n, self.seed = n, seed
-        data = load_config(config_file).to_dict()
-        for stream in data["input_stream_configs"]:
-            stream["topic"] = f"{self.run_id}.{stream['stream_id']}"
-        self.config_path = self.workdir / "config.json"
-        self.config_path.write_text(json.dumps(data, indent=2))
-        self.config = parse_config(data)
-        self.env = {
-            **os.environ,
-            "FVC_APP_ID": self.run_id,
-            "FVC_NAMESPACE": self.run_id,
-            "FVC_OUTPUT_TOPIC": f"{self.run_id}.FVClusterUpdateRecord.json",
-            "FVC_DEAD_LETTER_TOPIC": f"{self.run_id}.dead-letter",
-            "FVC_ASSIGNMENTS_TOPIC": f"{self.run_id}.assignments",
-            "FVC_DATA_DIR": str(self.workdir / "data"),
-            "FVC_LOG_LEVEL": "WARNING",
-        }
-        self.settings = Settings.from_env(self.env)
+        config = load_config(config_file).to_dict()
+        self.run = LocalRun("demo", workdir, config, assignments=True)
+        self.settings, self.config = self.run.settings, self.run.config
 
-    def run(self) -> dict[str, float]:
+    def execute(self) -> dict[str, float]:
         """Worker up, scene in, wait, report; the worker is stopped whatever happens."""
         streams = list(self.config.stream_ids)
         scene = make_scene(self.n, seed=self.seed, dim=128, cameras=len(streams),
                            start_ms=int(time.time() * 1000))
-        worker = self._start_worker()
-        try:
+        with self.run.worker():
             say(f"sending {self.n} face vectors of {len(set(scene.y.tolist()))} people "
                 f"from {len(streams)} cameras")
             report = produce_scene(self.settings, scene, config=self.config)
             say(f"sent in {report.seconds:.1f}s; waiting for the worker to cluster them")
             assignments = self._wait_for_assignments(report.records)
             events = read_events(self.settings, self.settings.output_topic, timeout=2.0)
-        finally:
-            worker.terminate()
-            worker.wait(timeout=60)
         return self._report(scene, assignments, events)
-
-    def _start_worker(self) -> subprocess.Popen:
-        say("starting a worker")
-        log = (self.workdir / "worker.log").open("wb")
-        worker = subprocess.Popen([FVC, "worker", "--config", str(self.config_path)],
-                                  env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        return worker
 
     def _wait_for_assignments(self, expected: int, timeout: float = 120.0) -> dict[str, str]:
         consumer = make_consumer(self.settings, from_beginning=True)
@@ -102,7 +61,7 @@ class Demo:
             consumer.close()
         if len(found) < expected:
             message = (f"only {len(found)} of {expected} observations were clustered in "
-                       f"{timeout:.0f}s; see {self.workdir / 'worker.log'}")
+                       f"{timeout:.0f}s; see {self.run.workdir / 'worker.log'}")
             raise RuntimeError(message)
         return found
 

@@ -44,6 +44,10 @@ class WorkerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
+        self.stage_seconds = Counter(
+            "fvc_stage_seconds", "Time spent per processing stage (search is part of engine)",
+            ["stage"], registry=r,
+        )
         self.outbox_pending = Gauge(
             "fvc_outbox_pending", "Events stored but not yet published", registry=r
         )

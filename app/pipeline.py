@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from app.config import ClusteringConfig
@@ -24,6 +26,7 @@ from app.store.base import Commit, StateStore
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 50
+STAGES = ("decode", "engine", "store", "apply")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class Pipeline:
         self.applied: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.dimension = settings.expected_dimension
+        self.stage_seconds = dict.fromkeys(STAGES, 0.0)
         self.reconfigure(config)
 
     def reconfigure(self, config: ClusteringConfig) -> None:
@@ -97,7 +101,8 @@ class Pipeline:
                 skipped_total = len(records) - len(fresh)
                 if not fresh:
                     return BatchOutcome(skipped=skipped_total)
-                observations, dead = self._decode(fresh)
+                with self._timed("decode"):
+                    observations, dead = self._decode(fresh)
                 offsets = _last_offsets(fresh)
                 try:
                     result, tries = await self._commit(
@@ -133,8 +138,9 @@ class Pipeline:
     ) -> tuple[StepResult, int]:
         """Compute, store atomically, apply; on a version conflict reload and recompute."""
         for attempt in range(MAX_CONFLICT_RETRIES):
-            result = compute()
-            records = self.outbox.records(result, dead_letters, offsets, observations)
+            with self._timed("engine"):
+                result = compute()
+                records = self.outbox.records(result, dead_letters, offsets, observations)
             if not (result.upserts or result.deletions or records or offsets):
                 self.engine.apply(result)
                 return result, attempt
@@ -146,14 +152,24 @@ class Pipeline:
                 offsets=offsets or {},
             )
             try:
-                await self.store.commit(commit)
+                with self._timed("store"):
+                    await self.store.commit(commit)
             except VersionConflict as exc:
                 await self._reload(exc.keys)
                 continue
-            self.engine.apply(result)
+            with self._timed("apply"):
+                self.engine.apply(result)
             return result, attempt
         message = f"{MAX_CONFLICT_RETRIES} version conflicts in a row"
         raise VersionConflict([message])
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[stage] += time.perf_counter() - began
 
     async def _reload(self, keys: Sequence[str]) -> None:
         current = await self.store.get(keys)

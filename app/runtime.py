@@ -15,6 +15,7 @@ from app.config import ClusteringConfig, load_config
 from app.engine import Engine
 from app.errors import ConfigError, StoreUnavailable
 from app.index import make_index
+from app.index.timed import TimedIndex
 from app.metrics import WorkerMetrics
 from app.pipeline import BatchOutcome, Pipeline, RawRecord
 from app.settings import Settings
@@ -36,8 +37,8 @@ class Runtime:
         self.config_path = config_path
         config = load_config(config_path)
         self.store = store or store_for(settings)
-        index = make_index(settings.index_type, settings.device)
-        self.engine = Engine(config, index)
+        self.index = TimedIndex(make_index(settings.index_type, settings.device))
+        self.engine = Engine(config, self.index)
         self.pipeline = Pipeline(self.engine, self.store, config, settings)
         self.metrics = WorkerMetrics()
         self.config_errors: list[str] = []
@@ -45,6 +46,8 @@ class Runtime:
         self.assigned: int | None = None
         self.cursor = "0-0"
         self.started_at = time.time()
+        self._stages_seen: dict[str, float] = {}
+        self.publish_seconds = 0.0
 
     @property
     def config(self) -> ClusteringConfig:
@@ -134,10 +137,12 @@ class Runtime:
         if not entries:
             self.metrics.outbox_pending.set(0)
             return 0
+        began = time.perf_counter()
         for entry in entries:
             await send(entry.record)
         await flush()
         await self.store.outbox_ack(entries)
+        self.publish_seconds += time.perf_counter() - began
         for entry in entries:
             if entry.record.topic == self.settings.output_topic:
                 self.metrics.events_out.labels(_event_type(entry.record)).inc()
@@ -169,6 +174,7 @@ class Runtime:
             "streams": list(self.config.stream_ids),
             "uptime_s": round(time.time() - self.started_at, 1),
             "applied_offsets": dict(self.pipeline.applied),
+            "stage_seconds": {k: round(v, 4) for k, v in self.stages().items()},
         }
 
     async def _retrying(self, attempt: Callable[[], Awaitable[BatchOutcome]]) -> BatchOutcome:
@@ -191,7 +197,27 @@ class Runtime:
         by_topic = {s.topic: s.stream_id for s in self.config.streams}
         for record in records:
             m.records_in.labels(by_topic.get(record.topic, record.topic)).inc()
+        self._count_stages()
         self._gauge()
+
+    def stages(self) -> dict[str, float]:
+        """Seconds spent so far per stage.
+
+        ``search`` is part of ``engine``, ``index_update`` part of ``apply``.
+        """
+        return {
+            **self.pipeline.stage_seconds,
+            "search": self.index.seconds["search"],
+            "index_update": self.index.seconds["update"],
+            "publish": self.publish_seconds,
+        }
+
+    def _count_stages(self) -> None:
+        for stage, total in self.stages().items():
+            delta = total - self._stages_seen.get(stage, 0.0)
+            if delta > 0:
+                self.metrics.stage_seconds.labels(stage).inc(delta)
+            self._stages_seen[stage] = total
 
     def _gauge(self) -> None:
         clusters = self.engine.clusters

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
 from pathlib import Path
 
 DESCRIPTION = """\
@@ -29,16 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Bring the stack up if needed, run the demo, bring down what we started."""
-    from app.demo import FVC, Demo, say
+    from app.demo import Demo
+    from app.localrun import local_stack
 
-    running = subprocess.run([FVC, "local", "status"], capture_output=True).returncode == 0
-    if not running:
-        say("starting local Kafka and Redis (first time: Maven fetches Kafka)")
-        subprocess.run([FVC, "local", "up"], check=True)
-    try:
-        Demo(Path(args.workdir), Path(args.config), args.n, args.seed).run()
-    finally:
-        if not running:
-            say("stopping local Kafka and Redis")
-            subprocess.run([FVC, "local", "down"], check=False)
+    with local_stack():
+        Demo(Path(args.workdir), Path(args.config), args.n, args.seed).execute()
     return 0
