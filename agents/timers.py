@@ -8,8 +8,8 @@ import logging
 
 import faust
 
+from app.publisher import Publisher, PublishFailed
 from app.runtime import Runtime
-from app.store.base import OutboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +21,7 @@ LAG_INTERVAL_S = 5.0
 
 def attach(app: faust.App, runtime: Runtime) -> None:
     """Register the timers on ``app``."""
-    settings = runtime.settings
-
-    async def send(record: OutboxRecord) -> None:
-        await app.producer.send(
-            record.topic or settings.output_topic,
-            record.key or None,
-            record.value or None,
-            partition=None,
-            timestamp=record.timestamp / 1000.0,
-            headers=list(record.headers) or None,
-        )
+    publisher = Publisher(runtime.settings)
 
     @app.timer(FOLLOW_INTERVAL_S, name="fvc.follow")
     async def follow() -> None:
@@ -39,8 +29,11 @@ def attach(app: faust.App, runtime: Runtime) -> None:
 
     @app.timer(PUBLISH_INTERVAL_S, on_leader=True, name="fvc.publish")
     async def publish() -> None:
-        while await runtime.publish(send, app.producer.flush):
-            pass
+        try:
+            while await runtime.publish(publisher.send, publisher.flush):
+                pass
+        except PublishFailed as exc:
+            log.warning("outbox publishing will be retried: %s", exc)
 
     @app.timer(ADVANCE_INTERVAL_S, on_leader=True, name="fvc.advance")
     async def advance() -> None:

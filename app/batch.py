@@ -17,9 +17,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from app.engine import Event, EventType
 from app.kafka_client import ensure_topics, make_consumer, make_producer
 from app.pipeline import RawRecord
+from app.publisher import Publisher
 from app.records import encode_event
 from app.runtime import Runtime
-from app.store.base import OutboxRecord
 
 log = logging.getLogger(__name__)
 
@@ -108,31 +108,9 @@ async def _consume(
 
 
 async def _publish_all(runtime: Runtime, producer: Producer) -> int:
-    failures: list[str] = []
-
-    def delivered(err: object, _msg: object) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    async def send(record: OutboxRecord) -> None:
-        producer.produce(
-            record.topic or runtime.settings.output_topic,
-            key=record.key or None,
-            value=record.value or None,
-            timestamp=record.timestamp,
-            headers=list(record.headers) or None,
-            on_delivery=delivered,
-        )
-        producer.poll(0)
-
-    async def flush() -> None:
-        producer.flush(30)
-        if failures:
-            message = f"{len(failures)} records could not be published: {failures[0]}"
-            raise RuntimeError(message)
-
+    publisher = Publisher(runtime.settings, producer)
     published = 0
-    while count := await runtime.publish(send, flush):
+    while count := await runtime.publish(publisher.send, publisher.flush):
         published += count
     return published
 

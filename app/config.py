@@ -23,6 +23,7 @@ from schemas.problems import (
 METHODS = ("USE_LAST", "SIMPLE_AVERAGE", "EXP_AVERAGE")
 ACTIONS = ("KEEP_REALIZED", "UNREALIZE", "REMOVE")
 DEFAULT_EMA_ALPHA = 0.1
+DEFAULT_SIZE_DISCOUNT = 0.03  # improved mode: how far thresholds fall for large clusters
 TOPIC_SUFFIX = ".FeatureVectorRecord.json"
 
 
@@ -53,6 +54,32 @@ class MergingConfig:
         """Similarity two clusters of ``n_a`` and ``n_b`` observations need to merge."""
         discounted = self.initial_threshold * self.threshold_discount_rate ** (n_a + n_b)
         return max(self.min_threshold, discounted)
+
+
+@dataclass(frozen=True, slots=True)
+class ImprovedModeConfig:
+    """The improved online mode (``clustering_config.improved_mode``, docs/quality.md).
+
+    With ``enabled``, joins and merges compare the *mean similarity between members* (exact from
+    a SIMPLE_AVERAGE sum: ``x . S / n`` and ``S_a . S_b / (n_a n_b)``) with a threshold that falls
+    by up to ``size_discount`` as clusters grow, because the mean over more members is a less
+    noisy estimate. Off, or absent, the engine follows DESIGN.md section 4 exactly.
+    """
+
+    enabled: bool
+    size_discount: float = DEFAULT_SIZE_DISCOUNT
+
+    def discount(self, n_a: int, n_b: int) -> float:
+        """How much lower the threshold is for clusters of ``n_a`` and ``n_b`` observations.
+
+        Zero for two single observations, rising to ``size_discount`` as both grow: the standard
+        error of a mean similarity over n_a x n_b member pairs shrinks like sqrt(1/n_a + 1/n_b).
+
+        >>> mode = ImprovedModeConfig(True, 0.03)
+        >>> mode.discount(1, 1), round(mode.discount(1, 10**6), 4), round(mode.discount(50, 50), 4)
+        (0.0, 0.0088, 0.0258)
+        """
+        return self.size_discount * (1.0 - ((1.0 / n_a + 1.0 / n_b) / 2.0) ** 0.5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +115,12 @@ class ClusteringConfig:
     emit_unrealized: bool
     min_update_interval_ms: int
     streams: tuple[StreamConfig, ...]
+    improved: ImprovedModeConfig | None = None
+
+    @property
+    def improved_mode(self) -> ImprovedModeConfig | None:
+        """The improved mode when it is switched on, else None (plain DESIGN.md semantics)."""
+        return self.improved if self.improved is not None and self.improved.enabled else None
 
     def stream(self, stream_id: str) -> StreamConfig:
         """The config of stream ``stream_id``; KeyError names the known ones."""
@@ -156,6 +189,11 @@ class ClusteringConfig:
         clustering["start_from_internal_state"] = self.start_from_internal_state
         clustering["emit_unrealized"] = self.emit_unrealized
         clustering["min_update_interval_ms"] = self.min_update_interval_ms
+        if self.improved is not None:
+            clustering["improved_mode"] = {
+                "enabled": self.improved.enabled,
+                "size_discount": self.improved.size_discount,
+            }
         streams = [_stream_dict(s) for s in self.streams]
         return {"clustering_config": clustering, "input_stream_configs": streams}
 
@@ -209,6 +247,7 @@ def _cross_field_problems(data: object) -> list[Problem]:
     if isinstance(clustering, dict):
         problems += _method_problems(clustering)
         problems += _merging_problems(clustering.get("cluster_merging"))
+        problems += _improved_problems(clustering)
     streams = data.get("input_stream_configs")
     if isinstance(streams, list):
         problems += _unique_problems(streams)
@@ -235,6 +274,23 @@ def _merging_problems(merging: object) -> list[Problem]:
         rule = f"must be <= initial_threshold ({high})"
         return [("$.clustering_config.cluster_merging.min_threshold", low, rule)]
     return []
+
+
+def _improved_problems(clustering: dict[str, Any]) -> list[Problem]:
+    """The improved mode needs member sums (SIMPLE_AVERAGE) and the merge timer it repairs on."""
+    mode = clustering.get("improved_mode")
+    if not isinstance(mode, dict) or mode.get("enabled") is not True:
+        return []
+    path = "$.clustering_config.improved_mode.enabled"
+    problems: list[Problem] = []
+    method = clustering.get("method")
+    if isinstance(method, str) and method != "SIMPLE_AVERAGE":
+        rule = f"needs method SIMPLE_AVERAGE (got {method}): mean member similarity needs sums"
+        problems.append((path, True, rule))
+    if "cluster_merging" not in clustering:
+        rule = "needs cluster_merging: its repairs run on the merge timer"
+        problems.append((path, True, rule))
+    return problems
 
 
 def _unique_problems(streams: Sequence[object]) -> list[Problem]:
@@ -272,6 +328,15 @@ def _build(data: dict[str, Any]) -> ClusteringConfig:
         emit_unrealized=c.get("emit_unrealized", False),
         min_update_interval_ms=int(c.get("min_update_interval_ms", 0)),
         streams=tuple(_build_stream(s) for s in data["input_stream_configs"]),
+        improved=_build_improved(c.get("improved_mode")),
+    )
+
+
+def _build_improved(m: dict[str, Any] | None) -> ImprovedModeConfig | None:
+    if m is None:
+        return None
+    return ImprovedModeConfig(
+        bool(m["enabled"]), float(m.get("size_discount", DEFAULT_SIZE_DISCOUNT))
     )
 
 

@@ -26,7 +26,7 @@ from app.store.base import Commit, StateStore
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 50
-STAGES = ("decode", "engine", "store", "apply")
+STAGES = ("decode", "engine", "encode", "store", "apply")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +140,7 @@ class Pipeline:
         for attempt in range(MAX_CONFLICT_RETRIES):
             with self._timed("engine"):
                 result = compute()
+            with self._timed("encode"):
                 records = self.outbox.records(result, dead_letters, offsets, observations)
             if not (result.upserts or result.deletions or records or offsets):
                 self.engine.apply(result)

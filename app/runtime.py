@@ -48,6 +48,7 @@ class Runtime:
         self.started_at = time.time()
         self._stages_seen: dict[str, float] = {}
         self.publish_seconds = 0.0
+        self.batches = 0
 
     @property
     def config(self) -> ClusteringConfig:
@@ -99,6 +100,7 @@ class Runtime:
         outcome = await self._retrying(lambda: self.pipeline.handle(records))
         self._count(outcome, records)
         self.metrics.batch_seconds.observe(time.perf_counter() - began)
+        self.batches += 1
         return outcome
 
     async def follow_changes(self) -> int:
@@ -175,6 +177,7 @@ class Runtime:
             "uptime_s": round(time.time() - self.started_at, 1),
             "applied_offsets": dict(self.pipeline.applied),
             "stage_seconds": {k: round(v, 4) for k, v in self.stages().items()},
+            "batches": self.batches,
         }
 
     async def _retrying(self, attempt: Callable[[], Awaitable[BatchOutcome]]) -> BatchOutcome:

@@ -73,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Prepare topics and state, then hand the loop to Faust's worker."""
+    import faiss
     import faust
 
     from agents.app import create_app
@@ -81,6 +82,9 @@ def handler(args: argparse.Namespace) -> int:
     from app.runtime import Runtime
 
     settings, config_path = settings_from(args)
+    # One search thread per worker: OpenMP threads spin while they wait, which starves the
+    # broker, Redis and the event loop on a shared machine; scale out with more workers.
+    faiss.omp_set_num_threads(1)
     configure(settings.log_level, settings.log_format)
     log.info("starting worker with %r", settings)
     runtime = Runtime(settings, config_path)

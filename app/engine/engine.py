@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.engine import maintenance, rules
+from app.engine import maintenance, repair, rules
 from app.engine.deadlines import Deadlines
 from app.engine.lifecycle import Lifecycle
 from app.engine.scratch import BatchScratch
@@ -73,6 +73,8 @@ class Engine:
         self.alpha = float(config.ema_alpha)
         self.lifecycle = Lifecycle(config)
         self._streams = {s.stream_id: s for s in config.streams}
+        # The improved mode (app/engine/repair.py), or None: the plain rules of DESIGN.md 4.
+        self.improved = config.improved_mode
 
     @property
     def dimension(self) -> int:
@@ -96,7 +98,11 @@ class Engine:
             watermark = max(watermark, obs.time)
             key, sim = self._best(units[i], sims[i], slots[i], scratch)
             threshold = self._stream(obs.stream_id).reg_threshold
-            if key is not None and threshold < 1.0 and sim >= threshold:
+            if (
+                key is not None
+                and threshold < 1.0
+                and self._joins(key, sim, threshold, obs, scratch)
+            ):
                 self._update(key, obs, units[i], watermark, scratch)
                 decisions.append(Decision(key, sim, False))
             else:
@@ -177,6 +183,14 @@ class Engine:
             empty = np.full((len(units), 1), -1, dtype=np.int64)
             return np.full((len(units), 1), -np.inf, dtype=np.float32), empty
         return self.index.search(units, min(self.search_k, len(self.index)))
+
+    def _joins(
+        self, key: str, sim: float, threshold: float, obs: Observation, scratch: BatchScratch
+    ) -> bool:
+        """Whether ``obs`` joins its best cluster ``key``: the plain test unless improved."""
+        if self.improved is None:
+            return sim >= threshold
+        return repair.joins(self, self.improved, key, sim, threshold, obs.count, scratch)
 
     def _best(
         self, unit: np.ndarray, sims: np.ndarray, slots: np.ndarray, scratch: BatchScratch

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from app.engine import rules
+from app.engine import repair, rules
 from app.engine.lifecycle import delete_event, merge_event
 from app.engine.types import Cluster, DeleteReason, Event, StepResult
 from app.errors import UnknownCluster
@@ -53,7 +53,11 @@ def merge_pass(engine: Engine) -> StepResult:
     changed: dict[str, Cluster | None] = {}
     expected: dict[str, int] = {}
     absorbed: list[tuple[str, str]] = []
-    for _, key_a, key_b in _candidate_pairs(engine, queries, merging):
+    if engine.improved is None:
+        pairs = _candidate_pairs(engine, queries, merging)
+    else:  # improved mode: mean member similarity against a size-aware threshold (repair.py)
+        pairs = repair.candidate_pairs(engine, queries, merging, engine.improved)
+    for _, key_a, key_b in pairs:
         if key_a in changed or key_b in changed:
             continue
         a, b = engine.clusters[key_a], engine.clusters[key_b]

@@ -63,8 +63,8 @@ class Follower:
         """What ``/stats`` and ``/ready`` tell about the reading."""
         return {
             "topic": self.topic, "status": self.status, "ready": self.ready.is_set(),
-            "lag": self.lag, "end_offsets_at_start": dict(self.ends),
-            "positions": dict(self.positions),
+            "lag": self.lag, "end_offsets_at_start": {str(p): o for p, o in self.ends.items()},
+            "positions": {str(p): o for p, o in self.positions.items()},
         }
 
     def _run(self) -> None:
@@ -97,6 +97,7 @@ class Follower:
     def _wait_for_topic(self, consumer: Consumer) -> list[int] | None:
         """The topic's partitions once it exists (the workers create it); None if stopped."""
         while not self._stop.is_set():
+            before = self.status
             try:
                 topics = consumer.list_topics(timeout=10).topics
             except KafkaException as exc:
@@ -106,7 +107,8 @@ class Follower:
                 if found is not None and found.partitions:
                     return sorted(found.partitions)
                 self.status = f"waiting for topic {self.topic!r} to exist"
-            log.info("%s", self.status)
+            if self.status != before:
+                log.warning("%s", self.status)
             self._stop.wait(WAIT_TOPIC_S)
         return None
 
@@ -149,6 +151,7 @@ class Follower:
             if tp.offset >= 0:
                 self.positions[tp.partition] = max(self.positions[tp.partition], tp.offset)
         if all(self.positions[p] >= end for p, end in self.ends.items()):
+            self._measure_lag(consumer)
             self.status = "following"
             self.ready.set()
             self.metrics.ready.set(1)

@@ -1,0 +1,207 @@
+"""``fvc bench``: end-to-end throughput and latency through the real local Kafka and Redis.
+
+One run, side by side: the engine alone on the same vectors in this process (the reference),
+then one worker fed msgpack and JSON as fast as possible (sustained vectors/s), then at half
+that rate with send-time timestamps (produce-to-event latency). The scene: ``clusters``
+identities registered first (one vector each), then noisy re-sightings of them, so every
+measured vector is searched against ``clusters`` representatives and updates one of them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from app.config import ClusteringConfig
+from app.engine import Engine, Observation
+from app.index import make_index
+from app.kafka_client import make_consumer
+from app.localrun import LocalRun, say
+from app.produce import Rows, produce_scene
+
+CAMERAS = 4
+THRESHOLD = 0.5
+FRAME_MS = 40
+SIGHTING_COSINE = 0.8  # cosine of a re-sighting to its identity's centre
+WORKDIR = Path(".fvc/bench")
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Sizes of one benchmark run."""
+
+    clusters: int = 10_000
+    n: int = 20_000
+    dim: int = 512
+    latency_n: int = 4_000
+    seed: int = 1
+
+
+def sightings(rng: np.random.Generator, centres: np.ndarray, n: int, start_ms: int) -> Rows:
+    """``n`` noisy re-sightings of random identities, one every ``FRAME_MS`` per camera."""
+    k, d = centres.shape
+    labels = rng.integers(0, k, n)
+    spread = np.sqrt(1.0 / SIGHTING_COSINE**2 - 1.0) / np.sqrt(d)
+    x = centres[labels] + spread * rng.standard_normal((n, d)).astype(np.float32)
+    return _rows(x.astype(np.float32), labels, start_ms)
+
+
+def _rows(x: np.ndarray, labels: np.ndarray, start_ms: int) -> Rows:
+    n = len(x)
+    index = np.arange(n)
+    t = start_ms + (index // CAMERAS) * FRAME_MS
+    s = np.array([f"camera_{i % CAMERAS}" for i in range(n)])
+    keys = [f"{ms}_0" for ms in t.tolist()]
+    return Rows(x, t.astype(np.int64), s, keys, y=labels)
+
+
+def _paced(rows: Rows, rate: float, start_ms: int) -> Rows:
+    """The rows with event times at their send times when sent at ``rate``/s from ``start_ms``."""
+    t = start_ms + (np.arange(rows.n) * 1000.0 / rate).astype(np.int64)
+    keys = [f"{ms}_{i}" for i, ms in enumerate(t.tolist())]
+    return Rows(rows.X, t, rows.s, keys, y=rows.y)
+
+
+def observations(rows: Rows) -> list[Observation]:
+    """The rows as the engine sees them after decoding."""
+    return [Observation(x, str(s), k, int(t)) for x, s, k, t in
+            zip(rows.X, rows.s, rows.keys, rows.t.tolist(), strict=True)]
+
+
+def bench_config() -> dict:
+    """Every cluster realized at once, so each vector updates a cluster that emits an event."""
+    streams = [
+        {"stream_id": f"camera_{i}", "fv_field_selector": {"feature_vector_path": "features"},
+         "reg_stream_config": {"reg_threshold": THRESHOLD}}
+        for i in range(CAMERAS)
+    ]
+    return {"clustering_config": {"method": "SIMPLE_AVERAGE"}, "input_stream_configs": streams}
+
+
+def engine_alone(config: ClusteringConfig, warm: Rows, measured: Rows, batch: int) -> float:
+    """Vectors/s of the engine alone (exact index) on the measured rows, after the warm rows."""
+    engine = Engine(config, make_index("exact", "cpu"))
+    warm_obs, obs = observations(warm), observations(measured)
+    for start in range(0, len(warm_obs), batch):
+        engine.step(warm_obs[start : start + batch])
+    began = time.perf_counter()
+    for start in range(0, len(obs), batch):
+        engine.step(obs[start : start + batch])
+    return len(obs) / (time.perf_counter() - began)
+
+
+class Bench:
+    """The worker side of a run."""
+
+    def __init__(self, run: LocalRun) -> None:
+        self.run = run
+        self.settings = run.settings
+
+    def processed(self) -> int:
+        """Input records the worker has stored so far (from its stored offsets)."""
+        offsets = self.run.get_json("/stats")["applied_offsets"]
+        return sum(offset + 1 for offset in offsets.values())
+
+    def feed(self, rows: Rows, fmt: str, rate: float = 0.0, timeout: float = 600.0) -> float:
+        """Send ``rows`` and wait until all are stored; returns seconds from first send."""
+        target = self.processed() + rows.n
+        began = time.perf_counter()
+        produce_scene(self.settings, rows, config=self.run.config, fmt=fmt, rate=rate)
+        deadline = began + timeout
+        while self.processed() < target:
+            if time.perf_counter() > deadline:
+                message = f"the worker stored {self.processed()} of {target} records in time"
+                raise RuntimeError(message)
+            time.sleep(0.05)
+        return time.perf_counter() - began
+
+    def stages(self) -> dict[str, float]:
+        """Seconds per stage so far, and batches (from /stats)."""
+        stats = self.run.get_json("/stats")
+        return {**stats["stage_seconds"], "batches": stats["batches"]}
+
+    def latencies(self, rows: Rows, rate: float) -> np.ndarray:
+        """Produce-to-event latency (ms) of each event caused by ``rows`` sent at ``rate``/s."""
+        seen: list[float] = []
+        rows = _paced(rows, rate, int(time.time() * 1000) + 3000)
+        first = int(rows.t[0])
+        stop = threading.Event()
+
+        def listen() -> None:
+            consumer = make_consumer(self.settings)
+            consumer.subscribe([self.settings.output_topic])
+            try:
+                while not stop.is_set():
+                    for m in consumer.consume(500, timeout=0.2):
+                        stamp = m.timestamp()[1]
+                        if not m.error() and stamp >= first:
+                            seen.append(time.time() * 1000 - stamp)
+            finally:
+                consumer.close()
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        time.sleep(3.0)  # the listener joins its group and reaches the end first
+        self.feed(rows, "msgpack", rate=rate)
+        time.sleep(1.0)
+        stop.set()
+        listener.join(timeout=10)
+        return np.asarray(seen)
+
+
+def run_bench(options: BenchOptions) -> dict:
+    """The whole benchmark; returns every figure."""
+    rng = np.random.default_rng(options.seed)
+    centres = rng.standard_normal((options.clusters, options.dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    now = int(time.time() * 1000)
+    warm = _rows(centres, np.arange(options.clusters), now)
+    packed = sightings(rng, centres, options.n, now + 10**6)
+    texted = sightings(rng, centres, options.n, now + 2 * 10**6)
+    paced = sightings(rng, centres, options.latency_n, now + 3 * 10**6)
+    run = LocalRun("bench", WORKDIR, bench_config())
+    say(f"engine alone: {options.n} vectors against {options.clusters} clusters, d={options.dim}")
+    engine_vps = engine_alone(run.config, warm, packed, run.settings.batch_size)
+    bench = Bench(run)
+    with run.worker():
+        say(f"registering {options.clusters} clusters through the worker")
+        bench.feed(warm, "msgpack")
+        before = bench.stages()
+        say(f"sending {options.n} msgpack vectors as fast as possible")
+        msgpack_s = bench.feed(packed, "msgpack")
+        after = bench.stages()
+        say(f"sending {options.n} JSON vectors as fast as possible")
+        json_s = bench.feed(texted, "json")
+        msgpack_vps = options.n / msgpack_s
+        say(f"sending {options.latency_n} vectors at {msgpack_vps / 2:.0f}/s for latency")
+        latency = bench.latencies(paced, msgpack_vps / 2)
+        clusters = run.get_json("/stats")["clusters"]
+    return _figures(options, engine_vps, msgpack_vps, options.n / json_s, latency, clusters,
+                    {k: (after[k] - before.get(k, 0.0)) / options.n * 1e6 for k in after},
+                    after["batches"] - before["batches"])
+
+
+def _figures(options: BenchOptions, engine_vps: float, msgpack_vps: float, json_vps: float,
+             latency: np.ndarray, clusters: int, stage_us: dict[str, float],
+             batches: int) -> dict:
+    pct = (lambda q: round(float(np.percentile(latency, q)), 1)) if len(latency) else (
+        lambda q: None)
+    return {
+        "vectors_per_second": round(msgpack_vps, 1),
+        "engine_vectors_per_second": round(engine_vps, 1),
+        "e2e_to_engine_ratio": round(msgpack_vps / engine_vps, 3),
+        "json_vectors_per_second": round(json_vps, 1),
+        "json_cost_ratio": round(msgpack_vps / json_vps, 3),
+        "latency_ms_p50": pct(50),
+        "latency_ms_p95": pct(95),
+        "latency_ms_p99": pct(99),
+        "latency_events": int(len(latency)),
+        "clusters": clusters,
+        "dim": options.dim,
+        "mean_batch": round(options.n / max(batches, 1), 1),
+        "stage_us_per_vector": {k: round(v, 1) for k, v in stage_us.items() if k != "batches"},
+    }

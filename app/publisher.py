@@ -1,0 +1,57 @@
+"""Publishing outbox records to Kafka with confluent-kafka (librdkafka).
+
+Used by the worker's outbox timer and by batch mode. librdkafka batches and sends in its own
+threads, so queueing a record costs microseconds; ``flush`` waits for every delivery report off
+the event loop and fails loudly if any record was refused (the outbox keeps it for a retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from confluent_kafka import Producer
+
+from app.errors import FvcError
+from app.kafka_client import make_producer
+from app.settings import Settings
+from app.store.base import OutboxRecord
+
+FLUSH_TIMEOUT_S = 30.0
+
+
+class PublishFailed(FvcError):
+    """Kafka refused records: they stay in the outbox and are sent again on the next round."""
+
+
+class Publisher:
+    """Sends outbox records in order; ``flush`` confirms them all or raises PublishFailed."""
+
+    def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
+        self.settings = settings
+        self.producer = producer or make_producer(settings)
+        self._failures: list[str] = []
+
+    async def send(self, record: OutboxRecord) -> None:
+        """Queue one record (an empty value is a tombstone)."""
+        self.producer.produce(
+            record.topic or self.settings.output_topic,
+            key=record.key or None,
+            value=record.value or None,
+            timestamp=record.timestamp,
+            headers=list(record.headers) or None,
+            on_delivery=self._delivered,
+        )
+        self.producer.poll(0)
+
+    async def flush(self) -> None:
+        """Wait for every queued record to be acknowledged by Kafka."""
+        left = await asyncio.to_thread(self.producer.flush, FLUSH_TIMEOUT_S)
+        failures, self._failures = self._failures, []
+        if left or failures:
+            first = failures[0] if failures else f"{left} still queued after {FLUSH_TIMEOUT_S}s"
+            message = f"{len(failures) + left} records not published: {first}"
+            raise PublishFailed(message)
+
+    def _delivered(self, error: object, _message: object) -> None:
+        if error is not None:
+            self._failures.append(str(error))
