@@ -1,0 +1,25 @@
+"""``fvc bench --json`` runs end to end on small sizes and prints the documented keys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from worker_support import FVC
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KEYS = ("vectors_per_second", "engine_vectors_per_second", "e2e_to_engine_ratio",
+        "latency_ms_p50", "latency_ms_p99", "clusters")
+
+
+def test_bench_prints_one_json_object_with_the_figures(kafka_bootstrap, redis_url) -> None:
+    command = [FVC, "bench", "--clusters", "300", "--n", "1000", "--dim", "32",
+               "--latency-n", "300", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert all(figures[key] is not None for key in KEYS)
+    assert 0 < figures["clusters"] <= 300  # in 32-d a few random identities lie close
+    assert figures["vectors_per_second"] > 0 and figures["latency_events"] == 300
