@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from app.engine import Event, EventType
-from app.kafka_client import ensure_topics, make_consumer, make_producer
+from app.kafka_client import make_consumer, make_producer
 from app.pipeline import RawRecord
 from app.publisher import Publisher
 from app.records import encode_event
@@ -41,8 +41,7 @@ async def run_batch(
 ) -> BatchReport:
     """Process every input record up to the end offsets seen at start; returns a report."""
     settings = runtime.settings
-    ensure_topics(settings, [*runtime.config.topics, settings.output_topic,
-                             settings.dead_letter_topic])
+    runtime.create_topics()
     await runtime.start()
     consumer = make_consumer(settings)
     producer = make_producer(settings)

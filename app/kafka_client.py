@@ -96,6 +96,7 @@ def ensure_topics(
     partitions: int | None = None,
     *,
     compacted: bool = False,
+    keep_forever: bool = False,
     timeout: float = ADMIN_TIMEOUT_S,
 ) -> list[str]:
     """Create the topics that do not exist yet; existing ones are left exactly as they are.
@@ -111,6 +112,8 @@ def ensure_topics(
         return []
     count = partitions or settings.topic_partitions
     configs = {"cleanup.policy": "compact"} if compacted else {}
+    if keep_forever:
+        configs["retention.ms"] = "-1"
     futures = admin.create_topics(
         [
             NewTopic(t, num_partitions=count, replication_factor=-1, config=configs)

@@ -55,6 +55,19 @@ class Runtime:
         """The clustering config in force."""
         return self.pipeline.config
 
+    def create_topics(self) -> None:
+        """Create the topics this worker reads and writes that do not exist yet."""
+        from app.kafka_client import ensure_topics
+
+        settings, config = self.settings, self.config
+        ensure_topics(settings, [*config.topics, settings.dead_letter_topic])
+        # consumers such as `fvc reid` rebuild their view from the whole event history
+        ensure_topics(settings, [settings.output_topic], keep_forever=True)
+        if config.save_internal_state or config.start_from_internal_state:
+            ensure_topics(settings, [settings.internal_state_topic], compacted=True)
+        if settings.assignments_topic:
+            ensure_topics(settings, [settings.assignments_topic])
+
     async def start(self, recover: bool = False) -> None:
         """Connect to the store and load every cluster into the engine and its index.
 

@@ -77,7 +77,6 @@ def handler(args: argparse.Namespace) -> int:
     import faust
 
     from agents.app import create_app
-    from app.kafka_client import ensure_topics
     from app.logs import configure
     from app.runtime import Runtime
 
@@ -88,10 +87,7 @@ def handler(args: argparse.Namespace) -> int:
     configure(settings.log_level, settings.log_format)
     log.info("starting worker with %r", settings)
     runtime = Runtime(settings, config_path)
-    topics = [*runtime.config.topics, settings.output_topic, settings.dead_letter_topic]
-    ensure_topics(settings, topics)
-    if runtime.config.save_internal_state or runtime.config.start_from_internal_state:
-        ensure_topics(settings, [settings.internal_state_topic], compacted=True)
+    runtime.create_topics()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(runtime.start(recover=True))

@@ -61,10 +61,11 @@ class Follower:
 
     def stats(self) -> dict[str, Any]:
         """What ``/stats`` and ``/ready`` tell about the reading."""
+        ends, positions = dict(self.ends), dict(self.positions)  # copies: the thread writes
         return {
             "topic": self.topic, "status": self.status, "ready": self.ready.is_set(),
-            "lag": self.lag, "end_offsets_at_start": {str(p): o for p, o in self.ends.items()},
-            "positions": {str(p): o for p, o in self.positions.items()},
+            "lag": self.lag, "end_offsets_at_start": {str(p): o for p, o in ends.items()},
+            "positions": {str(p): o for p, o in positions.items()},
         }
 
     def _run(self) -> None:

@@ -78,7 +78,8 @@ class ReidService:
         """What ``/stats`` shows."""
         body: dict[str, Any] = {
             "clusters": len(self.state), "dimension": self.state.dimension,
-            "merged_ids": len(self.state.view.merged_into), "index": self.settings.index_type,
+            "merged_ids": len(self.state.view.merged_into), "left_out": self.state.dropped,
+            "index": self.settings.index_type,
             "k": self.k, "threshold": self.threshold,
             "uptime_s": round(time.time() - self.started_at, 1),
             "follower": self.follower.stats(),

@@ -134,21 +134,20 @@ class ReidState:
             current = self.view.resolve(cluster_id)
             return current, self.view.clusters.get(current)
 
-    def snapshot(self) -> dict[str, ViewCluster]:
-        """A copy of the realized clusters by id."""
-        with self.lock:
-            return dict(self.view.clusters)
-
     def _sync(self, changed: list[str]) -> None:
-        """Make the index hold exactly the view's representatives for ``changed`` ids."""
+        """Make the index hold exactly the view's representatives for ``changed`` ids.
+
+        A representative that cannot be searched (another dimension than the others, as from
+        another model; not finite; zero) is logged and left out of the view too.
+        """
         clusters = self.view.clusters
         gone = [key for key in changed if key not in clusters]
         present = [key for key in changed if key in clusters]
-        dim = self.dimension
-        misfits = [k for k in present if dim and clusters[k].representative.shape[0] != dim]
-        if misfits:  # another model's vectors: they cannot be compared with the rest
-            log.warning("ignoring %d clusters whose dimension is not %d, e.g. %s",
-                        len(misfits), dim, misfits[0])
+        dim = self.dimension or (clusters[present[0]].representative.shape[0] if present else 0)
+        misfits = [key for key in present if not _usable(clusters[key].representative, dim)]
+        if misfits:
+            log.warning("left out %d clusters whose representative is not a finite, non-zero "
+                        "vector of dimension %d, e.g. %s", len(misfits), dim, misfits[0])
             self.dropped += len(misfits)
             for key in misfits:
                 clusters.pop(key)
@@ -158,8 +157,14 @@ class ReidState:
             self.index.remove(gone)
         if present:
             vectors = np.stack([clusters[key].representative for key in present])
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            self.index.upsert(present, vectors / np.maximum(norms, np.finfo(np.float32).tiny))
+            norms = np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
+            self.index.upsert(present, (vectors / norms).astype(np.float32))
+
+
+def _usable(vector: np.ndarray, dim: int) -> bool:
+    if vector.ndim != 1 or vector.shape[0] != dim or not np.isfinite(vector).all():
+        return False
+    return bool(np.any(vector))
 
 
 def _named_ids(event: dict[str, Any]) -> list[str]:

@@ -102,7 +102,7 @@ class StreamMatcher:
             if read is not None:
                 good.append((message, *read))
         if good:
-            answers = self._identify(np.stack([vector for _, vector, _ in good]))
+            answers = self._identify([vector for _, vector, _ in good])
             self.metrics.count_answers("stream", answers)
             for (message, _, stream_id), answer in zip(good, answers, strict=True):
                 self._send(producer, message, stream_id, answer)
@@ -134,11 +134,21 @@ class StreamMatcher:
         self.metrics.stream_records.labels(stream.stream_id).inc()
         return observation.vector, stream.stream_id
 
-    def _identify(self, queries: np.ndarray) -> list[Answer]:
+    def _identify(self, vectors: list[np.ndarray]) -> list[Answer]:
+        """Answers for a batch; one by one when dimensions differ (possible only while the
+        view is empty, so decoding had no dimension to hold them to)."""
+        if len({v.shape[0] for v in vectors}) == 1:
+            try:
+                return self.state.identify(np.stack(vectors), self.k, self.threshold)
+            except ValueError:
+                pass
+        return [self._identify_one(v) for v in vectors]
+
+    def _identify_one(self, vector: np.ndarray) -> Answer:
         try:
-            return self.state.identify(queries, self.k, self.threshold)
+            return self.state.identify(vector[None], self.k, self.threshold)[0]
         except ValueError:  # the first cluster arrived after decoding, with another dimension
-            return [Answer((), False) for _ in range(len(queries))]
+            return Answer((), False)
 
     def _send(self, producer: Producer, message: Any, stream_id: str, answer: Answer) -> None:
         kind, stamp = message.timestamp()
