@@ -9,6 +9,7 @@ measured vector is searched against ``clusters`` representatives and updates one
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from app.index import make_index
 from app.kafka_client import make_consumer
 from app.localrun import LocalRun, say
 from app.produce import Rows, produce_scene
+from app.store import store_for
 
 CAMERAS = 4
 THRESHOLD = 0.5
@@ -39,6 +41,7 @@ class BenchOptions:
     dim: int = 512
     latency_n: int = 4_000
     seed: int = 1
+    workers: int = 1
 
 
 def sightings(rng: np.random.Generator, centres: np.ndarray, n: int, start_ms: int) -> Rows:
@@ -102,9 +105,17 @@ class Bench:
         self.settings = run.settings
 
     def processed(self) -> int:
-        """Input records the worker has stored so far (from its stored offsets)."""
-        offsets = self.run.get_json("/stats")["applied_offsets"]
-        return sum(offset + 1 for offset in offsets.values())
+        """Input records stored so far (from the partition offsets stored with the state)."""
+
+        async def stored() -> dict[str, int]:
+            store = store_for(self.settings)
+            await store.start()
+            try:
+                return await store.offsets()
+            finally:
+                await store.close()
+
+        return sum(offset + 1 for offset in asyncio.run(stored()).values())
 
     def feed(self, rows: Rows, fmt: str, rate: float = 0.0, timeout: float = 600.0) -> float:
         """Send ``rows`` and wait until all are stored; returns seconds from first send."""
@@ -120,9 +131,13 @@ class Bench:
         return time.perf_counter() - began
 
     def stages(self) -> dict[str, float]:
-        """Seconds per stage so far, and batches (from /stats)."""
-        stats = self.run.get_json("/stats")
-        return {**stats["stage_seconds"], "batches": stats["batches"]}
+        """Seconds per stage so far, and batches, summed over the workers (from /stats)."""
+        total: dict[str, float] = {"batches": 0}
+        for stats in self.run.each_json("/stats"):
+            for stage, seconds in stats["stage_seconds"].items():
+                total[stage] = total.get(stage, 0.0) + seconds
+            total["batches"] += stats["batches"]
+        return total
 
     def latencies(self, rows: Rows, rate: float) -> np.ndarray:
         """Produce-to-event latency (ms) of each event caused by ``rows`` sent at ``rate``/s."""
@@ -167,7 +182,7 @@ def run_bench(options: BenchOptions) -> dict:
     say(f"engine alone: {options.n} vectors against {options.clusters} clusters, d={options.dim}")
     engine_vps = engine_alone(run.config, warm, packed, run.settings.batch_size)
     bench = Bench(run)
-    with run.worker():
+    with run.workers(options.workers):
         say(f"registering {options.clusters} clusters through the worker")
         bench.feed(warm, "msgpack")
         before = bench.stages()
@@ -180,9 +195,10 @@ def run_bench(options: BenchOptions) -> dict:
         say(f"sending {options.latency_n} vectors at {msgpack_vps / 2:.0f}/s for latency")
         latency = bench.latencies(paced, msgpack_vps / 2)
         clusters = run.get_json("/stats")["clusters"]
-    return _figures(options, engine_vps, msgpack_vps, options.n / json_s, latency, clusters,
-                    {k: (after[k] - before.get(k, 0.0)) / options.n * 1e6 for k in after},
-                    after["batches"] - before["batches"])
+    figures = _figures(options, engine_vps, msgpack_vps, options.n / json_s, latency, clusters,
+                       {k: (after[k] - before.get(k, 0.0)) / options.n * 1e6 for k in after},
+                       after["batches"] - before["batches"])
+    return {**figures, "workers": options.workers}
 
 
 def _figures(options: BenchOptions, engine_vps: float, msgpack_vps: float, json_vps: float,

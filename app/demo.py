@@ -38,7 +38,7 @@ class Demo:
         streams = list(self.config.stream_ids)
         scene = make_scene(self.n, seed=self.seed, dim=128, cameras=len(streams),
                            start_ms=int(time.time() * 1000))
-        with self.run.worker():
+        with self.run.workers():
             say(f"sending {self.n} face vectors of {len(set(scene.y.tolist()))} people "
                 f"from {len(streams)} cameras")
             report = produce_scene(self.settings, scene, config=self.config)
@@ -61,7 +61,7 @@ class Demo:
             consumer.close()
         if len(found) < expected:
             message = (f"only {len(found)} of {expected} observations were clustered in "
-                       f"{timeout:.0f}s; see {self.run.workdir / 'worker.log'}")
+                       f"{timeout:.0f}s; see {self.run.workdir / 'worker-0.log'}")
             raise RuntimeError(message)
         return found
 

@@ -72,44 +72,60 @@ class LocalRun:
             "FVC_DEAD_LETTER_TOPIC": f"{self.run_id}.dead-letter",
             "FVC_DATA_DIR": str(self.workdir / "data"),
             "FVC_ASSIGNMENTS_TOPIC": f"{self.run_id}.assignments" if assignments else "",
-            "FVC_WEB_PORT": str(_free_port()),
             "FVC_LOG_LEVEL": "WARNING",
             **env,
         }
         self.settings = Settings.from_env(self.env)
-        self.web_port = self.settings.web_port
-        self.workers: list[subprocess.Popen] = []
+        self.ports: list[int] = []
 
     @contextlib.contextmanager
-    def worker(self, ready_timeout: float = 120.0) -> Iterator[subprocess.Popen]:
-        """A worker for the duration of the block, ready when the block starts."""
-        say("starting a worker")
-        log = (self.workdir / "worker.log").open("wb")
+    def workers(self, count: int = 1, ready_timeout: float = 120.0) -> Iterator[None]:
+        """``count`` workers for the duration of the block, all ready when it starts."""
+        with contextlib.ExitStack() as stack:
+            for _ in range(count):
+                stack.enter_context(self._worker(ready_timeout))
+            yield
+
+    @contextlib.contextmanager
+    def _worker(self, ready_timeout: float) -> Iterator[None]:
+        index, port = len(self.ports), _free_port()
+        say(f"starting worker {index + 1}")
+        log_path = self.workdir / f"worker-{index}.log"
+        log = log_path.open("wb")
         worker = subprocess.Popen([FVC, "worker", "--config", str(self.config_path)],
-                                  env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                                  env={**self.env, "FVC_WEB_PORT": str(port)},
+                                  stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        self.ports.append(port)
         try:
-            self._wait_ready(worker, ready_timeout)
-            yield worker
+            self._wait_ready(worker, port, log_path, ready_timeout)
+            yield
         finally:
             worker.terminate()
             worker.wait(timeout=60)
+            self.ports.remove(port)
 
-    def get_json(self, path: str) -> dict:
-        """A JSON page of the worker's web port."""
-        url = f"http://127.0.0.1:{self.web_port}{path}"
+    def get_json(self, path: str, port: int | None = None) -> dict:
+        """A JSON page of a worker's web port (the first worker's by default)."""
+        url = f"http://127.0.0.1:{port or self.ports[0]}{path}"
         with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback only
             return json.loads(response.read())
 
-    def _wait_ready(self, worker: subprocess.Popen, timeout: float) -> None:
+    def each_json(self, path: str) -> list[dict]:
+        """The page from every running worker."""
+        return [self.get_json(path, port) for port in self.ports]
+
+    def _wait_ready(
+        self, worker: subprocess.Popen, port: int, log: Path, timeout: float
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if worker.poll() is not None:
-                message = f"the worker exited; see {self.workdir / 'worker.log'}"
+                message = f"the worker exited; see {log}"
                 raise RuntimeError(message)
             with contextlib.suppress(OSError, ValueError):
-                if self.get_json("/ready").get("ready"):
+                if self.get_json("/ready", port).get("ready"):
                     return
             time.sleep(0.3)
-        message = f"the worker was not ready in {timeout:.0f}s; see {self.workdir / 'worker.log'}"
+        message = f"the worker was not ready in {timeout:.0f}s; see {log}"
         raise RuntimeError(message)

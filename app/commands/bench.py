@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dim", type=int, default=512, help="vector dimension (default 512)")
     parser.add_argument("--latency-n", type=int, default=4_000, help="vectors in latency phase")
     parser.add_argument("--seed", type=int, default=1, help="scene seed")
+    parser.add_argument("--workers", type=int, default=1, help="workers in one group (default 1)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
     parser.set_defaults(func=handler)
 
@@ -41,7 +42,7 @@ def handler(args: argparse.Namespace) -> int:
     from app.bench import BenchOptions, run_bench
     from app.localrun import local_stack
 
-    options = BenchOptions(args.clusters, args.n, args.dim, args.latency_n, args.seed)
+    options = BenchOptions(args.clusters, args.n, args.dim, args.latency_n, args.seed, args.workers)
     with local_stack():
         figures = run_bench(options)
     if args.json:
