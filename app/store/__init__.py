@@ -28,24 +28,37 @@ __all__ = [
 ]
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+_TLS = {"redis://": "rediss://", "redis+cluster://": "rediss+cluster://"}
+
+
 def store_for(settings: Settings) -> StateStore:
     """The store a deployment's settings name: URL, namespace, password, TLS switch."""
     url = settings.redis_url
-    if settings.redis_tls and url.startswith("redis://"):
-        url = "rediss://" + url.removeprefix("redis://")
+    for plain, tls in _TLS.items():
+        if settings.redis_tls and url.startswith(plain):
+            url = tls + url.removeprefix(plain)
     return create_store(url, settings.namespace, password=settings.redis_password or None)
 
 
 def create_store(url: str, namespace: str = "fvc", **options: Any) -> StateStore:
-    """A store for ``url``: ``memory://`` for in-process state, ``redis://``/``rediss://`` else."""
+    """A store for ``url``: ``memory://`` for in-process state, Redis for the rest.
+
+    Redis URLs: ``redis://``/``rediss://`` (TLS) or ``unix://`` for one server;
+    ``redis+cluster://``/``rediss+cluster://`` with ``host:port[,host:port...]`` seeds for a
+    Redis Cluster (or a plain URL with ``cluster=True``).
+    """
     if url.startswith("memory:"):
         return MemoryStore(**options)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(_REDIS_SCHEMES):
         from app.store.redis import RedisStore
 
         return RedisStore(url, namespace, **options)
     scheme = url.partition(":")[0]
-    message = f"unsupported store URL scheme {scheme!r} (use memory://, redis:// or rediss://)"
+    message = (
+        f"unsupported store URL scheme {scheme!r} "
+        "(use memory://, redis://, rediss://, redis+cluster:// or rediss+cluster://)"
+    )
     raise ValueError(message)
 
 

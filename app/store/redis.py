@@ -8,6 +8,13 @@ in one round trip whatever the batch size.
 Keys: ``{ns}:clusters`` (hash: key -> cluster blob), ``{ns}:versions`` (hash: key -> version),
 ``{ns}:changes`` (stream: one entry per upsert or deletion, trimmed to about ``changes_maxlen``),
 ``{ns}:outbox`` (stream of encoded events), ``{ns}:offsets`` (hash: "topic:partition" -> offset).
+
+Every command below names only these keys, so all of a namespace's traffic goes to the one
+master that owns its slot: against a Redis Cluster (``redis+cluster://`` / ``rediss+cluster://``
+URLs, or ``cluster=True``) redis-py's cluster client routes each command, EVALSHA included (by
+its first key), to that master and follows MOVED/ASK redirects itself; a multi-key command
+whose keys spanned slots would fail loudly in the client rather than be split. See
+docs/redis-cluster.md.
 """
 
 from __future__ import annotations
@@ -17,11 +24,16 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from functools import cache
 from importlib.resources import files
+from urllib.parse import urlsplit, urlunsplit
 
 import msgpack
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.crc import key_slot
+from redis.exceptions import SlotNotCoveredError
 
 from app.engine.types import Cluster
 from app.errors import AlreadyApplied, StoreUnavailable, VersionConflict
@@ -34,6 +46,52 @@ log = logging.getLogger(__name__)
 DEFAULT_CHANGES_MAXLEN = 1_000_000
 _ACK_CHUNK = 10_000
 _APPLIED, _CONFLICT, _REPLAY = 0, 1, 2
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+Client = aioredis.Redis | RedisCluster
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://``, ``rediss+cluster://``)."""
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def as_cluster_url(url: str) -> str:
+    """``redis://``/``rediss://`` turned into the cluster form; a cluster URL unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() in CLUSTER_SCHEMES:
+        return url
+    if scheme.lower() not in CLUSTER_SCHEMES.values():
+        message = f"a Redis Cluster needs a redis:// or rediss:// address, not {scheme}://"
+        raise ValueError(message)
+    return f"{scheme}+cluster{sep}{rest}"
+
+
+def split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A cluster URL as redis-py's plain URL of the first seed node, plus every seed's address.
+
+    ``redis+cluster://user:pw@h1:p1,h2:p2/0?opt=v`` -> ``redis://user:pw@h1:p1/0?opt=v`` and
+    ``[(h1, p1), (h2, p2)]``. Listing several seeds lets a worker start while one node is down;
+    the client learns the whole topology from whichever seed answers first.
+    """
+    parts = urlsplit(url)
+    plain = CLUSTER_SCHEMES[parts.scheme.lower()]
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    seeds = [_host_port(host) for host in hosts.split(",") if host]
+    if not seeds:
+        message = "a redis+cluster:// URL needs at least one host:port"
+        raise ValueError(message)
+    first = urlunsplit(parts._replace(scheme=plain, netloc=userinfo + at + hosts.split(",")[0]))
+    if int(parse_url(first).get("db") or 0) != 0:
+        message = "Redis Cluster has only database 0; drop the /db part of the URL"
+        raise ValueError(message)
+    return first, seeds
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``host[:port]`` (IPv6 in brackets) as a pair, port 6379 by default."""
+    parts = urlsplit(f"//{address}")
+    return parts.hostname or "", parts.port or 6379
 
 
 @cache
@@ -96,24 +154,41 @@ class RedisStore:
         changes_maxlen: int = DEFAULT_CHANGES_MAXLEN,
         socket_timeout: float = 10.0,
         retries: int = 2,
+        cluster: bool | None = None,
     ) -> None:
         """Configure; nothing connects before ``start()``.
 
         Args:
-            url: ``redis://`` or ``rediss://`` (TLS), optionally with user, password and db.
-            namespace: separates deployments sharing one Redis (the keys' hash tag).
+            url: ``redis://`` or ``rediss://`` (TLS), optionally with user, password and db;
+                ``redis+cluster://`` or ``rediss+cluster://`` for a Redis Cluster, with one or
+                more comma-separated seed nodes (``host:port,host:port``).
+            namespace: separates deployments sharing one Redis (the keys' hash tag, and so the
+                one cluster slot all of them live in).
             password: used when the URL carries none (e.g. from a mounted secret).
             changes_maxlen: approximate length the change stream is trimmed to.
             socket_timeout: seconds to wait for a connection or a reply.
             retries: redis-py's own retries of a command after a dropped connection or
                 timeout, before ``StoreUnavailable``. A commit that was applied before its reply
                 was lost cannot apply twice: the retry fails its offset check (``AlreadyApplied``,
-                checked first) or its version check.
+                checked first) or its version check. Against a cluster they are also the
+                cluster client's retries after a connection error or CLUSTERDOWN, each after
+                re-reading the topology.
+            cluster: True to treat a ``redis://``/``rediss://`` URL as a cluster seed; by
+                default the URL's scheme decides.
         """
         if not namespace or "{" in namespace or "}" in namespace:
             message = f"namespace {namespace!r} must be non-empty and free of braces"
             raise ValueError(message)
+        if cluster is None:
+            cluster = is_cluster_url(url)
+        if cluster:
+            url = as_cluster_url(url)
+            self._seed_url, self._seeds = split_cluster_url(url)
+        elif is_cluster_url(url):
+            message = f"{safe_url(url)} names a Redis Cluster but cluster=False was asked"
+            raise ValueError(message)
         self.namespace = namespace
+        self.cluster = cluster
         self._url = url
         self._password = password
         self._where = safe_url(url)
@@ -124,33 +199,62 @@ class RedisStore:
         self._clusters, self._versions = f"{tag}:clusters", f"{tag}:versions"
         self._changes, self._outbox = f"{tag}:changes", f"{tag}:outbox"
         self._offsets = f"{tag}:offsets"
-        self._client: aioredis.Redis | None = None
+        self.slot = key_slot(tag.encode())
+        self._client: Client | None = None
 
     @property
-    def _redis(self) -> aioredis.Redis:
+    def _keys(self) -> list[str]:
+        """Every key of the namespace, all tagged ``{namespace}``: one slot in a cluster."""
+        return [self._clusters, self._versions, self._changes, self._outbox, self._offsets]
+
+    @property
+    def _redis(self) -> Client:
         """The client, or a clear error when ``start()`` was not awaited."""
         if self._client is None:
             message = f"store at {self._where} used before start()"
             raise StoreUnavailable(message)
         return self._client
 
+    def _connect(self) -> Client:
+        """A pooled client; nothing is dialled until the first command.
+
+        A cluster client learns the slot map from the first seed that answers and then keeps
+        one pool per node; the single-node client keeps one pool.
+        """
+        options = {
+            "password": self._password,
+            "socket_timeout": self._timeout,
+            "socket_connect_timeout": self._timeout,
+            "retry": Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), self._retries),
+        }
+        if not self.cluster:
+            return aioredis.from_url(self._url, **options)
+        others = [ClusterNode(host, port) for host, port in self._seeds[1:]]
+        return RedisCluster.from_url(self._seed_url, startup_nodes=others or None, **options)
+
     async def start(self) -> None:
-        """Connect, ping, and load the scripts so the first commit is one round trip."""
+        """Connect, ping, and load the scripts so the first commit is one round trip.
+
+        In a cluster SCRIPT LOAD goes to every master, so the script is cached wherever the
+        namespace's slot lives now or moves later; a node that lost it (restart, failover)
+        answers NOSCRIPT, and redis-py loads it again and retries the EVALSHA.
+        """
         if self._client is None:
-            self._client = aioredis.from_url(
-                self._url,
-                password=self._password,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                retry=Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), self._retries),
-            )
+            self._client = self._connect()
             self._commit_script = self._client.register_script(_lua("commit"))
             self._changes_script = self._client.register_script(_lua("changes"))
         async with guard(self._redis, self._where, "start"):
             await self._redis.ping()
             for name in ("commit", "changes"):
                 await self._redis.script_load(_lua(name))
-        log.info("state store connected: %s", self._where)
+        log.info("state store connected: %s%s", self._where, self._placement())
+
+    def _placement(self) -> str:
+        """Where the namespace lives in a cluster, for the start-up log line."""
+        if not isinstance(self._client, RedisCluster):
+            return ""
+        where = self._owner() or "no node"
+        return f" (namespace {self.namespace!r}: slot {self.slot} on {where})"
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -160,10 +264,9 @@ class RedisStore:
 
     async def commit(self, commit: Commit) -> None:
         """Apply ``commit`` atomically; a replay raises ``AlreadyApplied`` before any conflict."""
-        keys = [self._clusters, self._versions, self._changes, self._outbox, self._offsets]
         args = _commit_args(commit, self._maxlen)
         async with guard(self._redis, self._where, "commit"):
-            reply = await self._commit_script(keys=keys, args=args, client=self._redis)
+            reply = await self._commit_script(keys=self._keys, args=args, client=self._redis)
         status = reply[0]
         if status == _CONFLICT:
             raise VersionConflict([key.decode() for key in reply[1:]])
@@ -186,14 +289,29 @@ class RedisStore:
         """Every cluster via HSCAN, in lists of at most ``chunk``.
 
         HSCAN may return a field twice while the hash resizes, so fields already yielded are
-        remembered and skipped.
+        remembered and skipped. An HSCAN cursor only means something to the node that issued
+        it, so in a cluster a scan during which the namespace's slot moved to another master
+        may have missed fields: it ends in ``StoreUnavailable`` (load again) instead.
         """
+        owner = self._owner()
         seen: set[bytes] = set()
         async for page in self._scan_pages(chunk):
             fresh = [blob for field, blob in page.items() if field not in seen]
             seen.update(page)
             for start in range(0, len(fresh), chunk):
                 yield decode_many(fresh[start : start + chunk])
+        if self._owner() != owner:
+            message = f"redis at {self._where}: slot {self.slot} moved during load_all; load again"
+            raise StoreUnavailable(message)
+
+    def _owner(self) -> str:
+        """The node the client sends the namespace's commands to now ("" for one server)."""
+        if not isinstance(self._client, RedisCluster):
+            return ""
+        try:
+            return self._client.get_node_from_key(self._clusters).name
+        except SlotNotCoveredError:  # no slot map yet: the next command will fetch one
+            return ""
 
     async def _scan_pages(self, count: int) -> AsyncIterator[dict[bytes, bytes]]:
         """HSCAN pages of the clusters hash, asking for the next page before yielding one.
@@ -265,7 +383,11 @@ class RedisStore:
                 await self._redis.xdel(self._outbox, *ids[start : start + _ACK_CHUNK])
 
     async def clear(self) -> None:
-        """Delete every key of this namespace."""
-        keys = [self._clusters, self._versions, self._changes, self._outbox, self._offsets]
+        """Delete every key of this namespace with one DEL.
+
+        A plain DEL, not redis-py's ``delete()``: the cluster client's ``delete()`` splits keys
+        by slot into separate, non-atomic commands, where DEL itself is one atomic command and
+        the client refuses it outright should the keys ever span slots.
+        """
         async with guard(self._redis, self._where, "clear"):
-            await self._redis.delete(*keys)
+            await self._redis.execute_command("DEL", *self._keys)
