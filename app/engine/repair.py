@@ -89,35 +89,36 @@ def candidate_pairs(
 
     Returns ``(margin, key_a, key_b)`` with ``key_a < key_b``, sorted by falling margin (mean
     member similarity minus the pair's threshold), then by keys, so the pass is deterministic.
+    The test runs on whole arrays; only the pairs that pass are looked at one by one.
     """
     if not queries:
         return []
     index, clusters = engine.index, engine.clusters
-    vectors = index.vectors[[index.slot_of(k) for k in queries]]
-    sims, slots = index.search(vectors, min(engine.merge_k + 1, len(index)))
-    norms: dict[str, float] = {}
-
-    def scale(key: str) -> float:  # |S| / n: the mean member similarity is sim * scale * scale
-        if key not in norms:
-            cluster = clusters[key]
-            norms[key] = float(np.linalg.norm(cluster.state)) / cluster.num_observations
-        return norms[key]
-
-    found: dict[tuple[str, str], float] = {}
-    for key_a, row_sims, row_slots in zip(queries, sims.tolist(), slots.tolist(), strict=True):
-        n_a = clusters[key_a].num_observations
-        for sim, slot in zip(row_sims, row_slots, strict=True):
-            if slot < 0:
-                break
-            key_b = index.key_at(slot)
-            pair = (min(key_a, key_b), max(key_a, key_b))
-            if key_b == key_a or pair in found:
-                continue
-            mean = sim * scale(key_a) * scale(key_b)
-            margin = mean - merge_threshold(merging, mode, n_a, clusters[key_b].num_observations)
-            if margin >= 0.0:
-                found[pair] = margin
-    return sorted(((m, a, b) for (a, b), m in found.items()), key=lambda p: (-p[0], p[1], p[2]))
+    query_slots = np.array([index.slot_of(k) for k in queries], dtype=np.int64)
+    sims, slots = index.search(index.vectors[query_slots], min(engine.merge_k + 1, len(index)))
+    found = slots >= 0
+    seen, where = np.unique(np.concatenate([query_slots, slots[found]]), return_inverse=True)
+    keys = [index.key_at(int(slot)) for slot in seen]
+    counts = np.array([clusters[k].num_observations for k in keys], dtype=np.float64)
+    states = np.stack([clusters[k].state for k in keys]).astype(np.float64)
+    scale = np.linalg.norm(states, axis=1) / counts  # |S| / n: mean member sim = sim * s_a * s_b
+    a = where[: len(queries)][:, None].repeat(slots.shape[1], axis=1)
+    b = np.zeros_like(slots)
+    b[found] = where[len(queries) :]
+    mean = sims.astype(np.float64) * scale[a] * scale[b]
+    spread = np.sqrt((1.0 / counts[a] + 1.0 / counts[b]) / 2.0)
+    threshold = np.maximum(
+        merging.min_threshold,
+        merging.initial_threshold - mode.size_discount * (1.0 - spread),
+    )
+    margin = mean - threshold
+    passing = found & (a != b) & (margin >= 0.0)
+    pairs: dict[tuple[str, str], float] = {}
+    for i, j in zip(*np.nonzero(passing), strict=True):
+        key_a, key_b = keys[a[i, j]], keys[b[i, j]]
+        pair = (key_a, key_b) if key_a < key_b else (key_b, key_a)
+        pairs.setdefault(pair, float(margin[i, j]))
+    return sorted(((m, x, y) for (x, y), m in pairs.items()), key=lambda p: (-p[0], p[1], p[2]))
 
 
 __all__ = ["candidate_pairs", "joins", "mean_member_similarity", "merge_threshold"]
