@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-pyproject
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down status test lint demo clean chart
+.PHONY: help venv up down status test lint demo clean chart bench-quality
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,9 @@ test: venv ## start the stack, run pytest (PYTEST_ARGS=... for a subset), stop t
 
 chart: venv ## chart and image checks alone: helm lint/template/schema validation, template tests, hadolint
 	scripts/chart-check
+
+bench-quality: venv ## clustering quality vs classic methods (LFW + synthetic); writes docs/quality.md
+	$(BIN)/python benchmarks/quality.py
 
 lint: venv ## ruff over every Python folder
 	$(BIN)/ruff check app agents schemas tests benchmarks

@@ -15,7 +15,7 @@ from app.errors import FvcError
 # Each module under app.commands has register(subparsers) and sets a handler as ``func``.
 COMMAND_MODULES = (
     "local", "config", "synth", "evaluate", "worker", "run", "produce", "tail", "clusters",
-    "reid", "demo", "bench",
+    "reid", "calibrate", "demo", "bench",
 )
 
 

@@ -25,6 +25,7 @@ of means removes that drift; the size discount then spends the precision it save
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -63,9 +64,16 @@ def joins(
     ``sim`` is its similarity to the representative; the cluster is read as this batch has left
     it (pure: nothing is recorded), so a batch decides exactly as one-by-one processing does.
     """
+    # Quick refusal, exact: for sim >= 0 the mean member similarity is at most ``sim`` (|S| <= n),
+    # and for sim < 0 it is at most 0; either way it is below ``floor`` (1e-6: float rounding).
+    floor = threshold - mode.size_discount
+    if sim < floor - 1e-6 and (sim >= 0.0 or floor >= 0.0):
+        return False
     cluster = scratch.touched.get(key) or engine.clusters[key]
-    mean = mean_member_similarity(cluster, sim)
-    return mean >= threshold - mode.discount(count, cluster.num_observations)
+    n = cluster.num_observations
+    state = cluster.state
+    mean = sim * math.sqrt(float(np.dot(state, state))) / n  # mean_member_similarity, inlined
+    return mean >= threshold - mode.discount(count, n)
 
 
 def merge_threshold(merging: MergingConfig, mode: ImprovedModeConfig, n_a: int, n_b: int) -> float:

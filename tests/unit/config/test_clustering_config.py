@@ -262,6 +262,42 @@ BROKEN = [
         "$.input_stream_configs[1].topic",
         "is also used by $.input_stream_configs[0]",
     ),
+    (
+        "improved mode with EXP_AVERAGE",
+        lambda d: (
+            _set((*C, "method"), "EXP_AVERAGE")(d),
+            _set((*C, "improved_mode"), {"enabled": True})(d),
+        ),
+        f"{CC}.improved_mode.enabled",
+        "needs method SIMPLE_AVERAGE",
+    ),
+    (
+        "improved mode without a merge timer",
+        lambda d: (
+            _delete((*C, "cluster_merging"))(d),
+            _set((*C, "improved_mode"), {"enabled": True})(d),
+        ),
+        f"{CC}.improved_mode.enabled",
+        "needs cluster_merging",
+    ),
+    (
+        "improved mode size discount above 0.5",
+        _set((*C, "improved_mode"), {"enabled": True, "size_discount": 0.6}),
+        f"{CC}.improved_mode.size_discount",
+        "must be <= 0.5",
+    ),
+    (
+        "improved mode without enabled",
+        _set((*C, "improved_mode"), {"size_discount": 0.02}),
+        f"{CC}.improved_mode.enabled",
+        "is required",
+    ),
+    (
+        "improved mode enabled as text",
+        _set((*C, "improved_mode"), {"enabled": "yes"}),
+        f"{CC}.improved_mode.enabled",
+        "must be true or false",
+    ),
 ]
 
 
@@ -473,3 +509,21 @@ def test_schema_problems_in_a_file_are_all_reported(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert len(info.value.problems) == 2
+
+
+def test_improved_mode_builds_and_round_trips():
+    data = base()
+    data["clustering_config"]["improved_mode"] = {"enabled": True}
+    config = parse_config(data)
+    assert config.improved_mode is not None and config.improved_mode.size_discount == 0.03
+    canonical = config.to_dict()
+    assert canonical["clustering_config"]["improved_mode"] == {
+        "enabled": True,
+        "size_discount": 0.03,
+    }
+    assert parse_config(json.loads(json.dumps(canonical))) == config
+    data["clustering_config"]["improved_mode"] = {"enabled": False, "size_discount": 0.1}
+    off = parse_config(data)
+    assert off.improved_mode is None and off.improved is not None
+    assert parse_config(off.to_dict()) == off
+    assert "improved_mode" not in parse_config(base()).to_dict()["clustering_config"]

@@ -1,0 +1,577 @@
+"""Choosing thresholds from data: what ``fvc calibrate`` does (docs/thresholds.md explains it).
+
+A threshold belongs to the embedding model (dlib faces: about 0.95; FaceNet-style models: about
+0.4-0.6), so fvc measures it instead of guessing:
+
+* **Labelled** (``calibrate``): run the engine over the sample, in file order with event-time
+  merge timers exactly as ``fvc evaluate`` does, for a grid of thresholds and for each family of
+  settings (plain; plain with the merge timer; the improved mode with a few size discounts), and
+  keep the setting with the most recall whose precision *at the expected size* reaches the
+  target.
+* **Size.** Precision falls as more people are seen (more chances of a false match), so a
+  threshold right for a sample is too loose for the full stream. The sample is also run in
+  halves and quarters (contiguous blocks); the impurity ``1 - precision`` is fitted as a power of
+  the size (one exponent per family, shared by all thresholds) and extrapolated to
+  ``expected_size``; recall likewise, linearly in log(size).
+* **Unlabelled** (``estimate_unlabelled``): every vector's nearest-neighbour similarity in the
+  sample is either a genuine match (another image of the same person) or an impostor (the most
+  similar stranger). A two-component Gaussian mixture separates them; the threshold is where the
+  impostor maximum, rescaled to the expected size, exceeds it for at most ``1 - P`` of the items.
+  A bootstrap of the fit gives the interval and the confidence.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.config import ClusteringConfig, parse_config
+from app.errors import FvcError
+
+FAMILIES = ("plain", "merge", "improved")
+MERGE_OFFSET = 0.2  # merge family: flat merge threshold T + 0.2 (1 - T)
+DISCOUNT_FRACTIONS = (0.3, 0.6, 0.8)  # improved family: size_discount = f (1 - T)
+COARSE_STEPS = 24
+DEFAULT_INTERVAL_MS = 5000
+DEFAULT_SIZE_FACTOR = 10  # --expected-size default: ten times the sample
+BETA_RANGE = (1.0, 2.0)
+MIN_ROWS = 20
+NN_QUERIES = 6000  # nearest-neighbour statistics from at most this many rows
+
+
+class CalibrationError(FvcError):
+    """The sample cannot be calibrated on: the message says what is wrong with the file."""
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """Vectors in stream order (unit length), labels when known, event times and stream ids."""
+
+    X: np.ndarray
+    y: np.ndarray | None
+    t: np.ndarray
+    s: np.ndarray
+
+    @property
+    def n(self) -> int:
+        """Number of vectors."""
+        return int(self.X.shape[0])
+
+    @property
+    def stream_ids(self) -> list[str]:
+        """The stream ids present, sorted."""
+        return sorted({str(v) for v in self.s.tolist()})
+
+    def rows(self, start: int, stop: int) -> Sample:
+        """The contiguous block ``[start, stop)``."""
+        y = None if self.y is None else self.y[start:stop]
+        return Sample(self.X[start:stop], y, self.t[start:stop], self.s[start:stop])
+
+
+def load_sample(path: str | os.PathLike[str], *, labelled: bool = True) -> Sample:
+    """Read ``X`` (and ``y`` unless ``labelled`` is False; ``t``, ``s`` optional) and check them.
+
+    Rows with NaN/Inf or zero vectors, missing labels, a single class or too few rows are refused
+    with a CalibrationError saying what to do.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as exc:
+        message = f"cannot read {path}: {exc}"
+        raise CalibrationError(message) from exc
+    if "X" not in arrays:
+        message = f"{path} has no array X (the vectors, n x d)"
+        raise CalibrationError(message)
+    X = np.asarray(arrays["X"], dtype=np.float32)
+    if X.ndim != 2 or X.shape[0] < MIN_ROWS or X.shape[1] < 2:
+        message = f"X must be n x d with n >= {MIN_ROWS} and d >= 2; got shape {X.shape}"
+        raise CalibrationError(message)
+    _check_rows(X)
+    y = _labels(arrays, X.shape[0], path) if labelled else None
+    n = X.shape[0]
+    t = np.asarray(arrays["t"], dtype=np.int64) if "t" in arrays else np.arange(n) * 250
+    s = np.asarray(arrays["s"]).astype(str) if "s" in arrays else np.full(n, "camera_0")
+    if t.shape != (n,) or s.shape != (n,):
+        message = f"t and s must have one entry per row of X ({n})"
+        raise CalibrationError(message)
+    return Sample(X / np.linalg.norm(X, axis=1, keepdims=True), y, t, s)
+
+
+def _check_rows(X: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
+    if bad.size:
+        shown = ", ".join(str(i) for i in bad[:5]) + (" ..." if bad.size > 5 else "")
+        message = f"{bad.size} row(s) of X hold NaN or Inf (rows {shown}); remove them first"
+        raise CalibrationError(message)
+    zero = np.flatnonzero(np.linalg.norm(X, axis=1) == 0)
+    if zero.size:
+        message = f"{zero.size} row(s) of X are zero vectors (first: row {zero[0]}); remove them"
+        raise CalibrationError(message)
+
+
+def _labels(arrays: dict[str, np.ndarray], n: int, path: object) -> np.ndarray:
+    if "y" not in arrays:
+        message = (
+            f"{path} has no labels (array y): give labels, or pass --unlabelled to estimate "
+            "a threshold from the similarities alone"
+        )
+        raise CalibrationError(message)
+    y = np.asarray(arrays["y"])
+    if y.shape != (n,):
+        message = f"y must have one label per row of X ({n}); got shape {y.shape}"
+        raise CalibrationError(message)
+    if np.unique(y).size < 2:
+        message = (
+            "y holds a single class: precision cannot be measured without at least two "
+            "identities (use --unlabelled for unlabelled data)"
+        )
+        raise CalibrationError(message)
+    return y
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One candidate: a family and its threshold (and merge threshold / size discount)."""
+
+    family: str
+    threshold: float
+    merge_threshold: float | None = None
+    size_discount: float | None = None
+
+    @classmethod
+    def make(cls, family: str, threshold: float, fraction: float = 0.0) -> Setting:
+        """The family's setting at ``threshold`` (``fraction``: the improved size discount)."""
+        t = round(float(threshold), 4)
+        if family == "merge":
+            return cls(family, t, round(min(1.0, t + MERGE_OFFSET * (1 - t)), 4))
+        if family == "improved":
+            return cls(family, t, t, round(min(0.5, fraction * (1 - t)), 4))
+        return cls("plain", t)
+
+    @property
+    def label(self) -> str:
+        """Short readable name."""
+        if self.family == "merge":
+            return f"merge@{self.merge_threshold:g}"
+        if self.family == "improved":
+            return f"improved(d={self.size_discount:g})"
+        return "plain"
+
+    def config_dict(
+        self,
+        stream_ids: Sequence[str],
+        *,
+        interval_ms: int = DEFAULT_INTERVAL_MS,
+        base: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A complete config: ``base`` (or a plain one) with this setting's thresholds."""
+        data = _base_dict(base, stream_ids)
+        clustering = data["clustering_config"]
+        for key in ("cluster_merging", "improved_mode"):
+            clustering.pop(key, None)
+        clustering["method"] = "SIMPLE_AVERAGE"
+        clustering.pop("ema_alpha", None)
+        for stream in data["input_stream_configs"]:
+            stream["reg_stream_config"]["reg_threshold"] = self.threshold
+        if self.merge_threshold is not None:
+            floor = self.merge_threshold
+            if self.size_discount is not None:
+                floor = round(max(0.0, self.merge_threshold - self.size_discount), 4)
+            clustering["cluster_merging"] = {
+                "initial_threshold": self.merge_threshold,
+                "threshold_discount_rate": 1.0,
+                "min_threshold": floor,
+                "time_interval_ms": interval_ms,
+            }
+        if self.size_discount is not None:
+            clustering["improved_mode"] = {"enabled": True, "size_discount": self.size_discount}
+        return data
+
+    def config(self, stream_ids: Sequence[str], **kwargs: Any) -> ClusteringConfig:
+        """The validated config of :meth:`config_dict`."""
+        return parse_config(self.config_dict(stream_ids, **kwargs))
+
+
+def _base_dict(base: dict[str, Any] | None, stream_ids: Sequence[str]) -> dict[str, Any]:
+    """A deep copy of ``base`` covering every stream id (new streams copy its first entry)."""
+    import copy
+
+    if base is None:
+        base = {"clustering_config": {"method": "SIMPLE_AVERAGE"}, "input_stream_configs": []}
+    data = copy.deepcopy(base)
+    streams = data["input_stream_configs"]
+    known = {s["stream_id"] for s in streams}
+    for stream_id in stream_ids:
+        if stream_id in known:
+            continue
+        streams.append(
+            {
+                "stream_id": stream_id,
+                "fv_field_selector": {"feature_vector_path": "features"},
+                "reg_stream_config": {"reg_threshold": 1.0},
+            }
+        )
+    return data
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+def measure(sample: Sample, setting: Setting, interval_ms: int = DEFAULT_INTERVAL_MS) -> tuple[
+    float, float
+]:
+    """B-cubed precision and recall of ``setting`` on ``sample``, as ``fvc evaluate`` runs it."""
+    from app.engine import Engine
+    from app.evaluate import evaluate
+    from app.store import MemoryStore
+    from app.synth import Scene
+
+    if sample.y is None:
+        message = "measure needs labels"
+        raise CalibrationError(message)
+    config = setting.config(sample.stream_ids, interval_ms=interval_ms)
+    scene = Scene(X=sample.X, y=sample.y, t=sample.t, s=sample.s)
+    figures = evaluate(scene, config, Engine(config), MemoryStore())
+    return float(figures["bcubed_precision"]), float(figures["bcubed_recall"])
+
+
+@dataclass
+class Point:
+    """One setting measured on the whole sample and on its halves and quarters."""
+
+    setting: Setting
+    precision: float
+    recall: float
+    by_size: dict[int, tuple[float, float]] = field(default_factory=dict)
+    expected_precision: float = float("nan")
+    expected_recall: float = float("nan")
+
+
+def measure_point(
+    sample: Sample, setting: Setting, interval_ms: int, blocks: Sequence[int] = (2, 4)
+) -> Point:
+    """Measure on the whole sample and, for the size fit, on ``k`` contiguous blocks each."""
+    precision, recall = measure(sample, setting, interval_ms)
+    point = Point(setting, precision, recall, {sample.n: (precision, recall)})
+    for k in blocks:
+        size = sample.n // k
+        if size < MIN_ROWS:
+            continue
+        scores = [measure(sample.rows(i * size, (i + 1) * size), setting, interval_ms) for i in
+                  range(k)]
+        point.by_size[size] = (
+            float(np.mean([p for p, _ in scores])), float(np.mean([r for _, r in scores]))
+        )
+    return point
+
+
+def fit_size_slopes(points: Sequence[Point]) -> tuple[float, float]:
+    """Shared exponent of impurity vs size, and slope of recall vs log(size), for ``points``.
+
+    Impurity: ``log(1 - P) = a_T + beta log(size)``, one intercept per setting and one ``beta``
+    for all, from the settings whose impurity on the whole sample is worth at least one item of
+    the smallest block (a block without any counts as half an item). ``beta`` is clipped to
+    ``BETA_RANGE``: at least 1, because the strangers an item can be confused with grow in
+    proportion to the number of people, so small impurities grow at least as fast; 1 without
+    informative points.
+
+    >>> s = Setting.make("plain", 0.5)
+    >>> pts = [Point(s, 1 - 0.04, 0.9, {100: (0.96, 0.9), 50: (0.98, 0.92), 25: (0.99, 0.94)})]
+    >>> beta, gamma = fit_size_slopes(pts)
+    >>> round(beta, 3), round(gamma, 4)
+    (1.0, -0.0289)
+    """
+    xs_b: list[np.ndarray] = []
+    ys_b: list[np.ndarray] = []
+    xs_g: list[np.ndarray] = []
+    ys_g: list[np.ndarray] = []
+    for point in points:
+        sizes = sorted(point.by_size)
+        if len(sizes) < 2:
+            continue
+        logs = np.log(np.array(sizes, dtype=np.float64))
+        imp = np.array([1.0 - point.by_size[s][0] for s in sizes])
+        rec = np.array([point.by_size[s][1] for s in sizes])
+        xs_g.append(logs - logs.mean())
+        ys_g.append(rec - rec.mean())
+        if imp[-1] >= 1.0 / sizes[0]:  # informative: about an item's worth on the smallest block
+            li = np.log(np.where(imp > 0, imp, 0.5 / np.array(sizes, dtype=np.float64)))
+            xs_b.append(logs - logs.mean())
+            ys_b.append(li - li.mean())
+    beta = 1.0
+    if len(xs_b) >= 1:
+        x, y = np.concatenate(xs_b), np.concatenate(ys_b)
+        if float(x @ x) > 0:
+            beta = float(np.clip((x @ y) / (x @ x), *BETA_RANGE))
+    gamma = 0.0
+    if xs_g:
+        x, y = np.concatenate(xs_g), np.concatenate(ys_g)
+        if float(x @ x) > 0:
+            gamma = float(min(0.0, (x @ y) / (x @ x)))  # more people never help recall
+    return beta, gamma
+
+
+def extrapolate(point: Point, n: int, expected_size: int, beta: float, gamma: float) -> None:
+    """Fill in the point's expected precision and recall at ``expected_size``."""
+    ratio = max(1.0, expected_size / n)
+    impurity = max(1.0 - point.precision, 0.5 / n)  # nothing seen is not "never": half an item
+    point.expected_precision = max(0.0, 1.0 - impurity * ratio**beta)
+    point.expected_recall = float(np.clip(point.recall + gamma * math.log(ratio), 0.0, 1.0))
+
+
+# -- labelled calibration -----------------------------------------------------------------------
+
+
+@dataclass
+class Calibration:
+    """What ``calibrate`` chose, and the measurements it chose from."""
+
+    target_precision: float
+    sample_size: int
+    expected_size: int
+    chosen: Point
+    reached: bool
+    points: list[Point]
+    slopes: dict[str, tuple[float, float]]
+    coarse: list[Point]
+
+
+def nn_similarities(X: np.ndarray, limit: int = NN_QUERIES, seed: int = 0) -> np.ndarray:
+    """Each (sampled) row's similarity to its nearest other row of the sample."""
+    n = X.shape[0]
+    rows = np.arange(n)
+    if n > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+    best = np.full(rows.size, -np.inf, dtype=np.float32)
+    for lo in range(0, rows.size, 1024):
+        chunk = rows[lo : lo + 1024]
+        sims = X[chunk] @ X.T
+        sims[np.arange(chunk.size), chunk] = -np.inf
+        best[lo : lo + chunk.size] = sims.max(axis=1)
+    return best.astype(np.float64)
+
+
+def calibrate(
+    sample: Sample,
+    target_precision: float,
+    expected_size: int | None = None,
+    *,
+    interval_ms: int = DEFAULT_INTERVAL_MS,
+    improved: str = "auto",
+    progress: Callable[[str], None] | None = None,
+) -> Calibration:
+    """The setting with the most expected recall at expected precision >= the target.
+
+    ``improved``: ``auto`` tries every family, ``on`` only the improved mode, ``off`` none of it.
+    """
+    if sample.y is None:
+        message = "calibrate needs labels (or use estimate_unlabelled)"
+        raise CalibrationError(message)
+    size = expected_size or DEFAULT_SIZE_FACTOR * sample.n
+    families = _families(improved)
+    nn = nn_similarities(sample.X)
+    lo, hi = (float(v) for v in np.quantile(nn, [0.01, 0.995]))
+    step = max((hi - lo) / COARSE_STEPS, 1e-4)
+    coarse = [
+        _report(Point(s, *measure(sample, s, interval_ms)), progress)
+        for s in (Setting.make("plain", t) for t in np.arange(lo, hi + step / 2, step))
+    ]
+    anchor = _anchor(coarse, target_precision)
+    fine = np.arange(anchor - step, anchor + 2 * step + step / 8, step / 4)
+    fine = fine[(fine > 0.0) & (fine < 1.0)]
+    points: list[Point] = []
+    slopes: dict[str, tuple[float, float]] = {}
+    for family in families:
+        settings = _family_settings(family, fine)
+        measured = [_report(measure_point(sample, s, interval_ms), progress) for s in settings]
+        slopes[family] = fit_size_slopes(measured)
+        for point in measured:
+            extrapolate(point, sample.n, size, *slopes[family])
+        points += measured
+    return _choose(sample, target_precision, size, points, slopes, coarse)
+
+
+def _families(improved: str) -> tuple[str, ...]:
+    """Families to try. The improved mode brings its own merge pass; the plain merge pass at a
+    flat threshold is tried only without it (``off``): its false merges grow faster with the
+    number of people than a sample shows (docs/thresholds.md), so its extrapolation is unsafe.
+    """
+    if improved == "on":
+        return ("improved",)
+    if improved == "off":
+        return ("plain", "merge")
+    return ("plain", "improved")
+
+
+def _family_settings(family: str, thresholds: np.ndarray) -> list[Setting]:
+    if family == "improved":
+        return [Setting.make(family, t, f) for f in DISCOUNT_FRACTIONS for t in thresholds]
+    return [Setting.make(family, t) for t in thresholds]
+
+
+def _anchor(coarse: Sequence[Point], target: float) -> float:
+    """Most recall at sample precision >= target, or the most precise threshold."""
+    ok = [p for p in coarse if p.precision >= target]
+    if ok:
+        return max(ok, key=lambda p: (p.recall, -p.setting.threshold)).setting.threshold
+    return max(coarse, key=lambda p: (p.precision, p.setting.threshold)).setting.threshold
+
+
+def _choose(
+    sample: Sample,
+    target: float,
+    size: int,
+    points: list[Point],
+    slopes: dict[str, tuple[float, float]],
+    coarse: list[Point],
+) -> Calibration:
+    simple = {f: i for i, f in enumerate(FAMILIES)}  # on equal recall prefer the simpler family
+    ok = [p for p in points if p.expected_precision >= target]
+    if ok:
+        chosen = max(
+            ok, key=lambda p: (round(p.expected_recall, 4), -simple[p.setting.family],
+                               -p.setting.threshold),
+        )
+    else:
+        chosen = max(points, key=lambda p: (p.expected_precision, p.expected_recall))
+    return Calibration(target, sample.n, size, chosen, bool(ok), points, slopes, coarse)
+
+
+def _report(point: Point, progress: Callable[[str], None] | None) -> Point:
+    if progress is not None:
+        progress(f"{point.setting.label:>20} T={point.setting.threshold:.4f}  "
+                 f"P={point.precision:.4f} R={point.recall:.4f}")
+    return point
+
+
+# -- unlabelled estimate ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A threshold from the nearest-neighbour similarities alone, and how far to trust it."""
+
+    threshold: float
+    interval: tuple[float, float]
+    confidence: str
+    separation: float
+    impostor: tuple[float, float, float]  # weight, mean, std of the impostor component
+    genuine: tuple[float, float, float]
+    expected_size: int
+    expected_precision: float
+
+    def describe(self) -> str:
+        """One paragraph for the operator."""
+        lo, hi = self.interval
+        return (
+            f"estimated reg_threshold {self.threshold:.4f} (90% bootstrap interval {lo:.4f} - "
+            f"{hi:.4f}); confidence {self.confidence}: nearest-neighbour similarities split into "
+            f"impostors ~{self.impostor[1]:.3f} +- {self.impostor[2]:.3f} "
+            f"({self.impostor[0]:.0%}) and genuine matches ~{self.genuine[1]:.3f} +- "
+            f"{self.genuine[2]:.3f}, separation {self.separation:.2f} (above 2 is clean). "
+            "Check it on a labelled sample (fvc calibrate without --unlabelled) when you can."
+        )
+
+
+def fit_mixture(values: np.ndarray, iterations: int = 200) -> tuple[np.ndarray, ...]:
+    """Two-component 1-D Gaussian mixture by EM: (weights, means, stds), lower mean first.
+
+    >>> rng = np.random.default_rng(0)
+    >>> v = np.concatenate([rng.normal(0.3, 0.02, 300), rng.normal(0.7, 0.05, 700)])
+    >>> w, mu, sd = fit_mixture(v)
+    >>> [round(float(x), 2) for x in (w[0], mu[0], mu[1])]
+    [0.3, 0.3, 0.7]
+    """
+    v = np.asarray(values, dtype=np.float64)
+    mu = np.quantile(v, [0.2, 0.8])
+    sd = np.full(2, max(float(v.std()) / 2, 1e-4))
+    w = np.array([0.5, 0.5])
+    for _ in range(iterations):
+        dens = w / (sd * math.sqrt(2 * math.pi)) * np.exp(-0.5 * ((v[:, None] - mu) / sd) ** 2)
+        resp = dens / np.maximum(dens.sum(axis=1, keepdims=True), 1e-300)
+        nk = np.maximum(resp.sum(axis=0), 1e-9)
+        w = nk / v.size
+        before = mu
+        mu = (resp * v[:, None]).sum(axis=0) / nk
+        sd = np.sqrt(np.maximum((resp * (v[:, None] - mu) ** 2).sum(axis=0) / nk, 1e-10))
+        if float(np.abs(mu - before).max()) < 1e-7:
+            break
+    order = np.argsort(mu)
+    return w[order], mu[order], sd[order]
+
+
+def _mixture_threshold(values: np.ndarray, n: int, size: int, target: float) -> tuple[
+    float, tuple[np.ndarray, ...]
+]:
+    """Where the impostor maximum, rescaled from ``n`` to ``size`` items, passes for at most
+    ``1 - target`` of the items: ``F(T)^(size/n) = target`` with F the impostor component."""
+    from statistics import NormalDist
+
+    w, mu, sd = fit_mixture(values)
+    quantile = target ** (n / max(size, n))
+    threshold = NormalDist(float(mu[0]), float(sd[0])).inv_cdf(quantile)
+    return float(threshold), (w, mu, sd)
+
+
+def estimate_unlabelled(
+    sample: Sample,
+    target_precision: float,
+    expected_size: int | None = None,
+    *,
+    bootstrap: int = 100,
+    seed: int = 0,
+) -> Estimate:
+    """A reg_threshold from the nearest-neighbour similarity distribution alone."""
+    size = expected_size or DEFAULT_SIZE_FACTOR * sample.n
+    nn = nn_similarities(sample.X, seed=seed)
+    threshold, (w, mu, sd) = _mixture_threshold(nn, sample.n, size, target_precision)
+    rng = np.random.default_rng(seed)
+    again = [
+        _mixture_threshold(rng.choice(nn, nn.size), sample.n, size, target_precision)[0]
+        for _ in range(bootstrap)
+    ]
+    lo, hi = (float(v) for v in np.quantile(again, [0.05, 0.95]))
+    separation = float(math.sqrt(2) * abs(mu[1] - mu[0]) / math.sqrt(sd[0] ** 2 + sd[1] ** 2))
+    width = (hi - lo) / max(float(mu[1] - mu[0]), 1e-9)
+    small = min(w) < 0.02
+    confidence = "high" if separation > 3 and width < 0.15 and not small else (
+        "medium" if separation > 2 and width < 0.4 else "low"
+    )
+    threshold = float(np.clip(threshold, 0.0, 1.0))
+    return Estimate(
+        threshold=round(threshold, 4),
+        interval=(round(lo, 4), round(hi, 4)),
+        confidence=confidence,
+        separation=round(separation, 3),
+        impostor=(float(w[0]), float(mu[0]), float(sd[0])),
+        genuine=(float(w[1]), float(mu[1]), float(sd[1])),
+        expected_size=size,
+        expected_precision=target_precision,
+    )
+
+
+__all__ = [
+    "Calibration",
+    "CalibrationError",
+    "Estimate",
+    "Point",
+    "Sample",
+    "Setting",
+    "calibrate",
+    "estimate_unlabelled",
+    "extrapolate",
+    "fit_mixture",
+    "fit_size_slopes",
+    "load_sample",
+    "measure",
+    "nn_similarities",
+]

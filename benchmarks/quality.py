@@ -1,0 +1,675 @@
+"""Clustering quality on real and synthetic faces: fvc against classic online and offline methods.
+
+Run from the repository root (``make bench-quality``)::
+
+    .venv/bin/python benchmarks/quality.py             # full run (a few minutes); writes docs/
+    .venv/bin/python benchmarks/quality.py --quick     # smoke run, coarse grids, writes nothing
+    .venv/bin/python benchmarks/quality.py --json      # one JSON object on stdout as well
+
+Data sets: ``../shared/data/lfw_dev.npz`` (real LFW faces, dlib 128-d; skipped with a message when
+absent) and two ``fvc synth`` scenes, FaceNet-like 128-d: the default intra-identity spread (cosine
+0.6-0.75) and a wide one (cosine 0.55-0.65, "about 0.6"), with a second seed as a check.
+
+Methods, each swept over the same thresholds T and measured in the same run:
+
+* ``fvc-uvap``: fvc as UVAP defines it, SIMPLE_AVERAGE, no merging (reg_threshold T);
+* ``fvc-merge``: plus its merge timer, every 5 s of event time, at a flat threshold
+  T + 0.2 (1 - T) (``fvc calibrate``'s rule);
+* ``fvc-merge-discounted``: the same timer with a falling threshold as UVAP's examples use
+  (initial T + 0.2 (1 - T), discount rate 0.98, floor T);
+* ``fvc-improved``: ``clustering_config.improved_mode`` (default size discount 0.03), its merge
+  pass at initial_threshold T;
+* ``leader``: a plain online leader in numpy (one pass, running mean, cosine >= T);
+* ``two-pass``: offline average linkage (scipy) cut at 1 - T, then the element-wise medians of
+  those clusters clustered again with average linkage cut at 1 - T + 0.02.
+
+Scores are B-cubed precision and recall per item (app/quality.py). "Recall at precision >= 0.98"
+is the best recall over the grid points whose precision reaches 0.98.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(1, str(ROOT))
+
+from app.calibrate import Sample, Setting, calibrate, estimate_unlabelled, measure  # noqa: E402
+from app.config import ClusteringConfig, parse_config  # noqa: E402
+from app.engine import Engine  # noqa: E402
+from app.evaluate import observations_of, predicted_labels, run_engine  # noqa: E402
+from app.quality import bcubed  # noqa: E402
+from app.store import MemoryStore  # noqa: E402
+from app.synth import Scene, load_scene, make_scene  # noqa: E402
+
+LFW = ROOT.parent / "shared" / "data" / "lfw_dev.npz"
+DOCS = ROOT / "docs"
+TARGET_P = 0.98
+LFW_RECALL_TARGET = 0.85
+THROUGHPUT_FLOOR = 0.75  # improved at most 25% slower than without it
+CAL_PRECISION = 0.97
+CAL_RECALL_GAP = 0.03
+CAL_FRACTION = 0.3
+INTERVAL_MS = 5000
+TWO_PASS_OFFSET = 0.02
+SYNTH_N, SYNTH_DIM = 10_000, 128
+METHODS = ("fvc-uvap", "fvc-merge", "fvc-merge-discounted", "fvc-improved", "leader", "two-pass")
+LABELS = {
+    "fvc-uvap": "fvc, UVAP (SIMPLE_AVERAGE, no merging)",
+    "fvc-merge": "fvc + merge timer (flat T + 0.2(1-T))",
+    "fvc-merge-discounted": "fvc + merge timer (discounted 0.98, floor T)",
+    "fvc-improved": "fvc improved mode",
+    "leader": "plain online leader (numpy)",
+    "two-pass": "offline two-pass average linkage (scipy)",
+}
+
+
+@dataclass
+class DataSet:
+    """A labelled scene and the thresholds to sweep on it."""
+
+    name: str
+    title: str
+    scene: Scene
+    grid: np.ndarray
+    check: bool = False  # a second-seed check: summarised, not plotted
+
+
+@dataclass
+class Result:
+    """One data set: every method's curve, summaries, throughput, calibration check."""
+
+    name: str
+    title: str
+    n: int
+    curves: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    throughput: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    check: bool = False
+
+    def best(self, method: str) -> tuple[float, float | None]:
+        """Recall at precision >= 0.98 and its threshold (0, None when never reached)."""
+        ok = [(r, t) for t, p, r in self.curves[method] if p >= TARGET_P]
+        return max(ok, key=lambda x: (x[0], -x[1])) if ok else (0.0, None)
+
+    def best_f1(self, method: str) -> tuple[float, float]:
+        """Best B-cubed F1 and its threshold."""
+        return max(((2 * p * r / (p + r) if p + r else 0.0), t) for t, p, r in self.curves[method])
+
+
+# -- methods ------------------------------------------------------------------------------------
+
+
+def fvc_config(method: str, threshold: float, streams: Sequence[str]) -> ClusteringConfig:
+    """The config of one fvc method at ``threshold``."""
+    t = round(float(threshold), 4)
+    if method == "fvc-uvap":
+        return Setting.make("plain", t).config(streams, interval_ms=INTERVAL_MS)
+    if method == "fvc-merge":
+        return Setting.make("merge", t).config(streams, interval_ms=INTERVAL_MS)
+    if method == "fvc-improved":
+        data = Setting.make("improved", t).config_dict(streams, interval_ms=INTERVAL_MS)
+        data["clustering_config"]["improved_mode"] = {"enabled": True}  # the default discount
+        data["clustering_config"]["cluster_merging"]["min_threshold"] = 0.0
+        return parse_config(data)
+    if method == "fvc-improved-off":  # the same config with the mode switched off
+        data = fvc_config("fvc-improved", t, streams).to_dict()
+        data["clustering_config"]["improved_mode"]["enabled"] = False
+        return parse_config(data)
+    if method == "fvc-merge-discounted":
+        data = Setting.make("merge", t).config_dict(streams, interval_ms=INTERVAL_MS)
+        data["clustering_config"]["cluster_merging"].update(
+            threshold_discount_rate=0.98, min_threshold=t
+        )
+        return parse_config(data)
+    raise ValueError(method)
+
+
+def run_fvc(scene: Scene, config: ClusteringConfig) -> tuple[list[str], float]:
+    """Cluster ``scene`` with the engine as ``fvc evaluate`` does; labels and seconds."""
+    from app.index import make_index
+
+    engine = Engine(config, make_index("exact", "cpu"))
+    store = MemoryStore()
+    observations = observations_of(scene)
+
+    async def go():  # noqa: ANN202
+        await store.start()
+        try:
+            return await run_engine(engine, observations, store, 512)
+        finally:
+            await store.close()
+
+    began = time.perf_counter()
+    labeller = asyncio.run(go())
+    seconds = time.perf_counter() - began
+    return predicted_labels(engine, labeller, False), seconds
+
+
+def leader(units: np.ndarray, threshold: float) -> np.ndarray:
+    """Plain online leader: each vector joins the most similar running mean at cosine >= T."""
+    n, dim = units.shape
+    sums = np.zeros((n, dim), dtype=np.float64)
+    reps = np.zeros((n, dim), dtype=np.float32)
+    labels = np.empty(n, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        x = units[i]
+        if k:
+            sims = reps[:k] @ x
+            j = int(np.argmax(sims))
+            if sims[j] >= threshold:
+                sums[j] += x
+                reps[j] = sums[j] / np.linalg.norm(sums[j])
+                labels[i] = j
+                continue
+        sums[k], reps[k], labels[i] = x, x, k
+        k += 1
+    return labels
+
+
+class TwoPass:
+    """Offline reference: average linkage at 1 - T, then the clusters' medians at 1 - T + 0.02."""
+
+    def __init__(self, units: np.ndarray) -> None:
+        from scipy.cluster.hierarchy import linkage
+        from scipy.spatial.distance import pdist
+
+        self.units = units.astype(np.float64)
+        self.tree = linkage(pdist(self.units, "cosine"), "average")
+
+    def labels(self, threshold: float) -> np.ndarray:
+        from scipy.cluster.hierarchy import fcluster, linkage
+        from scipy.spatial.distance import pdist
+
+        first = fcluster(self.tree, 1.0 - threshold, "distance") - 1
+        k = int(first.max()) + 1
+        if k < 2:
+            return first
+        order = np.argsort(first, kind="stable")
+        bounds = np.searchsorted(first[order], np.arange(k + 1))
+        medians = np.stack(
+            [np.median(self.units[order[bounds[c] : bounds[c + 1]]], axis=0) for c in range(k)]
+        )
+        medians /= np.maximum(np.linalg.norm(medians, axis=1, keepdims=True), 1e-12)
+        second_tree = linkage(pdist(medians, "cosine"), "average")
+        second = fcluster(second_tree, 1.0 - threshold + TWO_PASS_OFFSET, "distance")
+        return second[first]
+
+
+# -- the sweep ----------------------------------------------------------------------------------
+
+
+def sweep(data: DataSet, methods: Sequence[str], say: Callable[[str], None]) -> Result:
+    """Every method over the data set's grid."""
+    scene = data.scene
+    units = scene.X / np.linalg.norm(scene.X, axis=1, keepdims=True)
+    streams = sorted({str(s) for s in scene.s.tolist()})
+    result = Result(data.name, data.title, scene.n, check=data.check)
+    two_pass = None
+    for method in methods:
+        began = time.perf_counter()
+        if method == "two-pass":
+            two_pass = two_pass or TwoPass(units)
+        curve = []
+        for t in data.grid:
+            t = round(float(t), 4)
+            if method == "leader":
+                labels: Any = leader(units.astype(np.float32), t)
+            elif method == "two-pass":
+                labels = two_pass.labels(t)  # type: ignore[union-attr]
+            else:
+                labels, _ = run_fvc(scene, fvc_config(method, t, streams))
+            p, r, _ = bcubed(scene.y, labels)
+            curve.append((t, p, r))
+        result.curves[method] = curve
+        result.seconds[method] = time.perf_counter() - began
+        recall, at = result.best(method)
+        say(f"{data.name:>14} {method:>20}: recall {recall:.4f} at P>=0.98 (T={at}), "
+            f"{result.seconds[method]:.0f} s")
+    return result
+
+
+def throughput(data: DataSet, threshold: float, rounds: int) -> dict[str, Any]:
+    """Vectors per second of fvc with and without the improved mode, alternating, best of
+    ``rounds`` each (the machine may be shared: alternation gives both the same conditions)."""
+    streams = sorted({str(s) for s in data.scene.s.tolist()})
+    kinds = ("fvc-improved", "fvc-improved-off", "fvc-uvap")
+    best = dict.fromkeys(kinds, 0.0)
+    ratios = []
+    for _ in range(rounds):
+        this = {}
+        for kind in kinds:
+            _, seconds = run_fvc(data.scene, fvc_config(kind, threshold, streams))
+            this[kind] = data.scene.n / seconds
+            best[kind] = max(best[kind], this[kind])
+        ratios.append(this["fvc-improved"] / this["fvc-improved-off"])
+    return {
+        "threshold": threshold,
+        "vectors_per_second": {k: round(v) for k, v in best.items()},
+        "ratio_best": round(best["fvc-improved"] / best["fvc-improved-off"], 3),
+        "ratio_median": round(float(np.median(ratios)), 3),
+        "ratio_vs_uvap": round(best["fvc-improved"] / best["fvc-uvap"], 3),
+    }
+
+
+def calibration_check(data: DataSet, result: Result) -> dict[str, Any]:
+    """``fvc calibrate`` on the first 30% of the stream, for its whole size, scored on the
+    whole stream against the best single thresholds chosen on the whole stream."""
+    scene = data.scene
+    units = (scene.X / np.linalg.norm(scene.X, axis=1, keepdims=True)).astype(np.float32)
+    whole = Sample(units, scene.y, scene.t, scene.s.astype(str))
+    cut = int(CAL_FRACTION * scene.n)
+    began = time.perf_counter()
+    cal = calibrate(whole.rows(0, cut), TARGET_P, scene.n, interval_ms=INTERVAL_MS)
+    seconds = time.perf_counter() - began
+    setting = cal.chosen.setting
+    precision, recall = measure(whole, setting, INTERVAL_MS)
+    estimate = estimate_unlabelled(whole.rows(0, cut), TARGET_P, scene.n)
+    u_precision, u_recall = measure(whole, Setting.make("plain", estimate.threshold), INTERVAL_MS)
+    single, single_t = result.best("fvc-uvap")
+    improved, improved_t = result.best("fvc-improved")
+    return {
+        "sample": cut,
+        "chosen": setting.label,
+        "threshold": setting.threshold,
+        "expected_precision": round(cal.chosen.expected_precision, 4),
+        "expected_recall": round(cal.chosen.expected_recall, 4),
+        "whole_precision": round(precision, 4),
+        "whole_recall": round(recall, 4),
+        "best_single_threshold": single_t,
+        "best_single_recall": round(single, 4),
+        "best_improved_recall": round(improved, 4),
+        "best_improved_threshold": improved_t,
+        "precision_ok": precision >= CAL_PRECISION,
+        "recall_ok": recall >= single - CAL_RECALL_GAP,
+        "recall_ok_vs_improved": recall >= improved - CAL_RECALL_GAP,
+        "seconds": round(seconds, 1),
+        "unlabelled": {
+            "threshold": estimate.threshold,
+            "interval": list(estimate.interval),
+            "confidence": estimate.confidence,
+            "whole_precision": round(u_precision, 4),
+            "whole_recall": round(u_recall, 4),
+        },
+    }
+
+
+# -- data sets ----------------------------------------------------------------------------------
+
+
+def data_sets(args: argparse.Namespace, say: Callable[[str], None]) -> list[DataSet]:
+    """LFW (when present) and the synthetic scenes, with their grids."""
+    quick = args.quick
+    out = []
+    if LFW.exists():
+        lfw_grid = np.arange(0.935, 0.975 + 1e-9, 0.005 if quick else 0.001)
+        out.append(DataSet("lfw", "LFW dlib 128-d (6,373 faces, 2,875 people)",
+                           load_scene(LFW), lfw_grid))
+    else:
+        say(f"skipping LFW: {LFW} is absent (see ../shared/data/README.md)")
+    n = 3000 if quick else SYNTH_N
+    grid = np.arange(0.25, 0.75 + 1e-9, 0.05 if quick else 0.025)
+    seeds = [args.seed] + ([] if quick or args.check_seed is None else [args.check_seed])
+    for seed in seeds:
+        check = seed != args.seed
+        for name, spread in (("synth-default", (0.6, 0.75)), ("synth-wide", (0.55, 0.65))):
+            scene = make_scene(n, seed=seed, dim=SYNTH_DIM, intra_cosine=spread)
+            title = (f"fvc synth --n {n} --dim {SYNTH_DIM} --seed {seed} --intra-cosine "
+                     f"{spread[0]} {spread[1]}")
+            out.append(DataSet(f"{name}-s{seed}", title, scene, grid, check))
+    return out
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def verdicts(results: list[Result]) -> list[tuple[str, str, bool | None]]:
+    """(target, figures, met?) for each target of the issue that this run measured."""
+    by = {r.name: r for r in results}
+    out: list[tuple[str, str, bool | None]] = []
+    if "lfw" in by:
+        r = by["lfw"]
+        rec, t = r.best("fvc-improved")
+        out.append(("LFW: improved mode recall >= 0.85 at precision >= 0.98",
+                    f"{rec:.4f} (T = {t})", rec >= LFW_RECALL_TARGET))
+    for r in results:
+        if r.name.startswith("synth-wide"):
+            rec, t = r.best("fvc-improved")
+            ref, rt = r.best("two-pass")
+            out.append((f"{r.name}: improved recall >= two-pass recall at precision >= 0.98",
+                        f"{rec:.4f} (T = {t}) vs {ref:.4f} (T = {rt})", rec >= ref))
+    for r in results:
+        if r.throughput:
+            tp = r.throughput
+            out.append((f"{r.name}: improved throughput >= 75% of the same config without it",
+                        f"{tp['ratio_best']:.2f} (median of rounds {tp['ratio_median']:.2f})",
+                        tp["ratio_best"] >= THROUGHPUT_FLOOR))
+    for r in results:
+        if r.calibration:
+            c = r.calibration
+            out.append((f"{r.name}: calibrate on first 30% -> whole-stream precision >= 0.97",
+                        f"{c['whole_precision']:.4f}", c["precision_ok"]))
+            out.append((f"{r.name}: ... and recall within 0.03 of the best single threshold",
+                        f"{c['whole_recall']:.4f} vs {c['best_single_recall']:.4f} "
+                        f"(T = {c['best_single_threshold']}); improved mode's best "
+                        f"{c['best_improved_recall']:.4f}", c["recall_ok"]))
+    return out
+
+
+def table(result: Result) -> list[str]:
+    """Markdown table of one data set."""
+    lines = [
+        "| method | recall at precision >= 0.98 | threshold | best B-cubed F1 | threshold |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for method in result.curves:
+        rec, t = result.best(method)
+        f1, ft = result.best_f1(method)
+        shown = f"{rec:.4f}" if t is not None else "does not reach 0.98"
+        lines.append(f"| {LABELS[method]} | {shown} | {t if t is not None else '-'} | "
+                     f"{f1:.4f} | {ft} |")
+    return lines
+
+
+def curve_table(result: Result) -> list[str]:
+    """The curves side by side: one row per threshold, precision / recall of every method."""
+    methods = list(result.curves)
+    lines = ["| T | " + " | ".join(methods) + " |", "| --- |" + " --- |" * len(methods)]
+    rows: dict[float, dict[str, str]] = {}
+    for method, curve in result.curves.items():
+        for t, p, r in curve:
+            rows.setdefault(t, {})[method] = f"{p:.4f} / {r:.4f}"
+    for t in sorted(rows):
+        lines.append(f"| {t} | " + " | ".join(rows[t].get(m, "") for m in methods) + " |")
+    return lines
+
+
+def plot(results: list[Result], path: Path) -> None:
+    """Precision-recall curves, one panel per (non-check) data set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in results if not r.check]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 4.6), squeeze=False)
+    for ax, result in zip(axes[0], shown, strict=True):
+        for method, curve in result.curves.items():  # in threshold order
+            ax.plot([p for _, p, _ in curve], [r for _, _, r in curve], marker=".",
+                    markersize=3, linewidth=1.1, label=LABELS[method])
+        reached = [result.best(m)[0] for m in result.curves if result.best(m)[1] is not None]
+        ax.axvline(TARGET_P, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xlim(0.9, 1.0005)
+        ax.set_ylim(max(0.0, min(reached, default=0.1) - 0.1), 1.005)
+        ax.set_xlabel("B-cubed precision")
+        ax.set_ylabel("B-cubed recall")
+        ax.set_title(result.name, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def coarse_best(result: Result, method: str, step: float = 0.005) -> tuple[float, float | None]:
+    """Recall at precision >= 0.98 using only the grid points on multiples of ``step`` (the
+    resolution of the reference figures in ../shared/data/README.md)."""
+    ok = [(r, t) for t, p, r in result.curves[method]
+          if p >= TARGET_P and abs(t / step - round(t / step)) < 1e-6]
+    return max(ok, key=lambda x: (x[0], -x[1])) if ok else (0.0, None)
+
+
+def markdown(results: list[Result], command: str, seconds: float, image: str) -> str:
+    """docs/quality.md, from this run's figures."""
+    main = [r for r in results if not _is_check(r)]
+    checks = [r for r in results if _is_check(r)]
+    out = [HEADER.format(command=command, seconds=seconds, machine=machine(),
+                         date=time.strftime("%Y-%m-%d")), "## Targets of issue 10", "",
+           "| target | measured | met |", "| --- | --- | --- |"]
+    for target, figures, met in verdicts(results):
+        out.append(f"| {target} | {figures} | {'yes' if met else '**no**'} |")
+    out += ["", "## Recall at precision >= 0.98, per data set", ""]
+    for r in main:
+        out += [f"### {r.name}: {r.title}", ""] + table(r) + [""]
+        if r.name == "lfw":
+            out += [LFW_GRID_NOTE, "", "| method | 0.001 grid | 0.005 grid |",
+                    "| --- | --- | --- |"]
+            for m in r.curves:
+                fine, coarse = r.best(m), coarse_best(r, m)
+                out.append(f"| {LABELS[m]} | {fine[0]:.4f} (T = {fine[1]}) | "
+                           f"{coarse[0]:.4f} (T = {coarse[1]}) |")
+            out += ["", _lfw_margin(r), ""]
+    out += [f"![precision-recall curves]({image})", "", PLOT_NOTE, ""]
+    if checks:
+        out += ["## Check: the synthetic scenes again with a second seed", ""]
+        for r in checks:
+            out += [f"### {r.name}: {r.title}", ""] + table(r) + [""]
+    out += ["## Throughput (same run, best of alternating rounds)", "",
+            "| data set | T | improved | same config, mode off | UVAP, no merging | "
+            "improved / off | improved / UVAP |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in main:
+        if r.throughput:
+            tp, vps = r.throughput, r.throughput["vectors_per_second"]
+            out.append(f"| {r.name} | {tp['threshold']} | {vps['fvc-improved']} | "
+                       f"{vps['fvc-improved-off']} | {vps['fvc-uvap']} | {tp['ratio_best']} "
+                       f"(median {tp['ratio_median']}) | {tp['ratio_vs_uvap']} |")
+    out += ["", THROUGHPUT_NOTE, "", "## Calibration check (`fvc calibrate`, item 3)", "",
+            "| data set | sample | chosen | expected P / R | whole-stream P / R | "
+            "best single threshold on the whole stream | improved mode's best |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in main:
+        if r.calibration:
+            c = r.calibration
+            out.append(f"| {r.name} | first {c['sample']} | {c['chosen']} at T = {c['threshold']} "
+                       f"| {c['expected_precision']} / {c['expected_recall']} | "
+                       f"{c['whole_precision']} / {c['whole_recall']} | "
+                       f"{c['best_single_recall']} (T = {c['best_single_threshold']}) | "
+                       f"{c['best_improved_recall']} (T = {c['best_improved_threshold']}) |")
+    out += ["", CALIBRATION_NOTE, "",
+            "`fvc calibrate --unlabelled` on the same 30% (labels ignored), its threshold run on "
+            "the whole stream with no merging:", "",
+            "| data set | estimated T | 90% interval | confidence | whole-stream P / R |",
+            "| --- | --- | --- | --- | --- |"]
+    for r in main:
+        if r.calibration:
+            u = r.calibration["unlabelled"]
+            out.append(f"| {r.name} | {u['threshold']} | {u['interval'][0]} - {u['interval'][1]} "
+                       f"| {u['confidence']} | {u['whole_precision']} / {u['whole_recall']} |")
+    out += ["", EXPLANATION, "## The curves (precision / recall at each threshold)", ""]
+    for r in results:
+        out += ["<details>", f"<summary>{r.name}</summary>", ""] + curve_table(r) + [
+            "", "</details>", ""]
+    return "\n".join(out) + "\n"
+
+
+def _lfw_margin(r: Result) -> str:
+    """One sentence: how far the improved mode is ahead of the best other method on LFW."""
+    improved = r.best("fvc-improved")[0]
+    others = {m: r.best(m)[0] for m in r.curves if m != "fvc-improved"}
+    best = max(others, key=lambda m: others[m])
+    classic = max(r.best(m)[0] for m in ("leader", "two-pass") if m in r.curves)
+    lead = improved - others[best]
+    return (
+        f"On the 0.001 grid the improved mode reaches {improved:.4f}, {lead:+.4f} against the "
+        f"best other method ({LABELS[best]}, {others[best]:.4f}); the best classic method "
+        f"(online leader or offline two-pass) reaches {classic:.4f} at this resolution, so "
+        "the classic methods are nearer 0.85 than 0.80 when their threshold is tuned finely."
+    )
+
+
+def _is_check(result: Result) -> bool:
+    return result.check
+
+
+HEADER = """# Clustering quality: fvc against classic online and offline methods
+
+Generated by `{command}` ({seconds:.0f} s on {machine}, {date}); rerun it with
+`make bench-quality`. Every figure below comes from that one run: all methods are swept over
+the same thresholds on the same data. Scores are B-cubed precision and recall per item
+(`app/quality.py`); "recall at precision >= 0.98" is the best recall among the grid points
+whose precision reaches 0.98, with the threshold T that gave it.
+
+Data: `../shared/data/lfw_dev.npz` (real LFW faces, dlib 128-d, random order, 2,032 of its
+2,875 people seen once) and `fvc synth` scenes, FaceNet-like 128-d (the synth default of 512-d
+separates people so well that the question does not arise), with the default spread (cosine
+between two images of a person 0.6-0.75) and a wide one (0.55-0.65), seed 1, and seed 2 as a
+check. Methods: fvc as UVAP defines it (SIMPLE_AVERAGE, no merging); fvc with its merge timer
+(every 5 s of event time) at a flat threshold T + 0.2(1 - T) and with a discounted one
+(initial T + 0.2(1 - T), rate 0.98, floor T); fvc's improved mode (default size_discount 0.03,
+merge pass at initial_threshold T); a plain online leader written in numpy; and the offline
+two-pass reference (average linkage at 1 - T, then the clusters' element-wise medians at
+1 - T + 0.02, scipy).
+"""
+
+LFW_GRID_NOTE = """\
+The reference figures in `../shared/data/README.md` ("every classic method is near 0.80")
+were taken on a 0.005 grid. Precision changes fast with T on dlib vectors (about 0.01 per
+0.001), so the grid matters: the same methods on both grids, from this run's curves:"""
+
+PLOT_NOTE = """\
+Each point is one threshold; up and to the right is better; the dotted line is precision
+0.98. On the synthetic scenes all curves reach the top-right corner."""
+
+THROUGHPUT_NOTE = """\
+Vectors per second of the whole offline pipeline (`fvc evaluate`'s loop: engine, exact FAISS
+index on CPU, memory store, merge pass every 5 s of event time) at the improved mode's best
+threshold, alternating the three configs so they share the machine's conditions (it is shared
+with other work, so single rounds vary by tens of percent; the best of each is compared). "Mode
+off" is the improved config with `improved_mode.enabled: false`, i.e. the plain merge pass at
+the same thresholds. The improved mode's own cost is one norm per observation and a vectorised
+candidate test in the merge pass; against UVAP without any merging the difference is the merge
+timer itself, which the plain merge pass pays too."""
+
+CALIBRATION_NOTE = """\
+`fvc calibrate` ran on the first 30% of each stream, asked for precision 0.98 at the size of
+the whole stream (`--expected-size`), and its config was then run on the whole stream. The
+target is whole-stream precision >= 0.97 and recall within 0.03 of the best single threshold
+chosen on the whole stream (the UVAP column of the tables: one reg_threshold, no merging); the
+last column compares with the improved mode's own best on the whole stream as well."""
+
+EXPLANATION = """## What the improved mode does, and why
+
+`clustering_config.improved_mode: {"enabled": true, "size_discount": 0.03}` changes two rules
+and nothing else (app/engine/repair.py; off, or absent, the engine is DESIGN.md section 4
+exactly, which tests/unit/engine/test_improved_mode.py checks event by event):
+
+1. **Joins look at members, not at the mean.** An observation still goes to its most similar
+   cluster, but joins it only when its mean similarity to the cluster's members reaches
+   `reg_threshold - d(1, n)`. With SIMPLE_AVERAGE the state is the sum S of the members' unit
+   vectors, so this is exact and free: `x . S / n = cos(x, representative) * |S| / n`.
+2. **Repairs on the merge timer use average linkage.** Two clusters merge when the mean
+   similarity between their members, `S_a . S_b / (n_a n_b)`, reaches
+   `max(min_threshold, initial_threshold - d(n_a, n_b))`; candidates, "each cluster once per
+   pass", "the oldest id survives" and the `MERGE_EVENT` are the plain merge pass's, so every
+   repair is stored atomically and applied downstream like any merge, counts add up, and
+   nothing is ever split or moved.
+
+`d(n_a, n_b) = size_discount * (1 - sqrt((1/n_a + 1/n_b) / 2))` is 0 for two single
+observations and approaches `size_discount` as both clusters grow: the mean over more member
+pairs is a less noisy estimate of how alike two people are, so it can be trusted at a lower
+value (its standard error shrinks like `sqrt(1/n_a + 1/n_b)`).
+
+Why: a representative is a mean, and a mean is *more* similar to everything than its members
+are. Comparing with representatives, as the plain rules do, therefore gets looser as clusters
+grow (big clusters absorb strangers and, in the merge pass, each other), while two single
+observations face the strictest test (a person whose first images disagree is split). The
+discounted merge threshold of UVAP makes this worse: it falls as clusters grow, exactly where
+representatives already look too alike; on LFW it costs recall at precision 0.98 instead of
+adding it (table above). Comparing members instead removes the drift, and the size discount
+spends the precision saved on recall.
+
+Limits, honestly: the default `size_discount` 0.03 was chosen by looking at LFW (0.025-0.035
+all do about as well there; 0.045 loses precision); on the synthetic scenes it hardly matters.
+`fvc calibrate` chooses it per model from a labelled sample (as a share of 1 - T). The mode
+needs SIMPLE_AVERAGE (the sums) and cluster_merging (its timer); `threshold_discount_rate` is
+not used while it is on. The synthetic scenes cannot tell the methods apart at their best
+thresholds; they show that the mode costs nothing there.
+"""
+
+
+def machine() -> str:
+    """A line about where this ran."""
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"numpy {np.__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="coarse grids, small scenes")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic scenes")
+    parser.add_argument("--check-seed", type=int, default=2,
+                        help="second seed, for checking (summarised only); -1 to skip")
+    parser.add_argument("--rounds", type=int, default=7, help="throughput rounds")
+    parser.add_argument("--json", action="store_true", help="print one JSON object too")
+    parser.add_argument("--no-write", action="store_true", help="do not write docs/")
+    args = parser.parse_args(argv)
+    if args.check_seed is not None and args.check_seed < 0:
+        args.check_seed = None
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    began = time.perf_counter()
+    results = []
+    for data in data_sets(args, say):
+        methods = METHODS if not data.check else ("fvc-uvap", "fvc-improved", "two-pass")
+        result = sweep(data, methods, say)
+        if not data.check:
+            _, t = result.best("fvc-improved")
+            t = t if t is not None else float(data.grid[len(data.grid) // 2])
+            result.throughput = throughput(data, t, 1 if args.quick else args.rounds)
+            say(f"{data.name:>14} throughput: {result.throughput}")
+        if data.name in ("lfw",) or (data.name.startswith("synth-wide") and not data.check):
+            result.calibration = calibration_check(data, result)
+            say(f"{data.name:>14} calibration: {result.calibration}")
+        results.append(result)
+    seconds = time.perf_counter() - began
+    command = "python benchmarks/quality.py" + (" " + " ".join(argv) if argv else "")
+    if argv is None and len(sys.argv) > 1:
+        command = "python benchmarks/quality.py " + " ".join(sys.argv[1:])
+    for result in results:
+        print(f"\n## {result.name}: {result.title}\n")
+        print("precision / recall per threshold:\n")
+        print("\n".join(curve_table(result)))
+        print()
+        print("\n".join(table(result)))
+    print()
+    for target, figures, met in verdicts(results):
+        print(f"{'MET ' if met else 'MISS'} {target}: {figures}")
+    if not (args.no_write or args.quick):
+        DOCS.mkdir(exist_ok=True)
+        plot(results, DOCS / "quality-pr.png")
+        (DOCS / "quality.md").write_text(markdown(results, command, seconds, "quality-pr.png"))
+        say(f"wrote {DOCS / 'quality.md'} and {DOCS / 'quality-pr.png'}")
+    if args.json:
+        print(json.dumps({
+            "seconds": round(seconds, 1),
+            "results": [
+                {"name": r.name, "title": r.title, "n": r.n,
+                 "recall_at_p98": {m: r.best(m)[0] for m in r.curves},
+                 "threshold_at_p98": {m: r.best(m)[1] for m in r.curves},
+                 "curves": r.curves, "throughput": r.throughput, "calibration": r.calibration}
+                for r in results
+            ],
+            "verdicts": [{"target": t, "figures": f, "met": m} for t, f, m in verdicts(results)],
+        }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

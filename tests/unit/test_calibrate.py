@@ -1,0 +1,174 @@
+"""``fvc calibrate``: a threshold chosen on one scene holds on another; bad input is refused."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from app.calibrate import (
+    CalibrationError,
+    Point,
+    Setting,
+    extrapolate,
+    fit_size_slopes,
+    load_sample,
+    measure,
+)
+from app.commands import calibrate as calibrate_command
+from app.config import load_config
+from app.synth import make_scene
+
+SPREAD = (0.55, 0.65)
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    parser = argparse.ArgumentParser()
+    calibrate_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["calibrate", *argv])
+    assert args.func(args) == 0
+    return capsys.readouterr().out
+
+
+def scene_file(tmp_path, name: str, n: int, seed: int, **kwargs: object):
+    path = tmp_path / name
+    make_scene(n, seed=seed, dim=32, intra_cosine=SPREAD, **kwargs).save(path)
+    return path
+
+
+def test_threshold_chosen_on_one_scene_holds_on_another(tmp_path, capsys) -> None:
+    train = scene_file(tmp_path, "train.npz", 900, seed=1)
+    test = scene_file(tmp_path, "test.npz", 2700, seed=2)
+    out = tmp_path / "config.json"
+    printed = run_cli([str(train), "--target-precision", "0.95", "--expected-size", "2700",
+                       "--json", "--out", str(out)], capsys)
+    answer = json.loads(printed)
+    assert tuple(answer) == calibrate_command.JSON_KEYS
+    assert answer["target_precision"] == 0.95 and answer["expected_precision"] >= 0.95
+    config = load_config(out)
+    assert config.to_dict() == load_config(out).to_dict()
+    assert set(config.stream_ids) == {f"camera_{i}" for i in range(4)}
+    chosen = config.streams[0].reg_threshold
+    assert {s.reg_threshold for s in config.streams} == {chosen}
+    family = "improved" if config.improved_mode else "merge" if config.merging else "plain"
+    discount = config.improved_mode.size_discount if config.improved_mode else None
+    setting = Setting(family, chosen, config.merging.initial_threshold if config.merging else
+                      None, discount)
+    precision, recall = measure(load_sample(test), setting)
+    assert precision >= 0.95
+    assert recall > 0.5
+
+
+def test_table_and_plot(tmp_path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    train = scene_file(tmp_path, "train.npz", 600, seed=4)
+    plot = tmp_path / "curve.png"
+    text = run_cli([str(train), "--improved", "off", "--plot", str(plot)], capsys)
+    assert "<- chosen" in text and "expected size 6000" in text  # default: ten times the sample
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unlabelled_estimate_says_how_confident_it_is(tmp_path, capsys) -> None:
+    path = tmp_path / "scene.npz"
+    scene = make_scene(2000, seed=5, dim=64, intra_cosine=SPREAD)
+    np.savez(path, X=scene.X, s=scene.s)  # no labels at all
+    answer = json.loads(run_cli([str(path), "--unlabelled", "--json"], capsys))
+    estimate = answer["estimate"]
+    assert estimate["confidence"] in ("high", "medium", "low")
+    lo, hi = estimate["interval"]
+    assert lo <= estimate["threshold"] <= hi or hi - lo < 0.02
+    assert answer["expected_recall"] is None
+    threshold = answer["config"]["input_stream_configs"][0]["reg_stream_config"]["reg_threshold"]
+    labelled = tmp_path / "labelled.npz"
+    scene.save(labelled)
+    precision, _ = measure(load_sample(labelled), Setting.make("plain", threshold))
+    assert precision >= 0.95
+    text = run_cli([str(path), "--unlabelled"], capsys)
+    assert "confidence" in text
+
+
+def _write(tmp_path, **arrays: np.ndarray):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"X": np.ones((50, 4), np.float32)}, "no labels"),
+        ({"X": np.eye(50, 4, dtype=np.float32) + 1, "y": np.zeros(50, np.int64)}, "single class"),
+        ({"X": np.where(np.arange(200).reshape(50, 4) == 9, np.nan, 1.0).astype(np.float32),
+          "y": np.arange(50) % 3}, r"NaN or Inf \(rows 2\)"),
+        ({"X": np.zeros((50, 4), np.float32), "y": np.arange(50) % 3}, "zero vectors"),
+        ({"X": np.ones((5, 4), np.float32), "y": np.arange(5)}, "n >= 20"),
+        ({"y": np.arange(50)}, "no array X"),
+        ({"X": np.ones((50, 4), np.float32), "y": np.arange(49)}, "one label per row"),
+    ],
+    ids=["no labels", "single class", "nan rows", "zero rows", "too few", "no X", "short y"],
+)
+def test_bad_input_gets_a_clear_error(tmp_path, arrays, message) -> None:
+    path = _write(tmp_path, **arrays)
+    parser = argparse.ArgumentParser()
+    calibrate_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["calibrate", path])
+    with pytest.raises(CalibrationError, match=message):
+        args.func(args)
+
+
+def test_unreadable_file_is_said_plainly(tmp_path) -> None:
+    path = tmp_path / "not.npz"
+    path.write_text("hello")
+    with pytest.raises(CalibrationError, match="cannot read"):
+        load_sample(path)
+
+
+def test_bad_arguments_are_refused() -> None:
+    parser = argparse.ArgumentParser()
+    calibrate_command.register(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["calibrate", "x.npz", "--target-precision", "1.5"])
+
+
+def test_precision_is_extrapolated_at_least_in_proportion_to_size() -> None:
+    s = Setting.make("plain", 0.5)
+    flat = Point(s, 0.99, 0.9, {400: (0.99, 0.9), 200: (0.99, 0.9), 100: (0.99, 0.9)})
+    beta, gamma = fit_size_slopes([flat])
+    assert beta == 1.0 and gamma == 0.0  # no growth seen: still assume proportional growth
+    extrapolate(flat, 400, 4000, beta, gamma)
+    assert flat.expected_precision == pytest.approx(0.9)
+    steep = Point(s, 0.98, 0.9, {400: (0.98, 0.9), 200: (0.995, 0.9), 100: (0.99875, 0.9)})
+    assert fit_size_slopes([steep])[0] == 2.0  # clipped
+    perfect = Point(s, 1.0, 1.0, {400: (1.0, 1.0)})
+    extrapolate(perfect, 400, 800, 1.0, 0.0)
+    assert perfect.expected_precision == pytest.approx(1 - 0.5 / 400 * 2)
+
+
+def test_settings_write_valid_configs_over_a_base() -> None:
+    base = {
+        "clustering_config": {"method": "EXP_AVERAGE", "ema_alpha": 0.2,
+                              "cluster_realization": {"num_samples": 3}},
+        "input_stream_configs": [{
+            "stream_id": "camera_0", "topic": "t0",
+            "fv_field_selector": {"feature_vector_path": "f"},
+            "reg_stream_config": {"reg_threshold": 0.1, "cluster_retention_period_ms": 99},
+        }],
+    }
+    for setting in (Setting.make("plain", 0.9), Setting.make("merge", 0.9),
+                    Setting.make("improved", 0.9, 0.6)):
+        config = setting.config(["camera_0", "camera_1"], base=base)
+        assert config.method == "SIMPLE_AVERAGE" and config.realization is not None
+        assert config.stream("camera_0").retention_ms == 99
+        assert {s.reg_threshold for s in config.streams} == {0.9}
+        assert (config.improved_mode is not None) == (setting.family == "improved")
+    with pytest.raises(CalibrationError):
+        measure(load_sample_without_labels(), Setting.make("plain", 0.9))
+
+
+def load_sample_without_labels():
+    from app.calibrate import Sample
+
+    x = np.eye(30, 4, dtype=np.float32) + 0.1
+    return Sample(x, None, np.arange(30), np.full(30, "camera_0"))
