@@ -32,13 +32,13 @@ def test_two_workers_share_partitions_through_a_rebalance(deployment: Deployment
     wait_for(lambda: deployment.observations_stored() > 500, 60, "the first worker to start")
     deployment.start_worker()  # joins mid-stream: the group rebalances
     producing.join()
-    wait_for(lambda: deployment.observations_stored() == 4000, 90, "every observation stored")
+    wait_for(lambda: deployment.observations_stored() == 4000, 240, "every observation stored")
     clusters = deployment.clusters()
     assert sum(c.num_observations for c in clusters.values()) == 4000
     wait_for(
         lambda: latest_event_counts(deployment.events(timeout=2))
         == {k: c.num_observations for k, c in clusters.items() if c.realized},
-        60,
+        120,
         "the last event of every cluster to match its stored state",
     )
 
@@ -57,7 +57,7 @@ def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
     assert 0 < stored_at_kill < 3000
     producing.join()
     deployment.start_worker()
-    wait_for(lambda: deployment.observations_stored() == 3000, 90, "the restarted worker")
+    wait_for(lambda: deployment.observations_stored() == 3000, 240, "the restarted worker")
     engine, offline_events = offline_engine(scene, deployment.config)
     stored = deployment.clusters()
     assert {k: c.num_observations for k, c in stored.items()} == {
