@@ -74,11 +74,19 @@ class Lifecycle:
 
     def due(self, cluster: Cluster, watermark: int) -> bool:
         """Whether an unrealized cluster should realize now (by count, or by event time)."""
-        if cluster.realized or cluster.pending <= 0:
+        return self.due_at(cluster.realized, cluster.pending, cluster.pending_since, watermark)
+
+    def due_at(self, realized: bool, pending: int, pending_since: int, watermark: int) -> bool:
+        """``due`` on the values a change is about to give a cluster."""
+        if realized or pending <= 0:
             return False
-        if cluster.pending >= self.num_samples:
+        if pending >= self.num_samples:
             return True
-        return self.time_limit_ms > 0 and watermark - cluster.pending_since >= self.time_limit_ms
+        return self.time_limit_ms > 0 and watermark - pending_since >= self.time_limit_ms
+
+    def emits(self, realized: bool, last_emit_time: int, time: int) -> bool:
+        """Whether a change at ``time`` that does not realize the cluster is an event."""
+        return (realized or self.emit_unrealized) and self._not_throttled(last_emit_time, time)
 
     def settle(
         self, cluster: Cluster, time: int, watermark: int, stream_id: str, events: list[Event]
@@ -89,7 +97,7 @@ class Lifecycle:
         """
         if self.due(cluster, watermark):
             return self.realize(cluster, time, stream_id, events)
-        if (cluster.realized or self.emit_unrealized) and self._not_throttled(cluster, time):
+        if self.emits(cluster.realized, cluster.last_emit_time, time):
             cluster = replace(cluster, last_emit_time=time, emitted=True)
             events.append(reg_event(cluster, time, stream_id))
         return cluster
@@ -107,7 +115,7 @@ class Lifecycle:
             return None
         return cluster
 
-    def _not_throttled(self, cluster: Cluster, time: int) -> bool:
-        if cluster.last_emit_time < 0 or self.min_update_interval_ms <= 0:
+    def _not_throttled(self, last_emit_time: int, time: int) -> bool:
+        if last_emit_time < 0 or self.min_update_interval_ms <= 0:
             return True
-        return time - cluster.last_emit_time >= self.min_update_interval_ms
+        return time - last_emit_time >= self.min_update_interval_ms

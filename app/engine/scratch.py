@@ -59,9 +59,9 @@ class BatchScratch:
         sims = self._matrix[:n] @ unit
         if self._dead:
             sims[~self._alive[:n]] = -np.inf
-        row = int(np.argmax(sims))
+        row = int(sims.argmax())
         sim = float(sims[row])
-        if not np.isfinite(sim):
+        if sim == -np.inf:
             return None, -np.inf
         return self._keys[row], sim
 
