@@ -60,8 +60,13 @@ def test_every_value_has_a_param_line() -> None:
 
 
 def test_every_param_line_names_a_value() -> None:
+    stale = []
     for path in PARAMS:
-        GENERATE.lookup(VALUES, path)  # KeyError names a stale @param
+        try:
+            GENERATE.lookup(VALUES, path)
+        except KeyError:
+            stale.append(path)
+    assert stale == [], f"@param lines name no value: {stale}"
 
 
 def test_values_are_grouped_in_sections() -> None:
@@ -102,6 +107,7 @@ def test_schema_knows_every_value() -> None:
                     walk(value, f"{prefix}.{key}" if prefix else key)
 
     walk(VALUES, "")
+    assert SCHEMA["additionalProperties"] is False
 
 
 def test_schema_refuses_unknown_keys_everywhere() -> None:
