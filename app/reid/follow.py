@@ -20,6 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from app.errors import DecodeError, FvcError
 from app.kafka_client import make_consumer
 from app.records import decode_event
+from app.reid.background import Background
 from app.reid.metrics import ReidMetrics
 from app.reid.state import ReidState
 from app.settings import Settings
@@ -31,7 +32,7 @@ LAG_EVERY_S = 1.0
 WAIT_TOPIC_S = 1.0
 
 
-class Follower:
+class Follower(Background):
     """Keeps a ReidState current with one topic of cluster events, on a thread of its own."""
 
     def __init__(
@@ -46,18 +47,7 @@ class Follower:
         self.ends: dict[int, int] = {}  # end offset of each partition when reading began
         self.positions: dict[int, int] = {}  # next offset to read, per partition
         self.lag = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fvc-reid-follow", daemon=True)
-
-    def start(self) -> None:
-        """Begin reading."""
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop reading and close the consumer."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        super().__init__("fvc-reid-follow")
 
     def stats(self) -> dict[str, Any]:
         """What ``/stats`` and ``/ready`` tell about the reading."""

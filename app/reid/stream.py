@@ -21,6 +21,7 @@ from app.config import ClusteringConfig
 from app.errors import DecodeError, FvcError
 from app.kafka_client import make_consumer, make_producer
 from app.records import decode, pack
+from app.reid.background import Background
 from app.reid.metrics import ReidMetrics
 from app.reid.state import Answer, ReidState
 from app.settings import Settings
@@ -31,8 +32,10 @@ POLL_S = 0.2
 FLUSH_S = 30.0
 
 
-class StreamMatcher:
+class StreamMatcher(Background):
     """Consumes the config's camera topics and writes a match record per input record."""
+
+    stop_timeout = 30.0  # the batch in hand is finished and committed first
 
     def __init__(
         self, settings: Settings, config: ClusteringConfig, state: ReidState,
@@ -46,18 +49,7 @@ class StreamMatcher:
         self.status = "waiting for the view to catch up"
         self.failure = ""
         self._undelivered: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fvc-reid-stream", daemon=True)
-
-    def start(self) -> None:
-        """Begin matching (after the view is ready)."""
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Finish the batch in hand, commit and close."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        super().__init__("fvc-reid-stream")
 
     def _run(self) -> None:
         try:
