@@ -17,8 +17,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 import pytest
 import redis
 from redis import exceptions as rx
+from store_race import race
 
 from app.errors import LocalStackError, StoreUnavailable
 from app.local.redis_cluster import LocalRedisCluster, find_binaries
@@ -39,7 +38,6 @@ from tests.contract import test_store as contract
 
 pytestmark = [pytest.mark.integration]
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _need_binaries() -> None:
@@ -233,78 +231,12 @@ async def test_load_all_across_a_slot_move_asks_to_load_again(
     assert sum([len(chunk) async for chunk in store.load_all(chunk=100)]) == 3_000
 
 
-RACER = r"""
-import asyncio, dataclasses, json, random, sys
-import numpy as np
-from app.engine.types import Cluster, ClusterId
-from app.errors import VersionConflict
-from app.store import Commit, create_store
-
-url, namespace, name, keys, increments = sys.argv[1:6]
-keys, increments = int(keys), int(increments)
-
-def first(key):
-    return Cluster(id=ClusterId(0, key.split(":")[1], "race"), state=np.zeros(4, np.float32),
-                   num_observations=0, realized=True, first_time=0, last_time=0,
-                   streams=(), retention_ms=0, version=0, pending=0, pending_since=0)
-
-async def barrier(store):
-    # Both racers start together, however long each took to import and connect.
-    gate = "{%s}:test-gate" % namespace
-    await store._redis.incr(gate)
-    while int(await store._redis.get(gate)) < 2:
-        await asyncio.sleep(0.005)
-
-async def main():
-    store = create_store(url, namespace)
-    await store.start()
-    await barrier(store)
-    rng = random.Random(name)
-    commits, conflicts = {}, 0
-    for _ in range(increments):
-        key = "race:k%d" % rng.randrange(keys)
-        while True:
-            old = (await store.get([key])).get(key) or first(key)
-            new = dataclasses.replace(old, num_observations=old.num_observations + 1,
-                                      version=old.version + 1, state=old.state + 1)
-            try:
-                await store.commit(Commit(expected={key: old.version}, upserts=[new]))
-                break
-            except VersionConflict:
-                conflicts += 1
-        commits[key] = commits.get(key, 0) + 1
-    await store.close()
-    print(json.dumps({"commits": commits, "conflicts": conflicts}))
-
-asyncio.run(main())
-"""
-
-
-def _race(url: str, namespace: str, keys: int, increments: int) -> list[dict[str, Any]]:
-    """Two racing processes on one namespace; what each reports."""
-    racers = [
-        subprocess.Popen(  # noqa: S603 - this interpreter running RACER
-            [sys.executable, "-c", RACER, url, namespace, name, str(keys), str(increments)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for name in ("left", "right")
-    ]
-    reports = []
-    for racer in racers:
-        out, _ = racer.communicate(timeout=180)
-        assert racer.returncode == 0
-        reports.append(json.loads(out))
-    return reports
-
-
 @pytest.mark.slow
 async def test_racing_processes_lose_no_increment(
     cluster_url: str, make_store: contract.MakeStore, unique: str
 ) -> None:
     keys, increments = 3, 1500
-    reports = await asyncio.to_thread(_race, cluster_url, unique, keys, increments)
+    reports = await asyncio.to_thread(race, cluster_url, unique, keys, increments)
     store = await make_store()
     clusters = [c for chunk in [x async for x in store.load_all()] for c in chunk]
     assert sum(c.num_observations for c in clusters) == 2 * increments
