@@ -1,12 +1,12 @@
 """Engine benchmarks: search against the machine's own matrix-multiply rate, engine throughput,
-and the issue's end-to-end target.
+and the engine-versus-loop target.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/engine.py            # full run, a few minutes
     .venv/bin/python benchmarks/engine.py --quick    # smoke run, well under a minute
     .venv/bin/python benchmarks/engine.py --json     # one JSON object on stdout
-    .venv/bin/python benchmarks/engine.py --only issue --scene-identities 20000
+    .venv/bin/python benchmarks/engine.py --only loop --scene-identities 20000
 
 Four measurements, each a function below (DESIGN.md section 8); sections 2 to 4 are run with
 FAISS's default OpenMP thread count and with one thread:
@@ -17,7 +17,7 @@ FAISS's default OpenMP thread count and with one thread:
 3. ``engine_throughput``: vectors per second of ``Engine.step`` with 10k and 100k pre-loaded
    clusters, per index kind and batch size, and how often approximate indexes decide as the
    exact one does.
-4. ``issue_target``: an ``fvc evaluate`` run (exact index, MemoryStore) against a plain numpy
+4. ``loop_target``: an ``fvc evaluate`` run (exact index, MemoryStore) against a plain numpy
    leader clusterer that searches one vector at a time, on the same scene.
 
 The machine may be shared, so every figure is measured next to its reference in the same run:
@@ -62,7 +62,7 @@ SEARCH_K = 4  # the engine's default search_k
 REF_SHAPE = (512, 512, 10_000)  # sgemm reference: (m, k) @ (k, n)
 THRESHOLD = 0.5  # reg_threshold of the engine runs (``fvc evaluate``'s default too)
 SEARCH_SHARE_TARGET = 0.5  # exact search at batch 512: at least half the sgemm rate
-ISSUE_RATIO_TARGET = 2.0  # engine at least twice the one-at-a-time numpy loop
+LOOP_RATIO_TARGET = 2.0  # engine at least twice the one-at-a-time numpy loop
 STREAMS = ("camera_0", "camera_1", "camera_2", "camera_3")
 START_MS = 1_700_000_000_000
 SETTLE_S = 0.3  # pause after a reference sgemm, see ``Sgemm.seconds``
@@ -95,7 +95,7 @@ class Sizes:
     engine_default: int = 4096
     scene_n: int = 50_000
     scene_identities: int = 5_000
-    issue_rounds: int = 2
+    loop_rounds: int = 2
 
     def observations(self, clusters: int, batch: int) -> int:
         """Observations stepped for one (clusters, batch) segment."""
@@ -133,7 +133,7 @@ QUICK = Sizes(
     engine_default=1_024,
     scene_n=10_000,
     scene_identities=1_000,
-    issue_rounds=1,
+    loop_rounds=1,
 )
 
 
@@ -609,7 +609,7 @@ def engine_throughput(sizes: Sizes, sgemm: Sgemm, device: str) -> list[dict[str,
     return rows
 
 
-# -- 4. the issue's target ----------------------------------------------------------------------
+# -- 4. the engine-versus-loop target ----------------------------------------------------------
 
 
 def leader_loop(x: np.ndarray, threshold: float) -> np.ndarray:
@@ -639,10 +639,10 @@ def leader_loop(x: np.ndarray, threshold: float) -> np.ndarray:
     return labels
 
 
-def issue_target(sizes: Sizes, device: str) -> dict[str, Any]:
+def loop_target(sizes: Sizes, device: str) -> dict[str, Any]:
     """``fvc evaluate`` (exact index, MemoryStore, batch 512) vs ``leader_loop`` on one scene.
 
-    Each of ``issue_rounds`` rounds runs the engine once per FAISS thread setting and the loop
+    Each of ``loop_rounds`` rounds runs the engine once per FAISS thread setting and the loop
     once, interleaved; rates are the best of the rounds and ``ratio_median`` is the median of
     the per-round ratios. ``search_fraction`` is the share of the engine's run spent in search.
     """
@@ -651,14 +651,14 @@ def issue_target(sizes: Sizes, device: str) -> dict[str, Any]:
     from app.store import MemoryStore
     from app.synth import make_scene
 
-    log(f"issue target: scene of {sizes.scene_n:,} vectors, ~{sizes.scene_identities:,} people")
+    log(f"loop target: scene of {sizes.scene_n:,} vectors, ~{sizes.scene_identities:,} people")
     scene = make_scene(sizes.scene_n, seed=11, dim=DIM, identities=sizes.scene_identities)
     streams = sorted({str(s) for s in scene.s.tolist()})
     config = ClusteringConfig.for_threshold(THRESHOLD, streams)
     runs: dict[int, list[dict[str, Any]]] = {t: [] for t in sizes.threads}
     loop_rates: list[float] = []
     labels = np.empty(0, dtype=np.int64)
-    for _ in range(sizes.issue_rounds):
+    for _ in range(sizes.loop_rounds):
         for position, threads in enumerate(sizes.threads):
             index = make_index("exact", device)
             stages = StageTimer(index)
@@ -667,7 +667,7 @@ def issue_target(sizes: Sizes, device: str) -> dict[str, Any]:
                                    batch_size=512, progress=bar.update)
             figures["search_fraction"] = stages.seconds["search"] / figures["seconds"]
             runs[threads].append(figures)
-            log(f"issue target: engine (threads {threads_label(threads)})"
+            log(f"loop target: engine (threads {threads_label(threads)})"
                 f" {scene.n / figures['seconds']:,.0f} vec/s")
             if position == 0:
                 time.sleep(SETTLE_S)  # numpy's BLAS threads were idle for the engine too
@@ -675,7 +675,7 @@ def issue_target(sizes: Sizes, device: str) -> dict[str, Any]:
                 labels = leader_loop(scene.X, THRESHOLD)
                 loop_rates.append(scene.n / (time.perf_counter() - began))
                 time.sleep(SETTLE_S)  # the loop's BLAS threads settle before the next engine
-                log(f"issue target: numpy loop {loop_rates[-1]:,.0f} vec/s")
+                log(f"loop target: numpy loop {loop_rates[-1]:,.0f} vec/s")
     loop = score_all(scene.y, labels)
     rows = []
     for threads, figures_list in runs.items():
@@ -703,7 +703,7 @@ def issue_target(sizes: Sizes, device: str) -> dict[str, Any]:
         "identities": int(len(np.unique(scene.y))),
         "threshold": THRESHOLD,
         "batch": 512,
-        "rounds": sizes.issue_rounds,
+        "rounds": sizes.loop_rounds,
         "engine_vps": default["engine_vps"],
         "loop_vps": default["loop_vps"],
         "ratio": default["ratio"],
@@ -731,14 +731,14 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         for label, row in at_512.items():
             if row is not default:
                 out[f"search_share_b512_threads_{label}"] = row["faiss_share"]
-    if "issue" in report:
-        issue = report["issue"]
-        out["issue_ratio"] = issue["ratio"]
-        out["issue_ratio_median"] = issue["ratio_median"]
-        out["issue_ratio_met"] = issue["ratio"] >= ISSUE_RATIO_TARGET
-        for row in issue["engines"][1:]:
-            out[f"issue_ratio_threads_{row['faiss_threads']}"] = row["ratio"]
-        out["issue_same_clusters"] = issue["same_clusters"]
+    if "loop" in report:
+        loop = report["loop"]
+        out["loop_ratio"] = loop["ratio"]
+        out["loop_ratio_median"] = loop["ratio_median"]
+        out["loop_ratio_met"] = loop["ratio"] >= LOOP_RATIO_TARGET
+        for row in loop["engines"][1:]:
+            out[f"loop_ratio_threads_{row['faiss_threads']}"] = row["ratio"]
+        out["loop_same_clusters"] = loop["same_clusters"]
     return out
 
 
@@ -794,24 +794,24 @@ def render(report: dict[str, Any]) -> str:
              ("load_seconds", "load s")],
             report["engine"],
         ))
-    if "issue" in report:
+    if "loop" in report:
         parts.append(table(
-            f"4. Issue target: fvc evaluate (exact, MemoryStore, batch 512) vs numpy loop on"
-            f" {report['issue']['n']:,} vectors of {report['issue']['identities']:,} people"
-            f" (loop: precision {report['issue']['loop_bcubed_precision']},"
-            f" recall {report['issue']['loop_bcubed_recall']})",
+            f"4. Loop target: fvc evaluate (exact, MemoryStore, batch 512) vs numpy loop on"
+            f" {report['loop']['n']:,} vectors of {report['loop']['identities']:,} people"
+            f" (loop: precision {report['loop']['loop_bcubed_precision']},"
+            f" recall {report['loop']['loop_bcubed_recall']})",
             [("faiss_threads", "threads"), ("engine_vps", "engine vec/s"),
              ("loop_vps", "loop vec/s"), ("ratio", "ratio"), ("ratio_median", "ratio med"),
              ("search_fraction", "search"), ("engine_clusters", "engine clusters"),
              ("loop_clusters", "loop clusters"), ("same_clusters", "same"),
              ("engine_bcubed_precision", "precision"), ("engine_bcubed_recall", "recall")],
-            report["issue"]["engines"],
+            report["loop"]["engines"],
         ))
     parts.append("Targets\n" + "\n".join(f"  {k}: {v}" for k, v in report["targets"].items()))
     return "\n\n".join(parts)
 
 
-SECTIONS = ("search", "engine", "issue")
+SECTIONS = ("search", "engine", "loop")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -823,9 +823,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="FAISS device (default cpu: shares are against the CPU's sgemm)")
     parser.add_argument("--only", default=",".join(SECTIONS), metavar="LIST",
                         help=f"comma-separated sections to run (default: {','.join(SECTIONS)})")
-    parser.add_argument("--scene-n", type=int, metavar="N", help="vectors in the issue's scene")
+    parser.add_argument("--scene-n", type=int, metavar="N",
+                        help="vectors in the loop-comparison scene")
     parser.add_argument("--scene-identities", type=int, metavar="K",
-                        help="people in the issue's scene")
+                        help="people in the loop-comparison scene")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
@@ -844,8 +845,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["search"] = search_share(sizes, sgemm, args.device)
     if "engine" in only:
         report["engine"] = engine_throughput(sizes, sgemm, args.device)
-    if "issue" in only:
-        report["issue"] = issue_target(sizes, args.device)
+    if "loop" in only:
+        report["loop"] = loop_target(sizes, args.device)
     report["targets"] = targets(report)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = round(time.perf_counter() - began, 1)

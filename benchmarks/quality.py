@@ -339,7 +339,7 @@ def data_sets(args: argparse.Namespace, say: Callable[[str], None]) -> list[Data
 
 
 def verdicts(results: list[Result]) -> list[tuple[str, str, bool | None]]:
-    """(target, figures, met?) for each target of the issue that this run measured."""
+    """(target, figures, met?) for each quality target this run measured."""
     by = {r.name: r for r in results}
     out: list[tuple[str, str, bool | None]] = []
     if "lfw" in by:
@@ -439,7 +439,7 @@ def markdown(results: list[Result], command: str, seconds: float, image: str) ->
     main = [r for r in results if not _is_check(r)]
     checks = [r for r in results if _is_check(r)]
     out = [HEADER.format(command=command, seconds=seconds, machine=machine(),
-                         date=time.strftime("%Y-%m-%d")), "## Targets of issue 10", "",
+                         date=time.strftime("%Y-%m-%d")), "## Targets", "",
            "| target | measured | met |", "| --- | --- | --- |"]
     for target, figures, met in verdicts(results):
         out.append(f"| {target} | {figures} | {'yes' if met else '**no**'} |")

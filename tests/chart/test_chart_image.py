@@ -1,4 +1,4 @@
-"""The Dockerfile: hadolint-clean, the shape issue 6 asks, and the very wheel install it runs.
+"""The Dockerfile: hadolint-clean, the shape a deployment needs, and the very wheel install it runs.
 
 No Docker engine runs here, so the images are not built. Instead the Dockerfile's own wheel
 command (`pip wheel --no-cache-dir --no-deps -w dist .`) is run on this checkout, the wheel is

@@ -1,4 +1,4 @@
-"""Assertions on what the chart renders: the points issue 6 asks of the Deployment and friends.
+"""Assertions on what the chart renders: what operators rely on in the Deployment and friends.
 
 The command the workers run, every FVC_* setting, secrets by reference only, the secure
 defaults, probes on the web port, GPU scheduling, KEDA watching the workers' own consumer
