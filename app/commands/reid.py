@@ -117,16 +117,9 @@ def handler(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m app.commands.reid``: the same command without the ``fvc`` entry point."""
-    parser = argparse.ArgumentParser(prog="fvc")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["reid", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except FvcError as exc:
-        print(f"fvc reid: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    from app.cli import main as fvc
+
+    return fvc(["reid", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -85,8 +85,14 @@ async def snapshot(store: StateStore) -> tuple[object, ...]:
 @pytest.fixture(params=["memory", "redis"])
 async def make_store(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[MakeStore]:
     """Open stores of the parametrized backend; Redis ones get this test's namespace."""
-    opened: list[StateStore] = []
     url = request.getfixturevalue("redis_url") if request.param == "redis" else "memory://"
+    async for make in store_opener(url, unique):
+        yield make
+
+
+async def store_opener(url: str, unique: str) -> AsyncIterator[MakeStore]:
+    """Yields a ``make_store`` for ``url`` in ``unique``'s namespaces; clears and closes after."""
+    opened: list[StateStore] = []
 
     async def make(namespace: str = "", **options: Any) -> StateStore:
         store = create_store(url, f"{unique}{namespace}", **options)

@@ -67,18 +67,8 @@ def cluster_url(redis_cluster: LocalRedisCluster) -> str:
 @pytest.fixture
 async def make_store(cluster_url: str, unique: str) -> AsyncIterator[contract.MakeStore]:
     """The contract's ``make_store``, over the cluster: stores in this test's namespace."""
-    opened: list[StateStore] = []
-
-    async def make(namespace: str = "", **options: Any) -> StateStore:
-        store = create_store(cluster_url, f"{unique}{namespace}", **options)
-        await store.start()
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        await store.clear()
-        await store.close()
+    async for make in contract.store_opener(cluster_url, unique):
+        yield make
 
 
 @pytest.fixture

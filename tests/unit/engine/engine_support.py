@@ -35,6 +35,20 @@ def make_config(
     return parse_config(data)
 
 
+def scene(seed: int, n: int, centres: int, noise: float, dim: int = 8) -> list[Observation]:
+    """Noisy observations of ``centres`` people on two streams, some counting several times."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=(centres, dim))
+    labels = rng.integers(0, centres, n)
+    x = mu[labels] + noise * rng.normal(size=(n, dim))
+    counts = rng.choice([1, 1, 1, 2, 5], n)
+    streams = rng.choice(["a", "b"], n)
+    return [
+        Observation(x[i].astype(np.float32), str(streams[i]), f"k{i}", i, int(counts[i]))
+        for i in range(n)
+    ]
+
+
 def obs(
     vector: list[float], time: int, stream: str = "cam", key: str | None = None, count: int = 1
 ) -> Observation:

@@ -7,24 +7,11 @@ each observation is compared with every current cluster and the update rules are
 from __future__ import annotations
 
 import numpy as np
-from engine_support import make_config
+from engine_support import make_config, scene
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.engine import Engine, Observation
-
-
-def scene(seed: int, n: int, centres: int, noise: float, dim: int = 8) -> list[Observation]:
-    rng = np.random.default_rng(seed)
-    mu = rng.normal(size=(centres, dim))
-    labels = rng.integers(0, centres, n)
-    x = mu[labels] + noise * rng.normal(size=(n, dim))
-    counts = rng.choice([1, 1, 1, 2, 5], n)
-    streams = rng.choice(["a", "b"], n)
-    return [
-        Observation(x[i].astype(np.float32), str(streams[i]), f"k{i}", i, int(counts[i]))
-        for i in range(n)
-    ]
 
 
 def reference(observations: list[Observation], threshold: float, method: str, alpha: float):

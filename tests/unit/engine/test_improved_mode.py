@@ -11,7 +11,7 @@ import asyncio
 
 import numpy as np
 import pytest
-from engine_support import E1, E2, make_config, obs
+from engine_support import E1, E2, make_config, obs, scene
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,19 +53,6 @@ def cluster(key: str, members: list[np.ndarray], time: int = 0) -> Cluster:
         first_time=time, last_time=time, streams=("a",), retention_ms=0, version=1, pending=0,
         pending_since=time, emitted=True,
     )
-
-
-def scene(seed: int, n: int, centres: int, noise: float, dim: int = 8) -> list[Observation]:
-    rng = np.random.default_rng(seed)
-    mu = rng.normal(size=(centres, dim))
-    labels = rng.integers(0, centres, n)
-    x = mu[labels] + noise * rng.normal(size=(n, dim))
-    counts = rng.choice([1, 1, 1, 2, 5], n)
-    streams = rng.choice(["a", "b"], n)
-    return [
-        Observation(x[i].astype(np.float32), str(streams[i]), f"k{i}", i, int(counts[i]))
-        for i in range(n)
-    ]
 
 
 def drive(engine: Engine, observations: list[Observation], batch: int, every: int = 2):
