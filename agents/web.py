@@ -41,7 +41,7 @@ def attach(app: faust.App, runtime: Runtime) -> None:
 
     @app.page("/stats")
     async def stats(web: View, request: Request) -> Response:
-        return web.json(runtime.stats())
+        return web.json(await runtime.stats())
 
     @app.page("/reload")
     class Reload(View):

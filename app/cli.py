@@ -11,6 +11,7 @@ import sys
 
 from app import __version__
 from app.errors import FvcError
+from app.threads import single_threaded_numpy_blas
 
 # Each module under app.commands has register(subparsers) and sets a handler as ``func``.
 COMMAND_MODULES = (
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, run the command, turn fvc errors into one clear line."""
     args = build_parser().parse_args(argv)
+    single_threaded_numpy_blas()
     try:
         return int(args.func(args) or 0)
     except FvcError as exc:

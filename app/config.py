@@ -24,6 +24,7 @@ METHODS = ("USE_LAST", "SIMPLE_AVERAGE", "EXP_AVERAGE")
 ACTIONS = ("KEEP_REALIZED", "UNREALIZE", "REMOVE")
 DEFAULT_EMA_ALPHA = 0.1
 DEFAULT_SIZE_DISCOUNT = 0.03  # improved mode: how far thresholds fall for large clusters
+DEFAULT_TRACK_WINDOW_MS = 5000  # a track unseen this long starts over (a tracker reuses ids)
 TOPIC_SUFFIX = ".FeatureVectorRecord.json"
 
 
@@ -83,6 +84,21 @@ class ImprovedModeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackLinkingConfig:
+    """Keep one tracker track of a stream in one cluster (docs/tracks.md).
+
+    An observation whose record carries a track id at ``id_path`` joins the cluster its track
+    last fed, when that was at most ``window_ms`` ago (event time) and the observation is at
+    least ``threshold`` similar to it, unless another cluster reaches ``reg_threshold`` and is
+    more similar still.
+    """
+
+    id_path: str
+    threshold: float
+    window_ms: int = DEFAULT_TRACK_WINDOW_MS
+
+
+@dataclass(frozen=True, slots=True)
 class StreamConfig:
     """One input stream: its topic, where the vector is in a record, and its thresholds.
 
@@ -95,6 +111,7 @@ class StreamConfig:
     fv_cluster_path: str | None
     reg_threshold: float
     retention_ms: int = 0
+    track_linking: TrackLinkingConfig | None = None
 
     @property
     def path(self) -> str:
@@ -150,12 +167,17 @@ class ClusteringConfig:
 
     @classmethod
     def for_threshold(
-        cls, threshold: float, stream_ids: Iterable[str], method: str = "SIMPLE_AVERAGE"
+        cls,
+        threshold: float,
+        stream_ids: Iterable[str],
+        method: str = "SIMPLE_AVERAGE",
+        track_linking: dict[str, Any] | None = None,
     ) -> ClusteringConfig:
         """A plain config: one threshold for all streams, no realization, merging or retention.
 
         Used where only the threshold matters (``fvc evaluate --threshold``); validated like a
-        file, so a bad threshold is refused the same way.
+        file, so a bad threshold is refused the same way. ``track_linking`` (the config's JSON
+        object) is given to every stream.
         """
         streams = [
             {
@@ -163,6 +185,7 @@ class ClusteringConfig:
                 "fv_field_selector": {"feature_vector_path": "features"},
                 "reg_stream_config": {"reg_threshold": threshold},
             }
+            | ({} if track_linking is None else {"track_linking": track_linking})
             for stream_id in stream_ids
         ]
         data = {"clustering_config": {"method": method}, "input_stream_configs": streams}
@@ -205,7 +228,7 @@ def _stream_dict(stream: StreamConfig) -> dict[str, Any]:
         if stream.fv_cluster_path is not None
         else {"feature_vector_path": stream.feature_vector_path}
     )
-    return {
+    entry: dict[str, Any] = {
         "stream_id": stream.stream_id,
         "topic": stream.topic,
         "fv_field_selector": selector,
@@ -214,6 +237,14 @@ def _stream_dict(stream: StreamConfig) -> dict[str, Any]:
             "cluster_retention_period_ms": stream.retention_ms,
         },
     }
+    tracks = stream.track_linking
+    if tracks is not None:
+        entry["track_linking"] = {
+            "track_id_path": tracks.id_path,
+            "track_threshold": tracks.threshold,
+            "time_window_ms": tracks.window_ms,
+        }
+    return entry
 
 
 def load_config(path: str | Path) -> ClusteringConfig:
@@ -251,6 +282,7 @@ def _cross_field_problems(data: object) -> list[Problem]:
     streams = data.get("input_stream_configs")
     if isinstance(streams, list):
         problems += _unique_problems(streams)
+        problems += _track_problems(streams)
     return problems
 
 
@@ -311,6 +343,22 @@ def _unique_problems(streams: Sequence[object]) -> list[Problem]:
     return problems
 
 
+def _track_problems(streams: Sequence[object]) -> list[Problem]:
+    """A track's bar can only be lower than the stream's: a higher one would never apply."""
+    problems: list[Problem] = []
+    for index, stream in enumerate(streams):
+        if not isinstance(stream, dict):
+            continue
+        tracks, reg = stream.get("track_linking"), stream.get("reg_stream_config")
+        if not isinstance(tracks, dict) or not isinstance(reg, dict):
+            continue
+        low, high = tracks.get("track_threshold"), reg.get("reg_threshold")
+        if _is_number(low) and _is_number(high) and low > high:
+            path = f"$.input_stream_configs[{index}].track_linking.track_threshold"
+            problems.append((path, low, f"must be <= reg_threshold ({high})"))
+    return problems
+
+
 def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -368,4 +416,12 @@ def _build_stream(s: dict[str, Any]) -> StreamConfig:
         fv_cluster_path=selector.get("fv_cluster_path"),
         reg_threshold=float(reg["reg_threshold"]),
         retention_ms=int(reg.get("cluster_retention_period_ms", 0)),
+        track_linking=_build_track_linking(s.get("track_linking")),
     )
+
+
+def _build_track_linking(t: dict[str, Any] | None) -> TrackLinkingConfig | None:
+    if t is None:
+        return None
+    window = int(t.get("time_window_ms", DEFAULT_TRACK_WINDOW_MS))
+    return TrackLinkingConfig(t["track_id_path"], float(t["track_threshold"]), window)

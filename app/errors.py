@@ -65,3 +65,7 @@ class UnknownCluster(FvcError):
 
 class UnknownStream(FvcError):
     """An observation names a stream the configuration does not have: add it to the config."""
+
+
+class MergeRefused(FvcError):
+    """Those clusters cannot be merged (one id twice, or a method that keeps no members)."""

@@ -30,11 +30,16 @@ class Labelled:
 
 
 def observations_of(scene: Scene) -> list[Observation]:
-    """One observation per row; keys are ``<time>_<row>`` so every row is unique."""
+    """One observation per row; keys are ``<time>_<row>`` so every row is unique.
+
+    Rows carry their track id when the scene has tracks (``k``); the engine uses it only for
+    streams whose config links tracks.
+    """
     times = scene.t.tolist()
     streams = [str(s) for s in scene.s.tolist()]
+    tracks = [""] * len(times) if scene.k is None else [str(k) for k in scene.k.tolist()]
     return [
-        Observation(scene.X[i], streams[i], f"{times[i]}_{i}", times[i])
+        Observation(scene.X[i], streams[i], f"{times[i]}_{i}", times[i], track=tracks[i])
         for i in range(len(times))
     ]
 

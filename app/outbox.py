@@ -21,15 +21,28 @@ from app.store.base import OutboxRecord
 from app.store.codec import encode_cluster
 
 if TYPE_CHECKING:
+    from app.config import ClusteringConfig
     from app.pipeline import RawRecord
 
 
 class OutboxWriter:
-    """Turns a step's events, dead letters and cluster changes into outbox records."""
+    """Turns a step's events, dead letters and cluster changes into outbox records.
 
-    def __init__(self, settings: Settings, save_internal_state: bool) -> None:
+    The clustering config says whether changes are mirrored (``save_internal_state``) and how
+    to read a cluster's coherence (its method); without one, neither.
+    """
+
+    def __init__(self, settings: Settings, config: ClusteringConfig | None = None) -> None:
         self.settings = settings
-        self.save_internal_state = save_internal_state
+        self.save_internal_state = False
+        self.method: str | None = None
+        if config is not None:
+            self.reconfigure(config)
+
+    def reconfigure(self, config: ClusteringConfig) -> None:
+        """Follow a new clustering config from the next record on."""
+        self.save_internal_state = config.save_internal_state
+        self.method = config.method
 
     def records(
         self,
@@ -49,10 +62,10 @@ class OutboxWriter:
 
     def event_records(self, events: Sequence[Event]) -> list[OutboxRecord]:
         """Events for the downstream topic, keyed by cluster id."""
-        fmt = self.settings.output_format
+        fmt, method = self.settings.output_format, self.method
         topic = self.settings.output_topic
         return [
-            OutboxRecord(e.event_id, e.key.encode(), encode_event(e, fmt), e.time, topic)
+            OutboxRecord(e.event_id, e.key.encode(), encode_event(e, fmt, method), e.time, topic)
             for e in events
         ]
 

@@ -74,7 +74,7 @@ class Pipeline:
         self.engine = engine
         self.store = store
         self.settings = settings
-        self.outbox = OutboxWriter(settings, config.save_internal_state)
+        self.outbox = OutboxWriter(settings, config)
         self.applied: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.dimension = settings.expected_dimension
@@ -85,7 +85,7 @@ class Pipeline:
         """Use a new clustering config from now on (the engine keeps its clusters)."""
         self.config = config
         self.engine.reconfigure(config)
-        self.outbox.save_internal_state = config.save_internal_state
+        self.outbox.reconfigure(config)
         self._streams = {s.topic: s for s in config.streams}
 
     async def load_offsets(self) -> None:

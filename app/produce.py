@@ -39,7 +39,8 @@ class Rows:
     """Detections in send order: row i is vector ``X[i]`` on stream ``s[i]`` at ``t[i]`` ms.
 
     ``keys`` are detection keys (``<time>_<index in frame>``); ``y`` identity labels when the
-    source has them; ``meta`` a (model_id, type) per row when the source names them.
+    source has them; ``meta`` a (model_id, type) per row when the source names them;
+    ``tracks`` a tracker id per row when the source has them (sent as ``track_id``).
     """
 
     X: np.ndarray
@@ -48,6 +49,7 @@ class Rows:
     keys: list[str]
     y: np.ndarray | None = None
     meta: list[tuple[str, str]] | None = None
+    tracks: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -66,7 +68,8 @@ class Rows:
         cut = slice(0, max(0, limit))
         y = None if self.y is None else self.y[cut]
         meta = None if self.meta is None else self.meta[cut]
-        return Rows(self.X[cut], self.t[cut], self.s[cut], self.keys[cut], y, meta)
+        tracks = None if self.tracks is None else self.tracks[cut]
+        return Rows(self.X[cut], self.t[cut], self.s[cut], self.keys[cut], y, meta, tracks)
 
     def starting_at(self, start_ms: int | None) -> Rows:
         """The rows moved in time so the first is at ``start_ms``; gaps kept, keys follow.
@@ -108,7 +111,9 @@ def as_rows(scene: Scene | Rows) -> Rows:
     s = np.asarray(scene.s).astype(str)
     t = np.asarray(scene.t, dtype=np.int64)
     keys = detection_keys(s.tolist(), t.tolist())
-    return Rows(np.asarray(scene.X, dtype=np.float32), t, s, keys, np.asarray(scene.y))
+    return Rows(
+        np.asarray(scene.X, dtype=np.float32), t, s, keys, np.asarray(scene.y), tracks=scene.k
+    )
 
 
 class Route(NamedTuple):
@@ -287,6 +292,7 @@ def _encoded(
         yield out, encode_observation(
             rows.X[out.row], model_id=meta_model or model_id, type=meta_type or DEFAULT_TYPE,
             fmt=fmt, fv_cluster_count=1 if route.cluster else None, path=route.path,
+            track_id=None if rows.tracks is None else int(rows.tracks[out.row]),
         )
 
 

@@ -16,6 +16,7 @@ import msgpack
 import numpy as np
 import orjson
 
+from app.engine.rules import coherence
 from app.engine.types import Cluster, ClusterId, Event, EventType, Observation
 from app.errors import DecodeError
 
@@ -29,10 +30,14 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True)
 class Selector:
-    """Where the vector is in a record: a dot path to a FeatureVector or to an FVCluster."""
+    """Where the vector is in a record: a dot path to a FeatureVector or to an FVCluster.
+
+    ``track_path`` is where a tracker id is, when the stream links tracks (else empty).
+    """
 
     path: tuple[str, ...]
     cluster: bool = False
+    track_path: tuple[str, ...] = ()
 
     @property
     def dotted(self) -> str:
@@ -46,10 +51,12 @@ class Selector:
             return selector
         if isinstance(selector, str):
             return cls(tuple(selector.split(".")))
+        tracks = getattr(selector, "track_linking", None)
+        track_path = tuple(tracks.id_path.split(".")) if tracks is not None else ()
         cluster_path = getattr(selector, "fv_cluster_path", None)
         if cluster_path:
-            return cls(tuple(cluster_path.split(".")), cluster=True)
-        return cls(tuple(str(selector.feature_vector_path).split(".")))
+            return cls(tuple(cluster_path.split(".")), cluster=True, track_path=track_path)
+        return cls(tuple(str(selector.feature_vector_path).split(".")), track_path=track_path)
 
 
 DEFAULT_SELECTOR = Selector((FEATURE_PATH,))
@@ -154,7 +161,7 @@ def _observation(
     end_of_frame = record.get("end_of_frame", False)
     if end_of_frame is not None and not isinstance(end_of_frame, bool):
         _fail("wrong_type", f"end_of_frame is {_kind(end_of_frame)}, not true or false")
-    target = _lookup(record, sel)
+    target = _lookup(record, sel.path)
     if end_of_frame and _holds_no_vector(target, sel):
         return None
     if target is _ABSENT or target is None:
@@ -164,15 +171,30 @@ def _observation(
         count, fv = _cluster_parts(target, sel.dotted)
         where = f"{sel.dotted}.representative_fv"
     vector, model_id, type_ = _feature_vector(fv, where, dimension)
-    return Observation(vector, stream_id, key, int(time), count, model_id, type_)
+    track = _track_id(record, sel.track_path) if sel.track_path else ""
+    return Observation(vector, stream_id, key, int(time), count, model_id, type_, track)
 
 
-def _lookup(record: dict[str, Any], sel: Selector) -> object:
-    """The value at the selector's dot path, or _ABSENT."""
+def _track_id(record: dict[str, Any], path: tuple[str, ...]) -> str:
+    """The tracker id as text; "" (no track: clustered as usual) unless a string or integer.
+
+    A missing or odd track id only costs the link, never the observation, so it is not refused.
+    """
+    try:
+        value = _lookup(record, path)
+    except _Invalid:
+        return ""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    return ""
+
+
+def _lookup(record: dict[str, Any], path: tuple[str, ...]) -> object:
+    """The value at a dot path, or _ABSENT."""
     value: object = record
-    for depth, name in enumerate(sel.path):
+    for depth, name in enumerate(path):
         if not isinstance(value, dict):
-            where = ".".join(sel.path[:depth]) or "the record"
+            where = ".".join(path[:depth]) or "the record"
             _fail("wrong_type", f"{where} is {_kind(value)}, not an object")
         value = value.get(name, _ABSENT)
         if value is _ABSENT:
@@ -271,13 +293,14 @@ def encode_observation(
     end_of_frame: bool = False,
     fv_cluster_count: int | None = None,
     path: str | None = None,
+    track_id: int | str | None = None,
 ) -> bytes:
     """An input record (FeatureVectorRecord, or an FVCluster record when a count is given).
 
     ``path`` defaults to ``features`` (or ``cluster`` with ``fv_cluster_count``); None as the
-    vector makes a bare end-of-frame record.
+    vector makes a bare end-of-frame record. ``track_id`` goes in a top-level ``track_id``.
     """
-    record: dict[str, Any] = {}
+    record: dict[str, Any] = {} if track_id is None else {"track_id": track_id}
     if vector is not None:
         array = np.ascontiguousarray(np.asarray(vector, dtype=np.float32))
         feature = array.astype("<f4").tobytes() if fmt == "msgpack" else array
@@ -307,26 +330,35 @@ def pack(body: dict[str, Any], fmt: str) -> bytes:
     raise ValueError(message)
 
 
-def encode_event(event: Event, fmt: str = "json") -> bytes:
-    """One FVClusterUpdateRecord, exactly the shape of the schema, as JSON or msgpack."""
-    return pack(event_to_dict(event, binary=fmt == "msgpack"), fmt)
+def encode_event(event: Event, fmt: str = "json", method: str | None = None) -> bytes:
+    """One FVClusterUpdateRecord, exactly the shape of the schema, as JSON or msgpack.
+
+    With the clustering ``method`` the cluster also carries its optional ``coherence``.
+    """
+    return pack(event_to_dict(event, binary=fmt == "msgpack", method=method), fmt)
 
 
-def event_to_dict(event: Event, *, binary: bool = False) -> dict[str, Any]:
-    """The record body of ``event``; ``feature`` is float32 bytes if ``binary``, else an array."""
+def event_to_dict(
+    event: Event, *, binary: bool = False, method: str | None = None
+) -> dict[str, Any]:
+    """The record body of ``event``; ``feature`` is float32 bytes if ``binary``, else an array.
+
+    ``method`` (the clustering method) adds ``coherence`` to the cluster: the accumulator alone
+    does not say how to read it.
+    """
     body: dict[str, Any] = {"type": event.type.value, "event_id": event.event_id}
     if event.type is EventType.REG_EVENT:
         cluster = _required(event.cluster, event)
         body["reg_event"] = {
             "cluster_id": _id_dict(event.cluster_id or cluster.id),
-            "cluster": _cluster_dict(cluster, binary),
+            "cluster": _cluster_dict(cluster, binary, method),
             "input_stream_id": event.input_stream_id,
         }
     elif event.type is EventType.MERGE_EVENT:
         cluster = _required(event.cluster, event)
         body["merge_event"] = {
             "cluster_id": _id_dict(event.cluster_id or cluster.id),
-            "cluster": _cluster_dict(cluster, binary),
+            "cluster": _cluster_dict(cluster, binary, method),
             "merged_clusters": [_id_dict(c) for c in event.merged_clusters],
         }
     elif event.type is EventType.DELETE_EVENT:
@@ -354,11 +386,12 @@ def _id_dict(cluster_id: ClusterId) -> dict[str, str]:
     }
 
 
-def _cluster_dict(cluster: Cluster, binary: bool) -> dict[str, Any]:
-    """The FVCluster of an event: the L2-normalised representative, count and realization."""
+def _cluster_dict(cluster: Cluster, binary: bool, method: str | None) -> dict[str, Any]:
+    """The FVCluster of an event: the L2-normalised representative, count and realization,
+    plus ``coherence`` when the method has one (an optional field UVAP consumers ignore)."""
     rep = np.ascontiguousarray(cluster.representative, dtype=np.float32)
     feature = rep.astype("<f4").tobytes() if binary else rep
-    return {
+    body: dict[str, Any] = {
         "representative_fv": {
             "model_id": cluster.model_id,
             "feature": feature,
@@ -367,6 +400,10 @@ def _cluster_dict(cluster: Cluster, binary: bool) -> dict[str, Any]:
         "num_observations": int(cluster.num_observations),
         "is_realized": bool(cluster.realized),
     }
+    score = None if method is None else coherence(method, cluster.state, cluster.num_observations)
+    if score is not None:
+        body["coherence"] = score
+    return body
 
 
 def decode_event(raw: bytes) -> dict[str, Any]:
@@ -376,7 +413,7 @@ def decode_event(raw: bytes) -> dict[str, Any]:
         if not isinstance(body, dict):
             _fail("not_an_object", f"the record is {_kind(body)}, not an object")
         for name in ("reg_event", "merge_event"):
-            fv = _lookup(body, Selector((name, "cluster", "representative_fv")))
+            fv = _lookup(body, (name, "cluster", "representative_fv"))
             if isinstance(fv, dict) and isinstance(fv.get("feature"), bytes):
                 fv["feature"] = _as_float32(fv["feature"], f"{name}.cluster").tolist()
     except _Invalid as exc:

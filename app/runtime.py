@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from app.coherence import CoherenceSummary
 from app.config import ClusteringConfig, load_config
 from app.engine import Engine
 from app.errors import ConfigError, StoreUnavailable
@@ -21,6 +22,7 @@ from app.pipeline import BatchOutcome, Pipeline, RawRecord
 from app.settings import Settings
 from app.store import store_for
 from app.store.base import OutboxRecord, StateStore
+from app.store.guard import ROUND_TRIPS
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,7 @@ class Runtime:
         self.engine = Engine(config, self.index)
         self.pipeline = Pipeline(self.engine, self.store, config, settings)
         self.metrics = WorkerMetrics()
+        self.coherence = CoherenceSummary()
         self.config_errors: list[str] = []
         self.ready = False
         self.assigned: int | None = None
@@ -176,8 +179,8 @@ class Runtime:
         log.info("config %s reloaded", self.config_path)
         return []
 
-    def stats(self) -> dict[str, object]:
-        """What ``/stats`` shows."""
+    async def stats(self) -> dict[str, object]:
+        """What ``/stats`` shows; ``coherence`` summarises clusters of two or more observations."""
         clusters = self.engine.clusters
         return {
             "clusters": len(clusters),
@@ -191,6 +194,8 @@ class Runtime:
             "applied_offsets": dict(self.pipeline.applied),
             "stage_seconds": {k: round(v, 4) for k, v in self.stages().items()},
             "batches": self.batches,
+            "store_round_trips": dict(ROUND_TRIPS),
+            "coherence": await self.coherence.get(self.config.method, clusters),
         }
 
     async def _retrying(self, attempt: Callable[[], Awaitable[BatchOutcome]]) -> BatchOutcome:

@@ -7,7 +7,9 @@ makes such streams, at any size and reproducibly from a seed, so the online clus
 measured (``fvc evaluate``) and load-tested (``fvc produce``) without private data.
 
 The files it writes have the same layout as ``shared/data/lfw_dev.npz``: ``X`` float32 (n, dim),
-``y`` int64 identity, ``t`` int64 event time in ms, ``s`` stream id (``camera_0`` ...).
+``y`` int64 identity, ``t`` int64 event time in ms, ``s`` stream id (``camera_0`` ...), and
+``k`` int64 track id: the visit (one walk past one camera) the row belongs to, as a tracker would
+number it.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ class Scene:
     """A labelled stream: row i is a vector ``X[i]`` of identity ``y[i]`` at ``t[i]`` on ``s[i]``.
 
     Rows are in event-time order (``t`` non-decreasing), as a replay of the cameras would be.
+    ``k`` (track ids) is None for files without tracks, such as real face sets.
     """
 
     X: np.ndarray
     y: np.ndarray
     t: np.ndarray
     s: np.ndarray
+    k: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -48,10 +52,11 @@ class Scene:
         return int(self.X.shape[1])
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``X, y, t, s`` to an ``.npz`` at exactly ``path`` (no suffix is added)."""
+        """Write ``X, y, t, s`` (and ``k``) to an ``.npz`` at exactly ``path`` (no suffix added)."""
         target = Path(path)
+        tracks = {} if self.k is None else {"k": self.k}
         with open(target, "wb") as handle:
-            np.savez(handle, X=self.X, y=self.y, t=self.t, s=self.s)
+            np.savez(handle, X=self.X, y=self.y, t=self.t, s=self.s, **tracks)
         return target
 
 
@@ -74,6 +79,7 @@ def load_scene(path: str | os.PathLike[str]) -> Scene:
             y=data["y"].astype(np.int64, copy=False),
             t=data["t"].astype(np.int64, copy=False),
             s=data["s"].astype(str),
+            k=data["k"].astype(np.int64, copy=False) if "k" in data.files else None,
         )
 
 
@@ -107,9 +113,10 @@ def make_scene(
     visit_id, visit_len = _visits(rng, n, k, distractor_fraction, zipf_a, burst)
     t, cam, order = _timeline(rng, visit_len, cameras, frame_interval_ms, start_ms)
     y = np.repeat(visit_id, visit_len)[order]
+    track = np.repeat(np.arange(visit_len.size, dtype=np.int64), visit_len)[order]
     X = _vectors(rng, y, k, dim, intra_cosine)
     names = np.array([f"camera_{c}" for c in range(cameras)])
-    return Scene(X=X, y=y.astype(np.int64), t=t, s=names[cam])
+    return Scene(X=X, y=y.astype(np.int64), t=t, s=names[cam], k=track)
 
 
 def _check(

@@ -13,8 +13,10 @@ DESCRIPTION = """\
 Cluster a labelled file of vectors offline, in file order, with the same engine the
 workers run, and score the result against the labels.
 
-DATA.npz holds X (float32, n x d), y (int labels) and optionally t (event times in ms)
-and s (stream ids); `fvc synth` writes such files and shared/data/lfw_dev.npz is one.
+DATA.npz holds X (float32, n x d), y (int labels) and optionally t (event times in ms),
+s (stream ids) and k (tracker track ids); `fvc synth` writes such files and
+shared/data/lfw_dev.npz is one (without tracks). Track ids are used by streams that
+link tracks: see --track-threshold, or track_linking in a config.
 State is kept in memory unless --redis points at a Redis server.
 
 Prints B-cubed precision, recall and F1 (per item, averaged), pairwise precision and
@@ -25,6 +27,7 @@ EPILOG = """\
 examples:
   fvc synth scene.npz --n 20000 --seed 1 && fvc evaluate scene.npz
   fvc evaluate scene.npz --threshold 0.55 --json
+  fvc evaluate scene.npz --threshold 0.55 --track-threshold 0.35
   fvc evaluate faces.npz --config config/four-cameras.json --realized-only
   fvc evaluate scene.npz --redis redis://127.0.0.1:6379/0 --namespace eval
 """
@@ -55,6 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--method", default="SIMPLE_AVERAGE",
         choices=("SIMPLE_AVERAGE", "EXP_AVERAGE", "USE_LAST"), help="method with --threshold",
+    )
+    parser.add_argument(
+        "--track-threshold", type=float, metavar="T",
+        help="with --threshold: link tracks (array k), joining a track's cluster at similarity T",
+    )
+    parser.add_argument(
+        "--track-window-ms", type=int, default=5000, metavar="MS",
+        help="with --track-threshold: how long a track's link holds (default 5000)",
     )
     parser.add_argument("--batch-size", type=int, default=512, help="vectors per engine batch")
     parser.add_argument(
@@ -91,12 +102,22 @@ def handler(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as exc:
         message = f"cannot read {args.data}: {exc}"
         raise FvcError(message) from exc
+    if args.track_threshold is not None and (args.config or scene.k is None):
+        message = ("--track-threshold needs --threshold (not --config) and a DATA.npz with "
+                   "track ids k (fvc synth writes them)")
+        raise FvcError(message)
     if args.config:
         config = load_config(args.config)
     else:
         threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
         streams = sorted({str(s) for s in scene.s.tolist()})
-        config = ClusteringConfig.for_threshold(threshold, streams, method=args.method)
+        tracks = None if args.track_threshold is None else {
+            "track_id_path": "track_id", "track_threshold": args.track_threshold,
+            "time_window_ms": args.track_window_ms,
+        }
+        config = ClusteringConfig.for_threshold(
+            threshold, streams, method=args.method, track_linking=tracks
+        )
     store = create_store(args.redis, args.namespace) if args.redis else MemoryStore()
     if args.redis:
         _clear(store)

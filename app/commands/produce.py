@@ -12,6 +12,7 @@ import re
 import sys
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -218,17 +219,18 @@ def read_rows(
 
 
 def _npz_rows(path: Path, stream: str, start: int, interval_ms: int) -> Rows:
-    """X, and t / s / y where present; arrays must have one entry per vector."""
+    """X, and t / s / y / k (track ids) where present; arrays must have one entry per vector."""
     with np.load(path, allow_pickle=False) as data:
         if "X" not in data.files:
             raise FvcError(f"{path}: no X array (found {', '.join(data.files) or 'nothing'})")
         X = _matrix(data["X"], path)
-        arrays = {k: data[k] for k in ("t", "s", "y") if k in data.files}
+        arrays = {k: data[k] for k in ("t", "s", "y", "k") if k in data.files}
     for name, array in arrays.items():
         if len(array) != len(X):
             raise FvcError(f"{path}: {name} has {len(array)} entries, X has {len(X)} rows")
     s = arrays["s"].astype(str) if "s" in arrays else np.full(len(X), stream)
-    return _rows_of(X, arrays.get("t"), s, start, interval_ms, arrays.get("y"))
+    rows = _rows_of(X, arrays.get("t"), s, start, interval_ms, arrays.get("y"))
+    return rows if "k" not in arrays else replace(rows, tracks=np.asarray(arrays["k"]))
 
 
 def _matrix(X: np.ndarray, path: Path) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.engine import maintenance, repair, rules
+from app.engine import maintenance, repair, rules, tracks
 from app.engine.deadlines import Deadlines
 from app.engine.lifecycle import Lifecycle, reg_event
 from app.engine.scratch import BatchScratch
@@ -63,6 +63,7 @@ class Engine:
         self.expiries = Deadlines()
         self.realizations = Deadlines()
         self.merge_dirty: dict[str, None] | None = None  # None: every cluster is a candidate
+        self.track_members: dict[str, set[str]] = {}  # stream/track -> clusters naming it
         self.reconfigure(config)
 
     def reconfigure(self, config: ClusteringConfig) -> None:
@@ -97,16 +98,26 @@ class Engine:
         for i, obs in enumerate(observations):
             watermark = max(watermark, obs.time)
             key, sim = self._best(units[i], sim_rows[i], slot_rows[i], scratch)
-            threshold = self._stream(obs.stream_id).reg_threshold
+            stream = self._stream(obs.stream_id)
+            threshold = stream.reg_threshold
+            track = ""
+            if obs.track and stream.track_linking is not None:
+                track = f"{obs.stream_id}/{obs.track}"
+                linked = tracks.linked(self, stream, track, obs.time, units[i], key, sim, scratch)
+                if linked is not None:
+                    key, sim = linked
+                    self._update(key, obs, units[i], watermark, scratch, track)
+                    decisions.append(Decision(key, sim, False))
+                    continue
             if (
                 key is not None
                 and threshold < 1.0
                 and self._joins(key, sim, threshold, obs, scratch)
             ):
-                self._update(key, obs, units[i], watermark, scratch)
+                self._update(key, obs, units[i], watermark, scratch, track)
                 decisions.append(Decision(key, sim, False))
             else:
-                key = self._create(obs, units[i], watermark, scratch)
+                key = self._create(obs, units[i], watermark, scratch, track)
                 decisions.append(Decision(key, sim, True))
         return scratch.result(tuple(decisions), watermark)
 
@@ -224,7 +235,13 @@ class Engine:
         return self.index.key_at(slot), float(sims[slot])
 
     def _update(
-        self, key: str, obs: Observation, unit: np.ndarray, watermark: int, scratch: BatchScratch
+        self,
+        key: str,
+        obs: Observation,
+        unit: np.ndarray,
+        watermark: int,
+        scratch: BatchScratch,
+        track: str,
     ) -> None:
         # The hot path: one Cluster built directly (dataclasses.replace costs twice as much),
         # with the emission decided beforehand so no second copy is needed for it.
@@ -254,7 +271,11 @@ class Engine:
             emitted=cluster.emitted or emit,
             model_id=cluster.model_id,
             type=cluster.type,
+            track=track or cluster.track,
+            track_time=obs.time if track else cluster.track_time,
         )
+        if track:
+            tracks.claim(scratch, track, key)
         if due:
             scratch.record(key, life.realize(changed, obs.time, obs.stream_id, scratch.events))
             return
@@ -263,7 +284,12 @@ class Engine:
         scratch.record(key, changed)
 
     def _create(
-        self, obs: Observation, unit: np.ndarray, watermark: int, scratch: BatchScratch
+        self,
+        obs: Observation,
+        unit: np.ndarray,
+        watermark: int,
+        scratch: BatchScratch,
+        track: str,
     ) -> str:
         cluster_id = self._free_id(obs, scratch)
         cluster = Cluster(
@@ -280,7 +306,11 @@ class Engine:
             pending_since=obs.time,
             model_id=obs.model_id,
             type=obs.type,
+            track=track,
+            track_time=obs.time if track else -1,
         )
+        if track:
+            tracks.claim(scratch, track, cluster.key)
         scratch.expected[cluster.key] = 0
         settled = self.lifecycle.settle(cluster, obs.time, watermark, obs.stream_id, scratch.events)
         scratch.record(cluster.key, settled)
@@ -299,7 +329,10 @@ class Engine:
         if not clusters:
             return
         for cluster in clusters:
+            old = self.clusters.get(cluster.key)
             self.clusters[cluster.key] = cluster
+            if cluster.track or (old is not None and old.track):
+                tracks.remember(self.track_members, old, cluster)
             self._schedule(cluster)
         self.index.upsert(
             [c.key for c in clusters], np.stack([rules.unit(c.state) for c in clusters])
@@ -309,7 +342,9 @@ class Engine:
         if not keys:
             return
         for key in keys:
-            self.clusters.pop(key, None)
+            gone = self.clusters.pop(key, None)
+            if gone is not None and gone.track:
+                tracks.remember(self.track_members, gone, None)
             if self.merge_dirty is not None:
                 self.merge_dirty.pop(key, None)
         self.index.remove(keys)

@@ -1,21 +1,24 @@
-"""Timer and operator steps: realization by time, retention, merging, removal on request.
+"""Timer and operator steps: realization by time, retention, merging (by timer or on request),
+removal on request.
 
 Each builds a ``StepResult`` like a batch does, so the worker stores and applies it the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from app.engine import repair, rules
-from app.engine.lifecycle import delete_event, merge_event
+from app.engine.lifecycle import Lifecycle, delete_event, merge_event
 from app.engine.types import Cluster, DeleteReason, Event, StepResult
 from app.errors import UnknownCluster
 
 if TYPE_CHECKING:
-    from app.config import MergingConfig
+    from app.config import ClusteringConfig, MergingConfig
     from app.engine.engine import Engine
+    from app.index.base import VectorIndex
 
 
 def advance(engine: Engine, watermark: int) -> StepResult:
@@ -62,13 +65,39 @@ def merge_pass(engine: Engine) -> StepResult:
             continue
         a, b = engine.clusters[key_a], engine.clusters[key_b]
         expected[key_a], expected[key_b] = a.version, b.version
-        older, younger = sorted((a, b), key=lambda c: (c.first_time, c.key))
-        merged = _merged(engine, older, younger)
+        older, younger, survivor = merge_pair(
+            engine.method, engine.lifecycle, a, b, engine.watermark, events
+        )
         changed[younger.key] = None
-        changed[older.key] = _settle_merge(engine, merged, older, younger, events)
+        changed[older.key] = survivor
         absorbed.append((younger.key, older.key))
     result = _result(changed, expected, events, engine.watermark)
     return replace(result, swept=tuple(queries), merged=tuple(absorbed))
+
+
+def requested_merge(config: ClusteringConfig, a: Cluster, b: Cluster, time: int) -> StepResult:
+    """Merge ``a`` and ``b`` on an operator's request, exactly as the merge pass would.
+
+    Pure like the other steps: the caller stores the result with both versions checked.
+    """
+    events: list[Event] = []
+    older, younger, survivor = merge_pair(config.method, Lifecycle(config), a, b, time, events)
+    changed = {younger.key: None, older.key: survivor}
+    result = _result(changed, {a.key: a.version, b.key: b.version}, events, time)
+    return replace(result, merged=((younger.key, older.key),))
+
+
+def merge_pair(
+    method: str, life: Lifecycle, a: Cluster, b: Cluster, time: int, events: list[Event]
+) -> tuple[Cluster, Cluster, Cluster | None]:
+    """Merge two clusters by the rules of DESIGN.md section 4 (one place for both callers).
+
+    Returns the older cluster (whose id survives), the younger (absorbed) one, and the merged
+    cluster to keep, or None when realizing it now made the REMOVE action take it out.
+    """
+    older, younger = by_age(a, b)
+    merged = _merged(method, older, younger)
+    return older, younger, _settle_merge(life, merged, younger, time, events)
 
 
 def remove(engine: Engine, key: str, time: int) -> StepResult:
@@ -91,32 +120,53 @@ def _merge_queries(engine: Engine) -> list[str]:
 def _candidate_pairs(
     engine: Engine, queries: list[str], merging: MergingConfig
 ) -> list[tuple[float, str, str]]:
-    """Pairs over their threshold among each query's nearest neighbours, best first."""
+    """Pairs over their discounted threshold among each query's nearest neighbours."""
+    clusters = engine.clusters
+
+    def over(key_a: str, key_b: str, sim: float) -> bool:
+        n_a, n_b = clusters[key_a].num_observations, clusters[key_b].num_observations
+        return sim >= merging.threshold(n_a, n_b)
+
+    return knn_pairs(engine.index, queries, engine.merge_k, over)
+
+
+def knn_pairs(
+    index: VectorIndex, queries: Sequence[str], k: int, accept: Callable[[str, str, float], bool]
+) -> list[tuple[float, str, str]]:
+    """Pairs ``accept`` takes among each query's ``k`` nearest neighbours, best first.
+
+    A kNN self-search of the index, never all pairs: ``(similarity, key, key)`` with the keys in
+    order, each pair once.
+    """
     if not queries:
         return []
-    index = engine.index
-    vectors = index.vectors[[index.slot_of(k) for k in queries]]
-    sims, slots = index.search(vectors, min(engine.merge_k + 1, len(index)))
+    vectors = index.vectors[[index.slot_of(key) for key in queries]]
+    sims, slots = index.search(vectors, min(k + 1, len(index)))
     found: dict[tuple[str, str], float] = {}
     for key_a, row_sims, row_slots in zip(queries, sims.tolist(), slots.tolist(), strict=True):
-        n_a = engine.clusters[key_a].num_observations
         for sim, slot in zip(row_sims, row_slots, strict=True):
             if slot < 0:
                 break
             key_b = index.key_at(slot)
-            if key_b == key_a:
-                continue
-            n_b = engine.clusters[key_b].num_observations
-            if sim >= merging.threshold(n_a, n_b):
+            if key_b != key_a and accept(key_a, key_b, sim):
                 found[(min(key_a, key_b), max(key_a, key_b))] = sim
     return sorted(((s, a, b) for (a, b), s in found.items()), key=lambda p: (-p[0], p[1], p[2]))
 
 
-def _merged(engine: Engine, older: Cluster, younger: Cluster) -> Cluster:
+def by_age(a: Cluster, b: Cluster) -> tuple[Cluster, Cluster]:
+    """The older and the younger of two clusters; a merge keeps the older one's id."""
+    older, younger = sorted((a, b), key=lambda c: (c.first_time, c.key))
+    return older, younger
+
+
+def _merged(method: str, older: Cluster, younger: Cluster) -> Cluster:
+    # The survivor holds the track that fed either of the two last (app/engine/tracks.py).
+    newer_track = (younger.track_time, younger.key) > (older.track_time, older.key)
+    tracked = younger if newer_track else older
     return replace(
         older,
         state=rules.merged_state(
-            engine.method, older.state, older.num_observations, younger.state,
+            method, older.state, older.num_observations, younger.state,
             younger.num_observations,
         ),
         num_observations=older.num_observations + younger.num_observations,
@@ -129,15 +179,15 @@ def _merged(engine: Engine, older: Cluster, younger: Cluster) -> Cluster:
         pending_since=min(older.pending_since, younger.pending_since),
         last_emit_time=max(older.last_emit_time, younger.last_emit_time),
         emitted=older.emitted or younger.emitted,
+        track=tracked.track,
+        track_time=tracked.track_time,
     )
 
 
 def _settle_merge(
-    engine: Engine, merged: Cluster, older: Cluster, younger: Cluster, events: list[Event]
+    life: Lifecycle, merged: Cluster, younger: Cluster, time: int, events: list[Event]
 ) -> Cluster | None:
     """MERGE_EVENT when consumers see the result or saw a member; realize if now due."""
-    life = engine.lifecycle
-    time = engine.watermark
     newly_realized = not merged.realized and life.due(merged, time)
     if newly_realized:
         merged = replace(merged, realized=True)
@@ -170,4 +220,12 @@ def _compact(engine: Engine) -> None:
     engine.realizations.compact(engine.version_of, limit)
 
 
-__all__ = ["advance", "merge_pass", "remove"]
+__all__ = [
+    "advance",
+    "by_age",
+    "knn_pairs",
+    "merge_pair",
+    "merge_pass",
+    "remove",
+    "requested_merge",
+]

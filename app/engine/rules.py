@@ -74,6 +74,27 @@ def unit(state: np.ndarray) -> np.ndarray:
     return (state / np.float32(norm)).astype(np.float32, copy=False)
 
 
+def coherence(method: str, state: np.ndarray, num_observations: int) -> float | None:
+    """Mean cosine of a cluster's members to its representative, from the accumulator alone.
+
+    The representative ``r`` is the accumulator's direction, and the accumulator is a weighted
+    sum of the unit members ``u_i`` (weights ``w_i``): the observation counts for
+    SIMPLE_AVERAGE (so ``sum w_i = n``), the moving average's weights for EXP_AVERAGE (they sum
+    to 1, merges included). So ``sum w_i (u_i . r) / sum w_i = |state| / sum w_i``: exact, and
+    O(1) per update because it needs nothing the cluster does not already keep. USE_LAST keeps
+    no members, so it has no coherence (None).
+
+    >>> s = np.array([1.0, 0.0], dtype=np.float32) + np.array([0.0, 1.0], dtype=np.float32)
+    >>> round(coherence("SIMPLE_AVERAGE", s, 2), 6)  # two orthogonal members: cos 45 degrees
+    0.707107
+    """
+    if method == USE_LAST:
+        return None
+    norm = math.sqrt(float(state.dot(state)))
+    total = num_observations if method == SIMPLE_AVERAGE else 1.0
+    return min(1.0, norm / total) if total > 0 else None
+
+
 def combined_retention(a_ms: int, b_ms: int) -> int:
     """The larger of two retention periods, where 0 means forever and so wins.
 

@@ -21,6 +21,7 @@ class BatchScratch:
         self.touched: dict[str, Cluster | None] = {}
         self.expected: dict[str, int] = {}
         self.events: list[Event] = []
+        self.tracks: dict[str, set[str]] = {}  # stream/track -> clusters that took it here
         self._rows: dict[str, int] = {}
         self._keys: list[str] = []
         self._matrix = np.zeros((capacity, dim), dtype=np.float32)

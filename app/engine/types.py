@@ -57,6 +57,7 @@ class Observation:
     count: int = 1
     model_id: str = ""
     type: str = ""
+    track: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,9 @@ class Cluster:
     the moving average for EXP_AVERAGE, the last vector for USE_LAST. ``pending`` counts the
     observations towards (re-)realization since ``pending_since``. ``retention_ms`` 0 is forever.
     ``last_emit_time`` is -1 until an event about it went downstream; ``emitted`` says whether
-    consumers have seen it at all.
+    consumers have seen it at all. ``track`` is the last tracker track (``stream/track id``) that
+    fed it, at event time ``track_time``: kept with the cluster so that every worker, and a
+    restarted one, links a track's next observations to the same cluster.
     """
 
     id: ClusterId
@@ -85,6 +88,8 @@ class Cluster:
     emitted: bool = False
     model_id: str = ""
     type: str = ""
+    track: str = ""
+    track_time: int = -1
 
     @property
     def key(self) -> str:

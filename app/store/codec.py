@@ -35,6 +35,8 @@ LAYOUT = (
     "emitted",
     "model_id",
     "type",
+    "track",
+    "track_time",
 )
 
 

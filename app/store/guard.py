@@ -20,6 +20,7 @@ Messages name the server without its password.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -96,11 +97,19 @@ async def reconnect(client: aioredis.Redis | RedisCluster) -> None:
         await client.connection_pool.disconnect()
 
 
+ROUND_TRIPS: Counter[str] = Counter()  # store calls of this process, by operation
+
+
 @asynccontextmanager
 async def guard(
     client: aioredis.Redis | RedisCluster, where: str, operation: str
 ) -> AsyncIterator[None]:
-    """Turn redis-py errors raised inside the block into the store's contract."""
+    """Turn redis-py errors raised inside the block into the store's contract.
+
+    Every store call (one command, script or pipeline: one round trip) runs in a guard, so it is
+    also where ``ROUND_TRIPS`` counts them by operation, for ``/stats`` and ``fvc bench``.
+    """
+    ROUND_TRIPS[operation] += 1
     try:
         yield
     except CAUGHT as exc:

@@ -9,6 +9,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
@@ -143,6 +144,8 @@ class TestStateStore:
             emitted=True,
             model_id="ĳ",
             type="body",
+            track="door/ü7",
+            track_time=9,
         )
         empty = cluster("empty", d=0)
         await put(store, odd, empty)
@@ -324,6 +327,15 @@ def test_codec_layout_follows_cluster_fields() -> None:
     """Blobs pass fields positionally: a new or moved field must change the codec's FORMAT."""
     names = tuple(f.name for f in dataclasses.fields(Cluster))
     assert names[1:] == LAYOUT
+
+
+def test_blobs_written_before_track_linking_still_decode() -> None:
+    """Blobs stored before the track fields existed read as untracked clusters."""
+    plain = cluster("a", n=3, version=2)
+    earlier = msgpack.unpackb(encode_cluster(plain))[:-2]
+    back = decode_cluster(msgpack.packb(earlier, use_bin_type=True))
+    assert_same(back, plain)
+    assert (back.track, back.track_time) == ("", -1)
 
 
 def test_codec_takes_numpy_scalars() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -39,6 +40,26 @@ def test_live_run_equals_the_offline_engine(deployment: Deployment) -> None:
     for key, cluster in offline.items():
         assert live[key].num_observations == cluster.num_observations
         np.testing.assert_allclose(live[key].representative, cluster.representative, atol=1e-5)
+
+
+TRACKED = {"cameras": 1, "partitions": 1, "stream": {"track_linking": {
+    "track_id_path": "track_id", "track_threshold": 0.3, "time_window_ms": 5000}}}
+
+
+@pytest.mark.parametrize("deployment", [TRACKED], indirect=True)
+def test_live_track_linking_equals_the_offline_engine(deployment: Deployment) -> None:
+    scene = make_scene(1200, seed=6, dim=64, cameras=1, intra_cosine=(0.35, 0.5))
+    deployment.start_worker()
+    deployment.produce(scene, fmt="msgpack")  # records carry the scene's track ids
+    wait_for(lambda: deployment.observations_stored() == 1200, 60, "all observations stored")
+    engine, _ = offline_engine(scene, deployment.config)
+    stored = deployment.clusters()
+    assert {k: c.num_observations for k, c in stored.items()} == {
+        k: c.num_observations for k, c in engine.clusters.items()
+    }
+    assert all(stored[k].track == c.track for k, c in engine.clusters.items())
+    untracked, _ = offline_engine(dataclasses.replace(scene, k=None), deployment.config)
+    assert len(stored) < 0.7 * len(untracked.clusters)
 
 
 def test_every_bad_record_reaches_the_dead_letter_topic(deployment: Deployment) -> None:

@@ -71,6 +71,7 @@ class Deployment:
         partitions: int = 8,
         clustering: dict | None = None,
         threshold: float = 0.5,
+        stream: dict | None = None,
     ) -> None:
         self.tmp, self.name, self.partitions = tmp, name, partitions
         streams = [
@@ -79,6 +80,7 @@ class Deployment:
                 "topic": f"{name}.camera_{i}",
                 "fv_field_selector": {"feature_vector_path": "features"},
                 "reg_stream_config": {"reg_threshold": threshold},
+                **(stream or {}),
             }
             for i in range(cameras)
         ]
@@ -216,9 +218,10 @@ def offline_engine(scene: Scene, config: ClusteringConfig) -> tuple[Engine, list
     streams = [str(s) for s in scene.s.tolist()]
     times = scene.t.tolist()
     keys = detection_keys(streams, times)
+    tracks = [""] * len(times) if scene.k is None else [str(k) for k in scene.k.tolist()]
     observations = [
         Observation(scene.X[i], streams[i], keys[i], times[i], model_id="fvc-synthetic",
-                    type="PERSON_FACE")
+                    type="PERSON_FACE", track=tracks[i])
         for i in range(len(times))
     ]
     engine = Engine(config)

@@ -12,6 +12,7 @@ import pytest
 from app.commands import evaluate as evaluate_command
 from app.config import ClusteringConfig
 from app.engine import Engine
+from app.errors import FvcError
 from app.evaluate import evaluate
 from app.store import MemoryStore
 from app.synth import make_scene
@@ -71,3 +72,22 @@ def test_real_faces_match_the_plain_online_leader_reference(capsys) -> None:
     figures = json.loads(run_cli(["evaluate", str(LFW), "--threshold", "0.955", "--json"], capsys))
     assert figures["bcubed_precision"] >= 0.98
     assert np.isclose(figures["bcubed_recall"], 0.804, atol=0.02)
+
+
+def test_track_linking_keeps_precision_and_raises_recall(tmp_path, capsys) -> None:
+    path = tmp_path / "tracks.npz"
+    make_scene(4000, seed=5, dim=128, intra_cosine=(0.35, 0.5)).save(path)
+    base = ["evaluate", str(path), "--threshold", "0.5", "--json"]
+    plain = json.loads(run_cli(base, capsys))
+    linked = json.loads(run_cli([*base, "--track-threshold", "0.3"], capsys))
+    assert linked["bcubed_precision"] >= plain["bcubed_precision"]
+    assert linked["bcubed_recall"] > plain["bcubed_recall"] + 0.2
+    assert linked["clusters"] < plain["clusters"]
+
+
+def test_track_threshold_needs_a_file_with_tracks(tmp_path, capsys) -> None:
+    path = tmp_path / "no-tracks.npz"
+    scene = make_scene(200, seed=5, dim=16)
+    np.savez(path, X=scene.X, y=scene.y, t=scene.t, s=scene.s)
+    with pytest.raises(FvcError, match="track ids k"):
+        run_cli(["evaluate", str(path), "--track-threshold", "0.3"], capsys)

@@ -43,7 +43,8 @@ CONFIG = parse_config({
 
 
 def engine_run(n: int = 600, seed: int = 3, remove: int = 2) -> tuple[Engine, list[dict]]:
-    """A scene through the engine with merge passes and a few removals; decoded events."""
+    """A scene through the engine with merge passes and a few removals; decoded events in both
+    formats, with and without the optional coherence."""
     scene = make_scene(n, seed=seed, dim=32, cameras=1)
     engine, events = Engine(CONFIG), []
     for start in range(0, n, 50):
@@ -58,8 +59,9 @@ def engine_run(n: int = 600, seed: int = 3, remove: int = 2) -> tuple[Engine, li
         gone = engine.remove(key)
         engine.apply(gone)
         events += gone.events
-    fmt = ("json", "msgpack")
-    return engine, [decode_event(encode_event(e, fmt[i % 2])) for i, e in enumerate(events)]
+    fmt, method = ("json", "msgpack"), (None, CONFIG.method)  # with and without coherence
+    return engine, [decode_event(encode_event(e, fmt[i % 2], method[i // 2 % 2]))
+                    for i, e in enumerate(events)]
 
 
 def kafka_like(events: list[dict], rng: random.Random, partitions: int = 4) -> list[dict]:

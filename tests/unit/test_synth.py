@@ -27,7 +27,7 @@ def _unit(X: np.ndarray) -> np.ndarray:
 
 def test_same_seed_same_scene_other_seed_other_scene() -> None:
     a, b = make_scene(3000, seed=4, dim=32), make_scene(3000, seed=4, dim=32)
-    for key in "Xyts":
+    for key in "Xytsk":
         assert np.array_equal(getattr(a, key), getattr(b, key))
     assert not np.array_equal(a.X, make_scene(3000, seed=5, dim=32).X)
 
@@ -101,9 +101,23 @@ def test_save_load_round_trip(tmp_path: Path, scene: Scene) -> None:
     path = scene.save(tmp_path / "scene")  # no suffix added: the file is where it was asked
     assert path == tmp_path / "scene" and path.exists()
     back = load_scene(path)
-    for key in "Xyts":
+    for key in "Xytsk":
         assert np.array_equal(getattr(back, key), getattr(scene, key))
         assert getattr(back, key).dtype == getattr(scene, key).dtype
+
+
+def test_a_track_is_one_walk_of_one_person_past_one_camera(scene: Scene) -> None:
+    assert scene.k is not None and scene.k.shape == (scene.n,)
+    for track in np.unique(scene.k)[:200]:
+        rows = scene.k == track
+        assert len(set(scene.y[rows].tolist())) == 1
+        assert len(set(scene.s[rows].tolist())) == 1
+    assert len(np.unique(scene.k)) < scene.n  # walks have several frames
+
+
+def test_files_without_tracks_load_with_none(tmp_path: Path, scene: Scene) -> None:
+    np.savez(tmp_path / "plain.npz", X=scene.X, y=scene.y, t=scene.t, s=scene.s)
+    assert load_scene(tmp_path / "plain.npz").k is None
 
 
 def test_load_refuses_a_file_without_the_arrays(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ def make_config(
     method: str = "SIMPLE_AVERAGE",
     streams: tuple[str, ...] = ("cam",),
     retention_ms: int = 0,
+    track_linking: dict | None = None,
     **clustering: object,
 ) -> ClusteringConfig:
     """A validated config with one threshold for all streams and extra clustering fields."""
@@ -26,6 +27,7 @@ def make_config(
                 "cluster_retention_period_ms": retention_ms,
             },
         }
+        | ({} if track_linking is None else {"track_linking": track_linking})
         for s in streams
     ]
     data = {
@@ -50,7 +52,12 @@ def scene(seed: int, n: int, centres: int, noise: float, dim: int = 8) -> list[O
 
 
 def obs(
-    vector: list[float], time: int, stream: str = "cam", key: str | None = None, count: int = 1
+    vector: list[float],
+    time: int,
+    stream: str = "cam",
+    key: str | None = None,
+    count: int = 1,
+    track: str = "",
 ) -> Observation:
     """An observation with a readable default key."""
     return Observation(
@@ -61,6 +68,7 @@ def obs(
         count=count,
         model_id="m",
         type="PERSON_FACE",
+        track=track,
     )
 
 

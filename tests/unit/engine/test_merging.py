@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from engine_support import E1, E2, make_config, obs
 
@@ -88,3 +90,25 @@ def test_merge_without_config_does_nothing() -> None:
     engine = Engine(make_config(0.99))
     engine.step([obs(E1, 1), obs(unit_at(5), 2)])
     assert engine.merge().upserts == ()
+
+
+def test_a_requested_merge_is_the_merge_the_pass_makes() -> None:
+    """The operator's merge shares the pass's code: same survivor, state, flags and event."""
+    from app.engine.maintenance import requested_merge
+
+    config = merging(0.9, cluster_realization={"num_samples": 3})
+    engine = Engine(config)
+    engine.step([obs(E1, 1), obs(unit_at(10), 2, count=3), obs(E2, 3)])
+    a, b = engine.clusters["cam:2_0"], engine.clusters["cam:1_0"]
+    by_pass = engine.merge()
+    asked = requested_merge(config, a, b, engine.watermark)
+    assert asked.merged == by_pass.merged == (("cam:2_0", "cam:1_0"),)
+    assert asked.expected == by_pass.expected
+    assert asked.deletions == by_pass.deletions == ("cam:2_0",)
+    ((kept,), (expected,)) = asked.upserts, by_pass.upserts
+    np.testing.assert_array_equal(kept.state, expected.state)
+    assert replace(kept, state=None) == replace(expected, state=None)
+    assert (kept.num_observations, kept.realized, kept.version) == (4, True, 2)
+    assert [(e.type, e.event_id, e.merged_clusters) for e in asked.events] == [
+        (e.type, e.event_id, e.merged_clusters) for e in by_pass.events
+    ]

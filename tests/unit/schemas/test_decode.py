@@ -83,6 +83,29 @@ def test_selector_comes_from_a_stream_config():
     assert decode(raw, "json", stream).count == 2
 
 
+@pytest.mark.parametrize(
+    ("record", "track"),
+    [
+        ({"meta": {"track_id": 17}}, "17"),
+        ({"meta": {"track_id": "t-4"}}, "t-4"),
+        ({}, ""),  # no track: clustered as usual
+        ({"meta": 3}, ""),
+        ({"meta": {"track_id": [1]}}, ""),
+        ({"meta": {"track_id": True}}, ""),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_track_id_is_read_at_the_streams_dot_path(record, track, fmt):
+    tracks = {"track_id_path": "meta.track_id", "track_threshold": 0.3}
+    stream = ClusteringConfig.for_threshold(0.5, ["a"], track_linking=tracks).stream("a")
+    body = {"features": {"feature": [1.0, 2.0]}, **record}
+    raw = orjson.dumps(body) if fmt == "json" else msgpack.packb(body)
+    observation = decode(raw, fmt, stream)
+    assert observation.track == track
+    assert observation.vector.tolist() == [1.0, 2.0]
+    assert decode(raw, fmt, ClusteringConfig.for_threshold(0.5, ["a"]).stream("a")).track == ""
+
+
 def test_nested_feature_vector_path_and_extra_fields():
     raw = orjson.dumps({"det": {"face": {"feature": [1, 2]}, "bbox": [1, 2, 3, 4]}, "x": None})
     assert decode(raw, "json", "det.face").vector.tolist() == [1.0, 2.0]

@@ -167,3 +167,31 @@ def test_unknown_output_format_is_refused():
 def test_decode_event_of_garbage_is_a_decode_error(raw):
     with pytest.raises(DecodeError):
         decode_event(raw)
+
+
+@pytest.mark.parametrize("event", [REG, MERGE], ids=["REG_EVENT", "MERGE_EVENT"])
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_coherence_is_an_optional_field_the_schema_allows(event, fmt):
+    """With the method the cluster carries its coherence; without, the plain UVAP shape."""
+    name = event.type.value.lower()
+    plain = decode_event(encode_event(event, fmt))
+    scored = decode_event(encode_event(event, fmt, "SIMPLE_AVERAGE"))
+    cluster = scored[name]["cluster"]
+    assert cluster["coherence"] == pytest.approx(
+        float(np.linalg.norm(event.cluster.state)) / event.cluster.num_observations)
+    del cluster["coherence"]
+    assert scored == plain and "coherence" not in plain[name]["cluster"]
+    for body in (plain, decode_event(encode_event(event, fmt, "SIMPLE_AVERAGE"))):
+        assert list(validator("fv_cluster_update_record").iter_errors(body)) == []
+
+
+def test_use_last_events_carry_no_coherence():
+    assert "coherence" not in event_to_dict(REG, method="USE_LAST")["reg_event"]["cluster"]
+    assert event_to_dict(REG, method="EXP_AVERAGE")["reg_event"]["cluster"]["coherence"] == 1.0
+
+
+def test_the_schema_refuses_a_coherence_out_of_range():
+    body = event_to_dict(REG, method="SIMPLE_AVERAGE")
+    body["reg_event"]["cluster"]["representative_fv"]["feature"] = [0.6, 0.8, 0.0]
+    body["reg_event"]["cluster"]["coherence"] = 1.5
+    assert list(validator("fv_cluster_update_record").iter_errors(body)) != []
