@@ -139,6 +139,14 @@ class Bench:
             total["batches"] += stats["batches"]
         return total
 
+    def round_trips(self) -> dict[str, int]:
+        """Redis calls so far by operation, summed over the workers (from /stats)."""
+        total: dict[str, int] = {}
+        for stats in self.run.each_json("/stats"):
+            for operation, calls in stats.get("store_round_trips", {}).items():
+                total[operation] = total.get(operation, 0) + calls
+        return total
+
     def latencies(self, rows: Rows, rate: float) -> np.ndarray:
         """Produce-to-event latency (ms) of each event caused by ``rows`` sent at ``rate``/s."""
         seen: list[float] = []
@@ -168,8 +176,8 @@ class Bench:
         return np.asarray(seen)
 
 
-def run_bench(options: BenchOptions) -> dict:
-    """The whole benchmark; returns every figure."""
+def run_bench(options: BenchOptions) -> tuple[dict, np.ndarray]:
+    """The whole benchmark; returns every figure and the latencies (ms) they summarise."""
     rng = np.random.default_rng(options.seed)
     centres = rng.standard_normal((options.clusters, options.dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -185,20 +193,25 @@ def run_bench(options: BenchOptions) -> dict:
     with run.workers(options.workers):
         say(f"registering {options.clusters} clusters through the worker")
         bench.feed(warm, "msgpack")
-        before = bench.stages()
+        before, calls_before = bench.stages(), bench.round_trips()
         say(f"sending {options.n} msgpack vectors as fast as possible")
         msgpack_s = bench.feed(packed, "msgpack")
-        after = bench.stages()
+        after, calls_after = bench.stages(), bench.round_trips()
         say(f"sending {options.n} JSON vectors as fast as possible")
         json_s = bench.feed(texted, "json")
         msgpack_vps = options.n / msgpack_s
         say(f"sending {options.latency_n} vectors at {msgpack_vps / 2:.0f}/s for latency")
         latency = bench.latencies(paced, msgpack_vps / 2)
         clusters = run.get_json("/stats")["clusters"]
+    batches = after["batches"] - before["batches"]
     figures = _figures(options, engine_vps, msgpack_vps, options.n / json_s, latency, clusters,
                        {k: (after[k] - before.get(k, 0.0)) / options.n * 1e6 for k in after},
-                       after["batches"] - before["batches"])
-    return {**figures, "workers": options.workers}
+                       batches)
+    calls = {k: v - calls_before.get(k, 0) for k, v in calls_after.items()}
+    per_batch = {k: round(v / max(batches, 1), 2) for k, v in sorted(calls.items()) if v}
+    figures["redis_round_trips_per_batch"] = round(sum(calls.values()) / max(batches, 1), 2)
+    figures["redis_round_trips_per_batch_by_call"] = per_batch
+    return {**figures, "clusters_asked": options.clusters, "workers": options.workers}, latency
 
 
 def _figures(options: BenchOptions, engine_vps: float, msgpack_vps: float, json_vps: float,

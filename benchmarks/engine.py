@@ -20,6 +20,9 @@ FAISS's default OpenMP thread count and with one thread:
 4. ``loop_target``: an ``fvc evaluate`` run (exact index, MemoryStore) against a plain numpy
    leader clusterer that searches one vector at a time, on the same scene.
 
+``--only million`` adds a fifth, not run by default (minutes, several GiB): ``million.py``,
+an IVF engine against exact search at 1M clusters.
+
 The machine may be shared, so every figure is measured next to its reference in the same run:
 timings alternate with a reference sgemm and the best of each is kept, and ratios are also given
 as the median of the per-round ratios (each round sees the same load); the engines under test
@@ -739,6 +742,12 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         for row in loop["engines"][1:]:
             out[f"loop_ratio_threads_{row['faiss_threads']}"] = row["ratio"]
         out["loop_same_clusters"] = loop["same_clusters"]
+    if "million" in report:
+        million = report["million"]
+        out["million_ivf_vps"] = million["ivf_vps_best"]
+        out["million_vps_met"] = million["vps_met"]
+        out["million_agreement"] = million["agreement"]
+        out["million_agreement_met"] = million["agreement_met"]
     return out
 
 
@@ -807,11 +816,16 @@ def render(report: dict[str, Any]) -> str:
              ("engine_bcubed_precision", "precision"), ("engine_bcubed_recall", "recall")],
             report["loop"]["engines"],
         ))
+    if "million" in report:
+        from million import render as render_million
+
+        parts.append(render_million(report["million"]))
     parts.append("Targets\n" + "\n".join(f"  {k}: {v}" for k, v in report["targets"].items()))
     return "\n\n".join(parts)
 
 
 SECTIONS = ("search", "engine", "loop")
+EXTRA_SECTIONS = ("million",)  # run only when named in --only: minutes and several GiB
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -827,11 +841,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="vectors in the loop-comparison scene")
     parser.add_argument("--scene-identities", type=int, metavar="K",
                         help="people in the loop-comparison scene")
+    parser.add_argument("--million-clusters", type=int, default=1_000_000, metavar="N",
+                        help="clusters of the million section (default 1,000,000)")
+    parser.add_argument("--million-observations", type=int, default=4_096, metavar="N",
+                        help="observations both engines step in the million section")
+    parser.add_argument("--million-batch", type=int, default=512, metavar="B")
+    parser.add_argument("--million-nprobe", type=int, default=16, metavar="P",
+                        help="IVF lists searched per query (the index's default: 16)")
+    parser.add_argument("--million-model", default="spectrum", choices=("spectrum", "random"),
+                        help="identity centres: 1/i spectrum (face-like) or isotropic")
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(only) - set(SECTIONS))
+    known = SECTIONS + EXTRA_SECTIONS
+    unknown = sorted(set(only) - set(known))
     if unknown:
-        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     sizes = QUICK if args.quick else FULL
     if args.scene_n:
         sizes = replace(sizes, scene_n=args.scene_n)
@@ -847,6 +871,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["engine"] = engine_throughput(sizes, sgemm, args.device)
     if "loop" in only:
         report["loop"] = loop_target(sizes, args.device)
+    if "million" in only:
+        from million import million
+
+        report["million"] = million(
+            args.million_clusters, args.million_observations, args.million_batch,
+            args.million_nprobe, args.million_model, sizes.threads,
+        )
     report["targets"] = targets(report)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = round(time.perf_counter() - began, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import orjson
 
@@ -17,7 +18,11 @@ not running (and stopped again after), a worker runs on topics of its own, and i
     publish).
 
 Every measured vector is searched against --clusters representatives (registered first)
-and updates one of them.
+and updates one of them. Several --clusters values run the whole benchmark once each. The
+figures include Redis round trips per committed batch (all of the worker's store calls during
+the msgpack phase, divided by its batches). --plot DIR writes PNG charts there: the latency
+distribution, and throughput against clusters when several counts were run (needs the plot
+extra: pip install 'fvc[plot]').
 """
 
 
@@ -27,13 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bench", help="end-to-end throughput and latency through real Kafka and Redis",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--clusters", type=int, default=10_000, help="clusters (default 10000)")
+    parser.add_argument("--clusters", type=int, nargs="+", default=[10_000], metavar="N",
+                        help="clusters; several values run once each (default 10000)")
     parser.add_argument("--n", type=int, default=20_000, help="vectors per throughput phase")
     parser.add_argument("--dim", type=int, default=512, help="vector dimension (default 512)")
     parser.add_argument("--latency-n", type=int, default=4_000, help="vectors in latency phase")
     parser.add_argument("--seed", type=int, default=1, help="scene seed")
     parser.add_argument("--workers", type=int, default=1, help="workers in one group (default 1)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    parser.add_argument("--plot", type=Path, metavar="DIR",
+                        help="write latency.png (and throughput.png) into DIR")
     parser.set_defaults(func=handler)
 
 
@@ -42,9 +50,25 @@ def handler(args: argparse.Namespace) -> int:
     from app.bench import BenchOptions, run_bench
     from app.localrun import local_stack
 
-    options = BenchOptions(args.clusters, args.n, args.dim, args.latency_n, args.seed, args.workers)
+    if args.plot:
+        from app.bench_plot import pyplot
+
+        pyplot()  # fail before the run, not after it, when matplotlib is missing
+    runs, latencies = [], []
     with local_stack():
-        figures = run_bench(options)
+        for clusters in args.clusters:
+            options = BenchOptions(clusters, args.n, args.dim, args.latency_n, args.seed,
+                                   args.workers)
+            figures, latency = run_bench(options)
+            runs.append(figures)
+            latencies.append(latency)
+    figures = runs[0]
+    if len(runs) > 1:
+        figures = {**figures, "by_clusters": runs}
+    if args.plot:
+        from app.bench_plot import write_charts
+
+        figures["charts"] = [str(p) for p in write_charts(args.plot, runs, latencies)]
     if args.json:
         print(orjson.dumps(figures).decode())
         return 0

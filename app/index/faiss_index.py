@@ -6,7 +6,9 @@ of *candidates* only: its hits are re-ranked exactly against the table, so a dec
 exact similarity of the candidate it picks. A cluster is re-inserted into the approximate index
 only when its representative has drifted (cosine to the indexed copy below ``reinsert_below``);
 superseded copies stay in place, are skipped when found, and a rebuild clears them once they
-outnumber the live ones (HNSW and GPU indexes cannot remove entries).
+outnumber the live ones (HNSW and GPU indexes cannot remove entries). An IVF index is also
+rebuilt once the table has grown ``REBUILD_GROWTH`` times past the count it was trained on: a
+worker bootstrapping in chunks would otherwise keep the few coarse lists of its first chunk.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("exact", "ivf", "hnsw")
 BLAS_FROM_QUERIES = 4
+REBUILD_GROWTH = 4
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -77,12 +80,13 @@ class FaissIndex(TableBacked):
         self._ann: faiss.Index | None = None
         self._ann_keys: list[str | None] = []  # approximate-index id -> key (None: superseded)
         self._ann_id: dict[str, int] = {}
+        self._built_for = 0  # table size the approximate index was last built over
 
     def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Write representatives; re-insert drifted ones into the approximate index."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.table.upsert(keys, vectors)
-        if self._ann is not None:
+        if self._ann is not None and not self._outgrown():
             self._ann_refresh(list(keys), vectors)
         elif self.kind != "exact" and len(self.table) >= self.train_min:
             self._build()
@@ -106,11 +110,18 @@ class FaissIndex(TableBacked):
         return self._approximate(queries, k)
 
     def memory_bytes(self) -> int:
-        """Approximate bytes held (table plus approximate index)."""
+        """Bytes of vectors and links held: the table plus the approximate index's copies.
+
+        IVF-Flat keeps per entry a float32 copy, its id and a direct-map slot, plus one float32
+        centroid per list; HNSW keeps a copy and about ``2 * M`` 4-byte links per entry.
+        """
         table = self.table.vectors.nbytes
         if self._ann is None:
             return table
-        return table + int(self._ann.ntotal) * (self.table.dim * 4 + 8 * self.hnsw_m)
+        dim, total = self.table.dim, int(self._ann.ntotal)
+        if self.kind == "ivf":
+            return table + total * (dim * 4 + 16) + int(self._ann.nlist) * dim * 4
+        return table + total * (dim * 4 + 8 * self.hnsw_m)
 
     # -- exact ----------------------------------------------------------------------------------
 
@@ -130,11 +141,11 @@ class FaissIndex(TableBacked):
     def _approximate(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         depth = min(max(self.candidates, 4 * k), int(self._ann.ntotal))
         _, ids = self._ann.search(queries, depth)
-        slots = np.full(ids.shape, -1, dtype=np.int64)
-        for (row, col), ann_id in np.ndenumerate(ids):
-            key = self._ann_keys[ann_id] if ann_id >= 0 else None
-            if key is not None:
-                slots[row, col] = self.table.slot_of(key)
+        keys, slot_of = self._ann_keys, self.table.slot_of
+        found = [  # one flat comprehension: a per-element numpy loop costs ~3x more
+            slot_of(keys[i]) if i >= 0 and keys[i] is not None else -1 for i in ids.ravel().tolist()
+        ]
+        slots = np.array(found, dtype=np.int64).reshape(ids.shape)
         return self._rerank(queries, slots, k)
 
     def _rerank(
@@ -176,6 +187,7 @@ class FaissIndex(TableBacked):
         log.info("building %s index over %d representatives", self.kind, len(self.table))
         self._ann = self._new_ann(self.table.dim, len(self.table))
         self._ann_keys, self._ann_id = [], {}
+        self._built_for = len(self.table)
         self._ann_add(self.table.keys(), self.table.vectors)
 
     def _ann_add(self, keys: list[str], vectors: np.ndarray) -> None:
@@ -203,6 +215,10 @@ class FaissIndex(TableBacked):
             rows = sorted(drifted)
             self._ann_add([keys[i] for i in rows], vectors[rows])
         self._maybe_rebuild()
+
+    def _outgrown(self) -> bool:
+        """An IVF index's lists were sized for a table several times smaller than now."""
+        return self.kind == "ivf" and len(self.table) >= REBUILD_GROWTH * self._built_for
 
     def _maybe_rebuild(self) -> None:
         if self._ann is None:

@@ -23,3 +23,16 @@ def test_bench_prints_one_json_object_with_the_figures(kafka_bootstrap, redis_ur
     assert all(figures[key] is not None for key in KEYS)
     assert 0 < figures["clusters"] <= 300  # in 32-d a few random identities lie close
     assert figures["vectors_per_second"] > 0 and figures["latency_events"] == 300
+
+
+def test_bench_counts_redis_round_trips_and_plots(kafka_bootstrap, redis_url, tmp_path) -> None:
+    command = [FVC, "bench", "--clusters", "100", "--n", "400", "--dim", "16",
+               "--latency-n", "100", "--json", "--plot", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    # one commit per batch, plus the worker's timed calls (change stream, outbox)
+    assert 1 <= figures["redis_round_trips_per_batch"] < 50
+    assert figures["redis_round_trips_per_batch_by_call"]["commit"] >= 1
+    chart = tmp_path / "latency.png"
+    assert chart.read_bytes().startswith(b"\x89PNG") and chart.stat().st_size > 1000

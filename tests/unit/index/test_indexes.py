@@ -115,3 +115,17 @@ def test_approximate_indexes_take_updates_of_existing_keys(kind: str) -> None:
     index.upsert(keys[:5], moved * 0.999 + 0.001)  # small drift: no re-insertion needed
     _, slots = index.search(moved, 1)
     assert keys_of(index, slots[:, 0]) == keys[:5]
+
+
+def test_ivf_loaded_in_chunks_is_rebuilt_for_its_grown_size() -> None:
+    rng = np.random.default_rng(5)
+    x = clustered(rng, 5000, 16, 50)
+    keys = [f"k{i}" for i in range(len(x))]
+    index = FaissIndex("ivf", "cpu", train_min=1000)
+    index.upsert(keys[:1000], x[:1000])  # built over the first chunk: few lists
+    first = index._ann.nlist
+    for lo in range(1000, 5000, 1000):  # the rest in chunks, as a bootstrap loads them
+        index.upsert(keys[lo : lo + 1000], x[lo : lo + 1000])
+    assert index._ann.nlist > first and index._ann.ntotal == 5000
+    _, slots = index.search(x[:50], 1)
+    assert keys_of(index, slots[:, 0]) == keys[:50]
