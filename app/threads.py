@@ -11,13 +11,14 @@ run in FAISS, whose own BLAS and OpenMP pool this leaves alone.
 from __future__ import annotations
 
 import importlib
+from contextlib import AbstractContextManager
 
 from threadpoolctl import ThreadpoolController
 
 NUMPY_BLAS_PREFIX = "libscipy_openblas"  # numpy's bundled OpenBLAS, not FAISS's
 
 
-def single_threaded_numpy_blas() -> None:
-    """Limit numpy's BLAS to one thread for the rest of the process."""
+def single_threaded_numpy_blas() -> AbstractContextManager[object]:
+    """Limit numpy's BLAS to one thread: for the process, or for a ``with`` block."""
     importlib.import_module("numpy")  # threadpoolctl only sees libraries already loaded
-    ThreadpoolController().select(prefix=NUMPY_BLAS_PREFIX).limit(limits=1)
+    return ThreadpoolController().select(prefix=NUMPY_BLAS_PREFIX).limit(limits=1)

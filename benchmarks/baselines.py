@@ -17,7 +17,6 @@ import argparse
 import json
 import time
 
-import faiss
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -26,6 +25,7 @@ from app.config import ClusteringConfig
 from app.engine import Engine
 from app.evaluate import evaluate
 from app.index import make_index
+from app.index.faiss_lib import faiss
 from app.quality import bcubed
 from app.store import MemoryStore
 from app.synth import Scene, make_scene

@@ -171,7 +171,7 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 @cache
 def default_threads() -> int:
     """FAISS's own OpenMP thread count, read before this module changes it."""
-    import faiss
+    from app.index.faiss_lib import faiss
 
     return int(faiss.omp_get_max_threads())
 
@@ -179,7 +179,7 @@ def default_threads() -> int:
 @contextmanager
 def faiss_threads(count: int) -> Iterator[int]:
     """Run FAISS (and its bundled OpenMP BLAS) on ``count`` threads; 0 keeps its default."""
-    import faiss
+    from app.index.faiss_lib import faiss
 
     default = default_threads()
     faiss.omp_set_num_threads(count or default)
@@ -250,7 +250,7 @@ def cpu_model() -> str:
 
 def machine_reference(sizes: Sizes, sgemm: Sgemm) -> dict[str, Any]:
     """This machine: cores, libraries, load, and its float32 sgemm rate (best of several)."""
-    import faiss
+    from app.index.faiss_lib import faiss
 
     times = [sgemm.seconds() for _ in range(sizes.ref_rounds)]
     m, k, n = REF_SHAPE
@@ -296,7 +296,7 @@ def _with_blas(fn: Callable[[], None]) -> Callable[[], None]:
     ``distance_compute_blas_threshold`` (128000 in FAISS 1.15: 250 queries at d=512); below it
     each query is scanned against every row separately.
     """
-    import faiss
+    from app.index.faiss_lib import faiss
 
     def run() -> None:
         before = faiss.cvar.distance_compute_blas_threshold
@@ -653,6 +653,7 @@ def loop_target(sizes: Sizes, device: str) -> dict[str, Any]:
     from app.quality import score_all
     from app.store import MemoryStore
     from app.synth import make_scene
+    from app.threads import single_threaded_numpy_blas
 
     log(f"loop target: scene of {sizes.scene_n:,} vectors, ~{sizes.scene_identities:,} people")
     scene = make_scene(sizes.scene_n, seed=11, dim=DIM, identities=sizes.scene_identities)
@@ -665,7 +666,11 @@ def loop_target(sizes: Sizes, device: str) -> dict[str, Any]:
         for position, threads in enumerate(sizes.threads):
             index = make_index("exact", device)
             stages = StageTimer(index)
-            with faiss_threads(threads), progress(scene.n, "fvc evaluate") as bar:
+            with (
+                faiss_threads(threads),
+                single_threaded_numpy_blas(),  # as in `fvc evaluate` (app/threads.py)
+                progress(scene.n, "fvc evaluate") as bar,
+            ):
                 figures = evaluate(scene, config, Engine(config, index), MemoryStore(),
                                    batch_size=512, progress=bar.update)
             figures["search_fraction"] = stages.seconds["search"] / figures["seconds"]

@@ -73,10 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Prepare topics and state, then hand the loop to Faust's worker."""
-    import faiss
     import faust
 
     from agents.app import create_app
+    from app.index.faiss_lib import faiss
     from app.logs import configure
     from app.runtime import Runtime
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import faiss
 import numpy as np
 
+from app.index.faiss_lib import faiss
 from app.index.numpy_index import top_k
 from app.index.table import RepresentativeTable, TableBacked
 
