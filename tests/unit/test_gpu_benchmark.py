@@ -1,0 +1,23 @@
+"""``benchmarks/gpu.py`` runs (on the CPU here, small) and reports what a GPU run will."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu.py"
+
+
+def test_gpu_benchmark_smoke_run_on_cpu() -> None:
+    command = [sys.executable, str(SCRIPT), "--clusters", "6000", "--batches", "500", "1000",
+               "--sample", "300", "--rounds", "1", "--device", "cpu", "--json"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    report = json.loads(out.stdout)
+    rows = report["rows"]
+    assert [(r["kind"], r["batch"]) for r in rows] == [
+        ("exact", 500), ("exact", 1000), ("ivf", 500), ("ivf", 1000)]
+    assert all(r["queries_per_second"] > 0 for r in rows)
+    assert all(r["agreement_with_cpu_exact"] == 1.0 for r in rows if r["kind"] == "exact")
+    assert all(r["agreement_with_cpu_exact"] >= 0.9 for r in rows)
