@@ -1,4 +1,4 @@
-"""The ingest agent: camera topics in batches → ``Runtime.handle``.
+"""Ingest: camera topics in batches → ``Runtime.handle``, by a Faust agent or in bulk.
 
 Camera topics are read as raw bytes (no Faust value type), so a record that cannot be decoded
 reaches our code and its dead-letter path instead of being dropped by Faust.
@@ -6,17 +6,17 @@ reaches our code and its dead-letter path instead of being dropped by Faust.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 
 import faust
 
+from app.bulk_ingest import EXIT_UNRECOVERABLE, BulkIngest
 from app.pipeline import RawRecord
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-EXIT_UNRECOVERABLE = 70
 
 
 def raw_record(message: faust.types.tuples.Message) -> RawRecord:
@@ -32,6 +32,27 @@ def raw_record(message: faust.types.tuples.Message) -> RawRecord:
 
 
 def attach(app: faust.App, runtime: Runtime) -> None:
+    """Read the camera topics the way ``FVC_INGEST`` says: a Faust agent, or in bulk."""
+    if runtime.settings.ingest == "bulk":
+        _attach_bulk(app, runtime)
+    else:
+        _attach_agent(app, runtime)
+
+
+def _attach_bulk(app: faust.App, runtime: Runtime) -> None:
+    """Run the bulk reader (app/bulk_ingest.py) for as long as the app runs."""
+
+    @app.task
+    async def bulk_ingest() -> None:
+        reader = BulkIngest(runtime, asyncio.get_running_loop())
+        reader.start()
+        try:
+            await asyncio.Event().wait()  # until the app stops and cancels this task
+        finally:
+            await asyncio.to_thread(reader.stop)
+
+
+def _attach_agent(app: faust.App, runtime: Runtime) -> None:
     """Subscribe one agent (concurrency 1: offsets are committed in order) to every stream."""
     settings = runtime.settings
     topic = app.topic(

@@ -85,7 +85,7 @@ def rewind_group(settings: Settings, config: ClusteringConfig, now_ms: int | Non
     window = 0 if 0 in periods else max(periods)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     admin = make_admin(settings)
-    group = settings.app_id
+    group = settings.ingest_group
     committed = _committed(admin, group, config.topics)
     if not committed:
         return 0

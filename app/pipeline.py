@@ -29,6 +29,11 @@ MAX_CONFLICT_RETRIES = 50
 STAGES = ("decode", "engine", "encode", "store", "apply")
 
 
+def position(topic: str, partition: int) -> str:
+    """``topic:partition``, the key of a partition's stored offset."""
+    return f"{topic}:{partition}"
+
+
 @dataclass(frozen=True, slots=True)
 class RawRecord:
     """One Kafka message as read, before decoding."""
@@ -43,7 +48,7 @@ class RawRecord:
     @property
     def position(self) -> str:
         """``topic:partition``, the key of stored offsets."""
-        return f"{self.topic}:{self.partition}"
+        return position(self.topic, self.partition)
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"

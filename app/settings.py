@@ -81,10 +81,11 @@ class Settings:
     internal_state_topic: str = _setting("FVC_INTERNAL_STATE_TOPIC", "fvc.internal-state", _text)
     assignments_topic: str = _setting("FVC_ASSIGNMENTS_TOPIC", "", _text)
     config_path: str = _setting("FVC_CONFIG", "", _text)
-    index_type: str = _setting("FVC_INDEX", "exact", _choice("exact", "ivf", "hnsw"))
+    index_type: str = _setting("FVC_INDEX", "exact", _choice("exact", "ivf", "ivfpq", "hnsw"))
     device: str = _setting("FVC_DEVICE", "auto", _choice("auto", "cpu", "gpu"))
     batch_size: int = _setting("FVC_BATCH_SIZE", 512, _integer(1))
     batch_timeout_s: float = _setting("FVC_BATCH_TIMEOUT", 0.05, _positive_float)
+    ingest: str = _setting("FVC_INGEST", "faust", _choice("faust", "bulk"))
     web_port: int = _setting("FVC_WEB_PORT", 6066, _integer(1, 65535))
     topic_partitions: int = _setting("FVC_TOPIC_PARTITIONS", 8, _integer(1))
     input_format: str = _setting("FVC_INPUT_FORMAT", "auto", _choice("auto", "json", "msgpack"))
@@ -115,6 +116,15 @@ class Settings:
         "INFO",
         _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True),
     )
+
+    @property
+    def ingest_group(self) -> str:
+        """The consumer group that reads the camera topics.
+
+        Bulk ingest uses a librdkafka consumer, which cannot share a group with Faust's own
+        consumer (their assignment protocols differ), so it gets a group of its own.
+        """
+        return self.app_id if self.ingest == "faust" else f"{self.app_id}.ingest"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Producer
 
+from app.background import Background
 from app.config import ClusteringConfig
 from app.errors import DecodeError, FvcError
 from app.kafka_client import make_consumer, make_producer
 from app.records import decode, pack
-from app.reid.background import Background
 from app.reid.metrics import ReidMetrics
 from app.reid.state import Answer, ReidState
 from app.settings import Settings

@@ -24,13 +24,16 @@ def latest_event_counts(events: list[dict]) -> dict[str, int]:
     return latest
 
 
-def test_two_workers_share_partitions_through_a_rebalance(deployment: Deployment) -> None:
+@pytest.mark.parametrize("ingest", ["faust", "bulk"])
+def test_two_workers_share_partitions_through_a_rebalance(
+    deployment: Deployment, ingest: str
+) -> None:
     scene = make_scene(4000, seed=8, dim=48)
-    deployment.start_worker()
+    deployment.start_worker(FVC_INGEST=ingest)
     producing = threading.Thread(target=deployment.produce, args=(scene,), kwargs={"rate": 1000})
     producing.start()
     wait_for(lambda: deployment.observations_stored() > 500, 60, "the first worker to start")
-    deployment.start_worker()  # joins mid-stream: the group rebalances
+    deployment.start_worker(FVC_INGEST=ingest)  # joins mid-stream: the group rebalances
     producing.join()
     wait_for(lambda: deployment.observations_stored() == 4000, 240, "every observation stored")
     clusters = deployment.clusters()
@@ -43,12 +46,13 @@ def test_two_workers_share_partitions_through_a_rebalance(deployment: Deployment
     )
 
 
+@pytest.mark.parametrize("ingest", ["faust", "bulk"])
 @pytest.mark.parametrize("deployment", [{"cameras": 1, "partitions": 1}], indirect=True)
 def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
-    deployment: Deployment,
+    deployment: Deployment, ingest: str
 ) -> None:
     scene = make_scene(3000, seed=9, dim=48, cameras=1)
-    deployment.start_worker()
+    deployment.start_worker(FVC_INGEST=ingest)
     producing = threading.Thread(target=deployment.produce, args=(scene,), kwargs={"rate": 1500})
     producing.start()
     wait_for(lambda: deployment.observations_stored() > 800, 60, "processing to be under way")
@@ -56,7 +60,7 @@ def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
     stored_at_kill = deployment.observations_stored()
     assert 0 < stored_at_kill < 3000
     producing.join()
-    deployment.start_worker()
+    deployment.start_worker(FVC_INGEST=ingest)
     wait_for(lambda: deployment.observations_stored() == 3000, 240, "the restarted worker")
     engine, offline_events = offline_engine(scene, deployment.config)
     stored = deployment.clusters()

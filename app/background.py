@@ -1,4 +1,4 @@
-"""A daemon thread with a stop flag: the shape both reid readers share."""
+"""A daemon thread with a stop flag: the Kafka readers that run beside an event loop."""
 
 from __future__ import annotations
 
