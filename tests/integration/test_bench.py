@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from worker_support import FVC
@@ -36,3 +38,15 @@ def test_bench_counts_redis_round_trips_and_plots(kafka_bootstrap, redis_url, tm
     assert figures["redis_round_trips_per_batch_by_call"]["commit"] >= 1
     chart = tmp_path / "latency.png"
     assert chart.read_bytes().startswith(b"\x89PNG") and chart.stat().st_size > 1000
+
+
+def test_ingest_benchmark_compares_both_readers_on_one_topic() -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "ingest.py"
+    done = subprocess.run([sys.executable, str(script), "--n", "3000", "--partitions", "2",
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["records"] == 3000
+    assert report["faust_records_per_second"] > 0 and report["bulk_records_per_second"] > 0
+    assert report["bulk_to_faust_ratio"] == pytest.approx(
+        report["bulk_records_per_second"] / report["faust_records_per_second"], rel=0.01)
