@@ -2,10 +2,11 @@
 
 Faust delivers records one at a time through its stream machinery, 140-200 µs of Python per
 record on a 2-core machine (5,000-7,200 records/s with nothing else to do, against 360,000 for
-``consume(n)``: ``benchmarks/ingest.py``), about what the engine spends on one. ``FVC_INGEST=bulk`` reads the same topics with
-confluent-kafka's ``consume(n)`` instead (records come back from C in one call) and hands each
-batch to ``Runtime.handle`` on the worker's event loop, one batch at a time, so the order and
-the exactly-once rules are those of the Faust path:
+``consume(n)``: ``benchmarks/ingest.py``), about what the engine spends on one.
+``FVC_INGEST=bulk`` reads the same topics with confluent-kafka's ``consume(n)`` instead
+(records come back from C in one call) and hands each batch to ``Runtime.handle`` on the
+worker's event loop, one batch at a time, so the order and the exactly-once rules are those of
+the Faust path:
 
 - the state and each partition's last applied offset are committed to Redis atomically by the
   pipeline, which drops records at or below that offset;
