@@ -1,7 +1,8 @@
-"""The 1M-cluster section of ``benchmarks/engine.py``: IVF (exact re-rank) against exact search.
+"""The 1M-cluster section of ``benchmarks/engine.py``: an approximate index against exact search.
 
-An IVF engine and an exact engine are loaded with the same clusters, in chunks as a worker's
-bootstrap loads them, and step the same batches in lockstep. The figures are the IVF engine's
+An engine with an approximate index (``ivf`` by default, or ``ivfpq``/``hnsw``: exact re-rank in
+all) and an exact engine are loaded with the same clusters, in chunks as a worker's bootstrap
+loads them, and step the same batches in lockstep. The figures are the approximate engine's
 vectors/s, the share of decisions equal to exact search (same cluster, same new/update outcome),
 load time, and memory per cluster: the index's own accounting and the process's RSS growth.
 
@@ -105,10 +106,10 @@ def make_observations(
     ]
 
 
-def load_bench(kind: str, clusters: list[Cluster], nprobe: int) -> tuple[Bench, int]:
+def load_bench(kind: str, clusters: list[Cluster], **options: Any) -> tuple[Bench, int]:
     """An engine of ``kind`` loaded chunk by chunk; returns it and the RSS it added."""
     config = ClusteringConfig.for_threshold(THRESHOLD, STREAMS)
-    index = make_index(kind, "cpu", nprobe=nprobe)
+    index = make_index(kind, "cpu", **options)
     engine = Engine(config, index, search_k=SEARCH_K)
     before = rss_bytes()
     began = time.perf_counter()
@@ -125,51 +126,57 @@ def load_bench(kind: str, clusters: list[Cluster], nprobe: int) -> tuple[Bench, 
 
 
 def million(
-    n: int, observations: int, batch: int, nprobe: int, model: str, threads: tuple[int, ...]
+    n: int, observations: int, batch: int, model: str, threads: tuple[int, ...],
+    kind: str = "ivf", **options: Any,
 ) -> dict[str, Any]:
-    """Load ``n`` clusters into an IVF and an exact engine, step both, compare decisions."""
+    """Load ``n`` clusters into an approximate and an exact engine, step both, compare decisions.
+
+    ``options`` go to the approximate index (``nprobe``, ``candidates``; None: its default).
+    """
     rng = np.random.default_rng(n)
     log(f"million: {n:,} {model} centres, d={DIM}")
     centres = make_centres(rng, n, model)
     stream = make_observations(centres, rng, observations, model)
     clusters = make_clusters(centres, rng)
-    ivf, ivf_rss = load_bench("ivf", clusters, nprobe)
-    exact, exact_rss = load_bench("exact", clusters, nprobe)
+    approx, approx_rss = load_bench(kind, clusters, **options)
+    exact, exact_rss = load_bench("exact", clusters)
     del clusters
-    for bench in (ivf, exact):
+    for bench in (approx, exact):
         for setting in threads:
             bench.warm(stream[:batch], setting)
     with progress(len(stream), f"step n={n:,}") as bar:
         for number, start in enumerate(range(0, len(stream), batch)):
             chunk = stream[start : start + batch]
-            for bench in (ivf, exact):
+            for bench in (approx, exact):
                 bench.step(chunk, threads[number % len(threads)])
             bar.update(len(chunk))
-    index = ivf.engine.index
-    rows = [_row(bench, setting) for bench in (ivf, exact) for setting in bench.tally]
-    agree = agreement(ivf.decisions, exact.decisions)
-    best = max(r["vectors_per_second"] for r in rows if r["kind"] == "ivf")
+    index = approx.engine.index
+    rows = [_row(bench, setting) for bench in (approx, exact) for setting in bench.tally]
+    agree = agreement(approx.decisions, exact.decisions)
+    best = max(r["vectors_per_second"] for r in rows if r["kind"] == kind)
     report = {
         "clusters": n,
         "model": model,
+        "kind": kind,
         "observations": observations,
         "batch": batch,
-        "nprobe": nprobe,
-        "nlist": int(index._ann.nlist) if ivf.approximate else None,
-        "ivf_load_seconds": round(ivf.load_seconds, 1),
+        "nprobe": index.nprobe,
+        "candidates": index.candidates,
+        "nlist": index.nlist,
+        "approx_load_seconds": round(approx.load_seconds, 1),
         "exact_load_seconds": round(exact.load_seconds, 1),
-        "ivf_index_bytes_per_cluster": round(index.memory_bytes() / n),
+        "approx_index_bytes_per_cluster": round(index.memory_bytes() / n),
         "exact_index_bytes_per_cluster": round(exact.engine.index.memory_bytes() / n),
-        "ivf_rss_bytes_per_cluster": round(ivf_rss / n),
+        "approx_rss_bytes_per_cluster": round(approx_rss / n),
         "exact_rss_bytes_per_cluster": round(exact_rss / n),
         **agree,
         "rows": rows,
-        "ivf_vps_best": best,
+        "approx_vps_best": best,
         "vps_met": best >= TARGET_VPS,
         "agreement_met": agree["agreement"] >= TARGET_AGREEMENT,
     }
-    log(f"million: ivf {best:,.0f} vec/s, agreement {agree['agreement']:.2%},"
-        f" {report['ivf_index_bytes_per_cluster']:,} index bytes per cluster")
+    log(f"million: {kind} {best:,.0f} vec/s, agreement {agree['agreement']:.2%},"
+        f" {report['approx_index_bytes_per_cluster']:,} index bytes per cluster")
     return report
 
 
@@ -190,7 +197,8 @@ def _row(bench: Bench, setting: int) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     """The section as text."""
     head = {k: v for k, v in report.items() if k != "rows"}
-    lines = [f"5. {report['clusters']:,} clusters ({report['model']} centres), IVF vs exact"]
+    lines = [f"5. {report['clusters']:,} clusters ({report['model']} centres),"
+             f" {report['kind']} vs exact"]
     lines += [f"  {k}: {v}" for k, v in head.items()]
     lines += [f"  {r['kind']:>5} threads {r['faiss_threads']:>11}: {r['vectors_per_second']:>9,.0f}"
               f" vec/s, search {r['search_fraction']:.0%}, upsert {r['upsert_fraction']:.0%}"

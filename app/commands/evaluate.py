@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=512, help="vectors per engine batch")
     parser.add_argument(
-        "--index", default="exact", choices=("exact", "ivf", "hnsw"),
+        "--index", default="exact", choices=("exact", "ivf", "ivfpq", "hnsw"),
         help="representative index (default exact)",
     )
     parser.add_argument(

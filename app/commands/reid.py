@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="cosine similarity a best cluster needs to be a match (default 0.5)")
     p.add_argument("--k", type=int, default=5, help="clusters per query by default (default 5)")
     p.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka (default FVC_KAFKA_BOOTSTRAP)")
-    p.add_argument("--index", dest="index_type", choices=("exact", "ivf", "hnsw"),
+    p.add_argument("--index", dest="index_type", choices=("exact", "ivf", "ivfpq", "hnsw"),
                    help="FAISS index (default FVC_INDEX, exact)")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), help="FAISS device (FVC_DEVICE)")
     s = p.add_argument_group("streaming mode")

@@ -39,7 +39,7 @@ def add_service_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", help="Redis key prefix separating deployments")
     parser.add_argument("--app-id", dest="app_id", help="consumer group / app id")
     parser.add_argument("--output-topic", dest="output_topic", help="downstream event topic")
-    parser.add_argument("--index", dest="index_type", choices=("exact", "ivf", "hnsw"))
+    parser.add_argument("--index", dest="index_type", choices=("exact", "ivf", "ivfpq", "hnsw"))
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), help="FAISS device")
     parser.add_argument("--batch-size", dest="batch_size", type=int, help="records per batch")
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def make_index(kind: str = "exact", device: str = "auto", **options: object) -> VectorIndex:
-    """The index a worker or an evaluation uses: FAISS ``exact``, ``ivf`` or ``hnsw``."""
+    """The index a worker or an evaluation uses: FAISS ``exact``, ``ivf``, ``ivfpq`` or ``hnsw``."""
     from app.index.faiss_index import FaissIndex
 
     return FaissIndex(kind, device, **options)

@@ -91,7 +91,7 @@ def test_mask_url_leaves_urls_without_password_alone():
         ({"FVC_WEB_PORT": "70000"}, "FVC_WEB_PORT", "between 1 and 65535"),
         ({"FVC_BATCH_TIMEOUT": "soon"}, "FVC_BATCH_TIMEOUT", "must be a number"),
         ({"FVC_BATCH_TIMEOUT": "0"}, "FVC_BATCH_TIMEOUT", "must be a positive number"),
-        ({"FVC_INDEX": "flat"}, "FVC_INDEX", "is not one of [exact, ivf, hnsw]"),
+        ({"FVC_INDEX": "flat"}, "FVC_INDEX", "is not one of [exact, ivf, ivfpq, hnsw]"),
         ({"FVC_DEVICE": "tpu"}, "FVC_DEVICE", "is not one of [auto, cpu, gpu]"),
         ({"FVC_OUTPUT_FORMAT": "avro"}, "FVC_OUTPUT_FORMAT", "is not one of [json, msgpack]"),
         ({"FVC_REDIS_TLS": "maybe"}, "FVC_REDIS_TLS", "must be true or false"),

@@ -10,7 +10,7 @@ from app.index.faiss_index import FaissIndex, gpu_count
 pytestmark = pytest.mark.skipif(gpu_count() == 0, reason="FAISS sees no GPU here")
 
 
-@pytest.mark.parametrize("kind", ["exact", "ivf"])
+@pytest.mark.parametrize("kind", ["exact", "ivf", "ivfpq"])
 def test_gpu_search_equals_cpu(kind: str) -> None:
     rng = np.random.default_rng(3)
     x = rng.normal(size=(20_000, 64)).astype(np.float32)

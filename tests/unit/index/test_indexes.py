@@ -61,7 +61,7 @@ def test_exact_faiss_equals_numpy_after_updates_and_removals() -> None:
     assert [keys_of(faiss_index, r) for r in fi] == [keys_of(oracle, r) for r in ni]
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
 def test_approximate_indexes_rerank_exactly_and_mostly_agree(kind: str) -> None:
     rng = np.random.default_rng(1)
     x = clustered(rng, 6000, 32, 300)
@@ -84,11 +84,12 @@ def test_approximate_indexes_rerank_exactly_and_mostly_agree(kind: str) -> None:
     assert all(k not in keys[:50] for k in keys_of(approx, ai[:, 0]))
 
 
-def test_drifted_representatives_are_found_at_their_new_place() -> None:
+@pytest.mark.parametrize("kind", ["ivfpq", "hnsw"])
+def test_drifted_representatives_are_found_at_their_new_place(kind: str) -> None:
     rng = np.random.default_rng(2)
     x = unit_rows(rng, 3000, 16)
     keys = [f"c{i}" for i in range(3000)]
-    index = FaissIndex("hnsw", "cpu", train_min=1000)
+    index = FaissIndex(kind, "cpu", train_min=1000)
     index.upsert(keys, x)
     moved = unit_rows(rng, 10, 16)
     index.upsert(keys[:10], moved)
@@ -103,7 +104,7 @@ def test_device_choice() -> None:
         FaissIndex("lsh")
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
 def test_approximate_indexes_take_updates_of_existing_keys(kind: str) -> None:
     rng = np.random.default_rng(4)
     x = unit_rows(rng, 2000, 16)
@@ -117,15 +118,69 @@ def test_approximate_indexes_take_updates_of_existing_keys(kind: str) -> None:
     assert keys_of(index, slots[:, 0]) == keys[:5]
 
 
-def test_ivf_loaded_in_chunks_is_rebuilt_for_its_grown_size() -> None:
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+def test_ivf_loaded_in_chunks_is_rebuilt_for_its_grown_size(kind: str) -> None:
     rng = np.random.default_rng(5)
     x = clustered(rng, 5000, 16, 50)
     keys = [f"k{i}" for i in range(len(x))]
-    index = FaissIndex("ivf", "cpu", train_min=1000)
+    # ~100 near-duplicates per centre: enough candidates that each query's own row is among them
+    index = FaissIndex(kind, "cpu", train_min=1000, candidates=128)
     index.upsert(keys[:1000], x[:1000])  # built over the first chunk: few lists
-    first = index._ann.nlist
+    first = index.nlist
     for lo in range(1000, 5000, 1000):  # the rest in chunks, as a bootstrap loads them
         index.upsert(keys[lo : lo + 1000], x[lo : lo + 1000])
-    assert index._ann.nlist > first and index._ann.ntotal == 5000
+    assert index.nlist > first and index._ann.ntotal == 5000
     _, slots = index.search(x[:50], 1)
     assert keys_of(index, slots[:, 0]) == keys[:50]
+
+
+def rotate(v: np.ndarray, towards: np.ndarray, radians: float) -> np.ndarray:
+    """``v`` turned by ``radians`` in its plane with ``towards`` (both unit rows)."""
+    ortho = towards - np.einsum("nd,nd->n", v, towards)[:, None] * v
+    ortho /= np.linalg.norm(ortho, axis=1, keepdims=True)
+    return (np.cos(radians) * v + np.sin(radians) * ortho).astype(np.float32)
+
+
+def test_ivfpq_reinserts_once_small_updates_add_up_to_drift() -> None:
+    rng = np.random.default_rng(6)
+    x = unit_rows(rng, 2000, 32)
+    keys = [f"c{i}" for i in range(2000)]
+    index = FaissIndex("ivfpq", "cpu", train_min=1000, reinsert_below=0.995)
+    index.upsert(keys, x)
+    step = 0.4 * np.arccos(0.995)  # three steps of this exceed the drift allowed
+    v, target = x[:3], unit_rows(rng, 3, 32)
+    for expected in (2000, 2000, 2003):
+        v = rotate(v, target, step)
+        index.upsert(keys[:3], v)
+        assert index._ann.ntotal == expected
+    _, slots = index.search(v, 1)
+    assert keys_of(index, slots[:, 0]) == keys[:3]
+
+
+def test_ivfpq_rebuilds_once_superseded_copies_outnumber_live_ones() -> None:
+    rng = np.random.default_rng(7)
+    x = unit_rows(rng, 2000, 16)
+    keys = [f"c{i}" for i in range(2000)]
+    index = FaissIndex("ivfpq", "cpu", train_min=1000)
+    index.upsert(keys, x)
+    index.upsert(keys, unit_rows(rng, 2000, 16))  # every copy moves far: re-inserted
+    assert index._ann.ntotal == 4000  # as many superseded copies as live ones
+    index.upsert(keys[:1], unit_rows(rng, 1, 16))
+    assert index._ann.ntotal == 2000  # one more: rebuilt from the table
+    index.remove(keys[:10])
+    _, slots = index.search(index.vectors[:50], 1)
+    assert slots[:, 0].tolist() == list(range(50))
+
+
+def test_ivfpq_defaults_and_memory() -> None:
+    rng = np.random.default_rng(8)
+    x = unit_rows(rng, 2000, 64)
+    keys = [f"c{i}" for i in range(2000)]
+    pq, flat = FaissIndex("ivfpq", "cpu", train_min=1000), FaissIndex("ivf", "cpu", train_min=1000)
+    assert (pq.nprobe, pq.candidates, flat.nprobe, flat.candidates) == (32, 64, 16, 32)
+    for index in (pq, flat):
+        index.upsert(keys, x)
+    table = x.nbytes
+    per_entry_pq = (pq.memory_bytes() - table) / len(x)
+    per_entry_flat = (flat.memory_bytes() - table) / len(x)
+    assert 8 + 64 // 16 <= per_entry_pq < per_entry_flat / 4
