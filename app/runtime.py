@@ -101,9 +101,11 @@ class Runtime:
         began = time.perf_counter()
         self.cursor = await self.store.change_cursor()
         total = 0
-        async for chunk in self.store.load_all():
-            self.engine.load(chunk, force=True)
-            total += len(chunk)
+        # room for every cluster at once, and an approximate index built once, at the end
+        with self.engine.index.loading(await self.store.count()):
+            async for chunk in self.store.load_all():
+                self.engine.load(chunk, force=True)
+                total += len(chunk)
         self.pipeline.dimension = self.pipeline.dimension or self.engine.dimension
         log.info("loaded %d clusters in %.2fs", total, time.perf_counter() - began)
         self._gauge()

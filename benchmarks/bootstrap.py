@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,12 @@ async def time_load(url: str, namespace: str, index: str | None, chunk: int) -> 
     total = 0
     began = time.perf_counter()
     try:
-        async for clusters in store.load_all(chunk):
-            if engine is not None:
-                engine.load(clusters, force=True)
-            total += len(clusters)
+        expected = await store.count()
+        with engine.index.loading(expected) if engine is not None else nullcontext():
+            async for clusters in store.load_all(chunk):
+                if engine is not None:
+                    engine.load(clusters, force=True)
+                total += len(clusters)
     finally:
         await store.close()
     seconds = time.perf_counter() - began

@@ -81,16 +81,16 @@ def handler(args: argparse.Namespace) -> int:
     from app.runtime import Runtime
 
     settings, config_path = settings_from(args)
-    # One search thread per worker: OpenMP threads spin while they wait, which starves the
-    # broker, Redis and the event loop on a shared machine; scale out with more workers.
-    faiss.omp_set_num_threads(1)
     configure(settings.log_level, settings.log_format)
     log.info("starting worker with %r", settings)
     runtime = Runtime(settings, config_path)
     runtime.create_topics()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(runtime.start(recover=True))
+    loop.run_until_complete(runtime.start(recover=True))  # all cores build the index
+    # Then one search thread per worker: OpenMP threads spin while they wait, which starves
+    # the broker, Redis and the event loop on a shared machine; scale out with more workers.
+    faiss.omp_set_num_threads(1)
     app = create_app(runtime)
     worker = faust.Worker(app, loglevel=settings.log_level, loop=loop, override_logging=False)
     worker.execute_from_commandline()

@@ -10,6 +10,7 @@ never depend on approximation error.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 import numpy as np
@@ -29,6 +30,10 @@ class VectorIndex(Protocol):
 
     def remove(self, keys: Sequence[str]) -> None:
         """Forget ``keys``; unknown keys are ignored."""
+
+    def loading(self, expected: int = 0) -> AbstractContextManager[None]:
+        """A block of about ``expected`` upserts and no searches (a bootstrap): an index may make
+        room at once and build its search structures at the end, instead of chunk by chunk."""
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact similarities (b, k) float32 and slots (b, k) int64 of the best ``k``; -1 pads."""

@@ -6,7 +6,8 @@ matrix product over ``vectors`` with no holes to mask.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -76,6 +77,13 @@ class RepresentativeTable:
                 moved.append((last_key, last, slot))
         return moved
 
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` at once: growing by doubling copies the table each time."""
+        if self.dim == 0:
+            self._capacity = max(self._capacity, rows)
+        else:
+            self._grow(rows)
+
     def _ensure_dim(self, dim: int) -> None:
         if self.dim == 0:
             self.dim = dim
@@ -103,6 +111,12 @@ class TableBacked:
 
     def __contains__(self, key: object) -> bool:
         return key in self.table
+
+    @contextmanager
+    def loading(self, expected: int = 0) -> Iterator[None]:
+        """About ``expected`` keys are coming: room is made for them at once."""
+        self.table.reserve(expected)
+        yield
 
     @property
     def vectors(self) -> np.ndarray:

@@ -134,6 +134,42 @@ def test_ivf_loaded_in_chunks_is_rebuilt_for_its_grown_size(kind: str) -> None:
     assert keys_of(index, slots[:, 0]) == keys[:50]
 
 
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
+def test_a_bootstrap_builds_the_approximate_index_once_over_everything(kind: str) -> None:
+    rng = np.random.default_rng(6)
+    x = clustered(rng, 5000, 16, 50)
+    keys = [f"k{i}" for i in range(len(x))]
+    index = FaissIndex(kind, "cpu", train_min=1000, candidates=128)
+    with index.loading():
+        for lo in range(0, 5000, 1000):
+            index.upsert(keys[lo : lo + 1000], x[lo : lo + 1000])
+            assert index._ann is None  # nothing built while loading
+    assert index._ann.ntotal == 5000 and index._built_for == 5000
+    _, slots = index.search(x[:50], 1)
+    assert keys_of(index, slots[:, 0]) == keys[:50]
+
+
+def test_loading_makes_room_for_the_expected_keys_at_once() -> None:
+    index = FaissIndex("exact", "cpu")
+    with index.loading(5000):
+        index.upsert(["a"], np.ones((1, 8), dtype=np.float32))
+        room = index.table._mat.shape[0]
+        index.upsert([f"k{i}" for i in range(4000)], np.ones((4000, 8), dtype=np.float32))
+        assert index.table._mat.shape[0] == room >= 5000  # never grown, never copied
+    assert len(index) == 4001
+
+
+def test_a_bootstrap_too_small_to_train_on_searches_exactly() -> None:
+    rng = np.random.default_rng(7)
+    x = unit_rows(rng, 300, 16)
+    index = FaissIndex("ivf", "cpu", train_min=1000)
+    with index.loading():
+        index.upsert([f"k{i}" for i in range(300)], x)
+    assert index._ann is None
+    _, slots = index.search(x[:5], 1)
+    assert slots[:, 0].tolist() == [index.slot_of(f"k{i}") for i in range(5)]
+
+
 def rotate(v: np.ndarray, towards: np.ndarray, radians: float) -> np.ndarray:
     """``v`` turned by ``radians`` in its plane with ``towards`` (both unit rows)."""
     ortho = towards - np.einsum("nd,nd->n", v, towards)[:, None] * v
