@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import numpy as np
 
@@ -49,6 +50,10 @@ class TimedIndex:
         began = time.perf_counter()
         self.inner.upsert(keys, vectors)
         self.seconds["update"] += time.perf_counter() - began
+
+    def loading(self, expected: int = 0) -> AbstractContextManager[None]:
+        """The inner index's bulk-load block (its build time is bootstrap, not a stage)."""
+        return self.inner.loading(expected)
 
     def remove(self, keys: Sequence[str]) -> None:
         """Timed removal."""

@@ -8,6 +8,7 @@ import pytest
 from app.index.faiss_index import FaissIndex, resolve_device
 from app.index.numpy_index import NumpyIndex, top_k
 from app.index.table import RepresentativeTable
+from app.index.timed import TimedIndex
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -220,3 +221,17 @@ def test_ivfpq_defaults_and_memory() -> None:
     per_entry_pq = (pq.memory_bytes() - table) / len(x)
     per_entry_flat = (flat.memory_bytes() - table) / len(x)
     assert 8 + 64 // 16 <= per_entry_pq < per_entry_flat / 4
+
+
+@pytest.mark.parametrize(
+    "make",
+    [NumpyIndex, lambda: FaissIndex("exact", "cpu"), lambda: TimedIndex(FaissIndex("ivf", "cpu"))],
+    ids=["numpy", "faiss", "timed"],
+)
+def test_every_index_the_runtime_may_hold_takes_a_bootstrap_block(make) -> None:  # noqa: ANN001
+    index = make()
+    x = unit_rows(np.random.default_rng(8), 50, 8)
+    with index.loading(50):
+        index.upsert([f"k{i}" for i in range(50)], x)
+    _, slots = index.search(x[:3], 1)
+    assert [index.key_at(int(s)) for s in slots[:, 0]] == ["k0", "k1", "k2"]
