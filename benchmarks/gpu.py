@@ -12,7 +12,8 @@ is computed once on a sample of the queries. Run on a machine with a GPU::
 
 Without a GPU it runs on the CPU, which is how it is smoke-tested (small sizes). Identity
 centres follow the ``spectrum`` model of ``million.py`` (real face embeddings are not
-isotropic); queries are re-sightings at cosine 0.7 to a centre plus 20 % new people.
+isotropic); queries are drawn as in ``benchmarks/engine.py`` (re-sightings of known people and
+a share of new ones).
 """
 
 from __future__ import annotations
@@ -21,36 +22,14 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from engine import DIM, NEW_FRACTION, OBS_COSINE, THRESHOLD, unit_rows  # sets up sys.path
+from million import LOAD_CHUNK, draw, make_centres
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from app.index import make_index  # noqa: E402
-from app.index.faiss_index import resolve_device  # noqa: E402
-
-DIM = 512
-THRESHOLD = 0.5
-OBS_COSINE = 0.7
-NEW_FRACTION = 0.2
-CHUNK = 100_000
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1."""
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def centres(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` unit centres with a falling spectrum, drawn in chunks to keep temporaries small."""
-    scale = (np.arange(1, DIM + 1, dtype=np.float32) ** -0.5)[None, :]
-    out = np.empty((n, DIM), dtype=np.float32)
-    for lo in range(0, n, CHUNK):
-        hi = min(n, lo + CHUNK)
-        out[lo:hi] = unit_rows(rng.standard_normal((hi - lo, DIM), dtype=np.float32) * scale)
-    return out
+from app.index import make_index
+from app.index.faiss_index import resolve_device
 
 
 def queries(rng: np.random.Generator, reps: np.ndarray, count: int) -> np.ndarray:
@@ -59,7 +38,7 @@ def queries(rng: np.random.Generator, reps: np.ndarray, count: int) -> np.ndarra
     q = reps[rng.integers(0, len(reps), count)] + noise * rng.standard_normal(
         (count, DIM), dtype=np.float32)
     fresh = rng.random(count) < NEW_FRACTION
-    q[fresh] = centres(rng, int(fresh.sum()))
+    q[fresh] = draw(rng, int(fresh.sum()), "spectrum")
     return unit_rows(q).astype(np.float32)
 
 
@@ -71,7 +50,7 @@ def decisions(index: Any, q: np.ndarray) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
-    reps = centres(rng, args.clusters)
+    reps = make_centres(rng, args.clusters, "spectrum")
     keys = [f"c{i}" for i in range(args.clusters)]
     biggest = max(args.batches)
     q = queries(rng, reps, biggest)
@@ -87,8 +66,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for kind in args.kinds:
         index = make_index(kind, device, nprobe=args.nprobe)
         began = time.perf_counter()
-        for lo in range(0, args.clusters, CHUNK):
-            index.upsert(keys[lo : lo + CHUNK], reps[lo : lo + CHUNK])
+        with index.loading(args.clusters):
+            for lo in range(0, args.clusters, LOAD_CHUNK):
+                index.upsert(keys[lo : lo + LOAD_CHUNK], reps[lo : lo + LOAD_CHUNK])
         load = time.perf_counter() - began
         same = float(np.mean(decisions(index, sample) == reference))
         for batch in args.batches:
