@@ -10,6 +10,9 @@ measured vector is searched against ``clusters`` representatives and updates one
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from app.config import ClusteringConfig
 from app.engine import Engine, Observation
 from app.index import make_index
 from app.kafka_client import make_consumer
-from app.localrun import LocalRun, say
+from app.localrun import FVC, LocalRun, say
 from app.produce import Rows, produce_scene
 from app.store import store_for
 
@@ -42,6 +45,8 @@ class BenchOptions:
     latency_n: int = 4_000
     seed: int = 1
     workers: int = 1
+    ingest: str = "faust"  # FVC_INGEST of the workers
+    output_format: str = "msgpack"  # FVC_OUTPUT_FORMAT of the workers
 
 
 def sightings(rng: np.random.Generator, centres: np.ndarray, n: int, start_ms: int) -> Rows:
@@ -97,6 +102,26 @@ def engine_alone(config: ClusteringConfig, warm: Rows, measured: Rows, batch: in
     return len(obs) / (time.perf_counter() - began)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds of a process so far (Linux ``/proc``); None if unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (name)": state is field 3
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def service_pids() -> dict[str, int]:
+    """Pids of the local Kafka and Redis that ``fvc local`` runs (none when they are external)."""
+    status = subprocess.run([FVC, "local", "status", "--json"], capture_output=True, text=True)
+    try:
+        services = json.loads(status.stdout)
+    except json.JSONDecodeError:
+        return {}
+    return {name: s["pid"] for name, s in services.items() if s.get("pid")}
+
+
 class Bench:
     """The worker side of a run."""
 
@@ -104,28 +129,33 @@ class Bench:
         self.run = run
         self.settings = run.settings
 
-    def processed(self) -> int:
-        """Input records stored so far (from the partition offsets stored with the state)."""
+    def progress(self) -> tuple[int, bool]:
+        """Input records stored so far (from the partition offsets stored with the state), and
+        whether every event they caused has been published (the outbox is empty).
+        """
 
-        async def stored() -> dict[str, int]:
+        async def read() -> tuple[dict[str, int], bool]:
             store = store_for(self.settings)
             await store.start()
             try:
-                return await store.offsets()
+                return await store.offsets(), not await store.outbox_pending(1)
             finally:
                 await store.close()
 
-        return sum(offset + 1 for offset in asyncio.run(stored()).values())
+        offsets, published = asyncio.run(read())
+        return sum(offset + 1 for offset in offsets.values()), published
 
     def feed(self, rows: Rows, fmt: str, rate: float = 0.0, timeout: float = 600.0) -> float:
-        """Send ``rows`` and wait until all are stored; returns seconds from first send."""
-        target = self.processed() + rows.n
+        """Send ``rows``, wait until all are stored and their events published; returns seconds
+        from the first send. A phase so ends with nothing left over to slow the next one.
+        """
+        target = self.progress()[0] + rows.n
         began = time.perf_counter()
         produce_scene(self.settings, rows, config=self.run.config, fmt=fmt, rate=rate)
         deadline = began + timeout
-        while self.processed() < target:
+        while (done := self.progress())[0] < target or not done[1]:
             if time.perf_counter() > deadline:
-                message = f"the worker stored {self.processed()} of {target} records in time"
+                message = f"the worker stored {done[0]} of {target} records in time"
                 raise RuntimeError(message)
             time.sleep(0.05)
         return time.perf_counter() - began
@@ -138,6 +168,19 @@ class Bench:
                 total[stage] = total.get(stage, 0.0) + seconds
             total["batches"] += stats["batches"]
         return total
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by the workers, Redis, Kafka and this process (the producer).
+
+        On a machine shared by all of them, these say who had the cores during a phase.
+        """
+        used = {"worker": sum(s.get("cpu_seconds", 0.0) for s in self.run.each_json("/stats"))}
+        for name, pid in service_pids().items():
+            seconds = cpu_seconds(pid)
+            if seconds is not None:
+                used[name] = seconds
+        used["producer"] = time.process_time()
+        return used
 
     def round_trips(self) -> dict[str, int]:
         """Redis calls so far by operation, summed over the workers (from /stats)."""
@@ -190,22 +233,25 @@ def run_bench(options: BenchOptions) -> tuple[dict, np.ndarray]:
     packed = sightings(rng, centres, options.n, now + 10**6)
     texted = sightings(rng, centres, options.n, now + 2 * 10**6)
     paced = sightings(rng, centres, options.latency_n, now + 3 * 10**6)
-    run = LocalRun("bench", WORKDIR, bench_config())
+    run = LocalRun("bench", WORKDIR, bench_config(), FVC_INGEST=options.ingest,
+                   FVC_OUTPUT_FORMAT=options.output_format)
     say(f"engine alone: {options.n} vectors against {options.clusters} clusters, d={options.dim}")
     engine_vps = engine_alone(run.config, warm, packed, run.settings.batch_size)
     bench = Bench(run)
     with run.workers(options.workers):
         say(f"registering {options.clusters} clusters through the worker")
         bench.feed(warm, "msgpack")
-        before, calls_before = bench.stages(), bench.round_trips()
+        before, calls_before, cpu_before = bench.stages(), bench.round_trips(), bench.cpu()
         say(f"sending {options.n} msgpack vectors as fast as possible")
         msgpack_s = bench.feed(packed, "msgpack")
-        after, calls_after = bench.stages(), bench.round_trips()
+        after, calls_after, cpu_after = bench.stages(), bench.round_trips(), bench.cpu()
         say(f"sending {options.n} JSON vectors as fast as possible")
         json_s = bench.feed(texted, "json")
         msgpack_vps = options.n / msgpack_s
         say(f"sending {options.latency_n} vectors at {msgpack_vps / 2:.0f}/s for latency")
+        calm_cpu, calm_began = bench.cpu(), time.perf_counter()
         latency = bench.latencies(paced, msgpack_vps / 2)
+        calm = _cores(calm_cpu, bench.cpu(), time.perf_counter() - calm_began)
         clusters = run.get_json("/stats")["clusters"]
     batches = after["batches"] - before["batches"]
     figures = _figures(options, engine_vps, msgpack_vps, options.n / json_s, latency, clusters,
@@ -215,7 +261,20 @@ def run_bench(options: BenchOptions) -> tuple[dict, np.ndarray]:
     per_batch = {k: round(v / max(batches, 1), 2) for k, v in sorted(calls.items()) if v}
     figures["redis_round_trips_per_batch"] = round(sum(calls.values()) / max(batches, 1), 2)
     figures["redis_round_trips_per_batch_by_call"] = per_batch
-    return {**figures, "clusters_asked": options.clusters, "workers": options.workers}, latency
+    used = {k: v - cpu_before[k] for k, v in cpu_after.items() if k in cpu_before}
+    figures["cpu_ms_per_1000_vectors"] = {k: round(v / options.n * 1e6, 1) for k, v in used.items()}
+    figures["cores_busy"] = round(sum(used.values()) / msgpack_s, 2)
+    figures["latency_phase_cores_busy"] = calm
+    figures["cores"] = os.cpu_count()
+    return {
+        **figures, "clusters_asked": options.clusters, "workers": options.workers,
+        "ingest": options.ingest, "output_format": options.output_format,
+    }, latency
+
+
+def _cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict:
+    """Cores each process kept busy between two ``Bench.cpu`` readings ``seconds`` apart."""
+    return {k: round((v - before[k]) / seconds, 2) for k, v in after.items() if k in before}
 
 
 def _figures(options: BenchOptions, engine_vps: float, msgpack_vps: float, json_vps: float,

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from app.config import ClusteringConfig
     from app.pipeline import RawRecord
 
+EVENT_TYPE_HEADER = "fvc.event_type"
+
 
 class OutboxWriter:
     """Turns a step's events, dead letters and cluster changes into outbox records.
@@ -61,11 +63,18 @@ class OutboxWriter:
         return out
 
     def event_records(self, events: Sequence[Event]) -> list[OutboxRecord]:
-        """Events for the downstream topic, keyed by cluster id."""
+        """Events for the downstream topic, keyed by cluster id.
+
+        The event type also travels as the header ``fvc.event_type``, so consumers (and the
+        publisher's metrics) can route on it without decoding the value.
+        """
         fmt, method = self.settings.output_format, self.method
         topic = self.settings.output_topic
         return [
-            OutboxRecord(e.event_id, e.key.encode(), encode_event(e, fmt, method), e.time, topic)
+            OutboxRecord(
+                e.event_id, e.key.encode(), encode_event(e, fmt, method), e.time, topic,
+                ((EVENT_TYPE_HEADER, e.type.value.encode()),),
+            )
             for e in events
         ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ class Pipeline:
         self.lock = asyncio.Lock()
         self.dimension = settings.expected_dimension
         self.stage_seconds = dict.fromkeys(STAGES, 0.0)
+        self.writer = uuid.uuid4().hex  # names this pipeline's commits in the change stream
         self.reconfigure(config)
 
     def reconfigure(self, config: ClusteringConfig) -> None:
@@ -156,6 +158,7 @@ class Pipeline:
                 deletions=result.deletions,
                 outbox=records,
                 offsets=offsets or {},
+                writer=self.writer,
             )
             try:
                 with self._timed("store"):

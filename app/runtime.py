@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 from app.coherence import CoherenceSummary
@@ -18,6 +19,7 @@ from app.errors import ConfigError, StoreUnavailable
 from app.index import make_index
 from app.index.timed import TimedIndex
 from app.metrics import WorkerMetrics
+from app.outbox import EVENT_TYPE_HEADER
 from app.pipeline import BatchOutcome, Pipeline, RawRecord
 from app.settings import Settings
 from app.store import store_for
@@ -43,6 +45,7 @@ class Runtime:
         self.engine = Engine(config, self.index)
         self.pipeline = Pipeline(self.engine, self.store, config, settings)
         self.metrics = WorkerMetrics()
+        self.metrics.watch(self.engine)
         self.coherence = CoherenceSummary()
         self.config_errors: list[str] = []
         self.ready = False
@@ -108,7 +111,6 @@ class Runtime:
                 total += len(chunk)
         self.pipeline.dimension = self.pipeline.dimension or self.engine.dimension
         log.info("loaded %d clusters in %.2fs", total, time.perf_counter() - began)
-        self._gauge()
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchOutcome:
         """Process a batch; while the config is invalid, wait (holding the partitions)."""
@@ -123,7 +125,8 @@ class Runtime:
 
     async def follow_changes(self) -> int:
         """Take other workers' changes into the local engine; returns how many."""
-        batch = await self.store.changes(self.cursor)
+        # this worker's own commits are in its engine already: only other writers' are read
+        batch = await self.store.changes(self.cursor, skip_writer=self.pipeline.writer)
         if batch.reset:
             log.warning("change stream trimmed past our cursor; reloading everything")
             await self.bootstrap()
@@ -132,24 +135,20 @@ class Runtime:
         if batch.upserts or batch.deletions:
             async with self.pipeline.lock:
                 self.engine.load(batch.upserts, batch.deletions)
-            self._gauge()
         return len(batch.upserts) + len(batch.deletions)
 
     async def advance(self) -> None:
         """Timer: realization by event time and retention."""
         await self.pipeline.step(lambda: self.engine.advance(self.engine.watermark))
-        self._gauge()
 
     async def merge(self) -> None:
         """Timer: one merge pass."""
         if self.config.merging is not None:
             await self.pipeline.step(self.engine.merge)
-            self._gauge()
 
     async def remove(self, key: str) -> None:
         """Operator request: delete one cluster."""
         await self.pipeline.step(lambda: self.engine.remove(key))
-        self._gauge()
 
     async def publish(self, send: Send, flush: Callable[[], Awaitable[None]]) -> int:
         """Publish pending outbox records in order, then acknowledge them."""
@@ -197,6 +196,7 @@ class Runtime:
             "stage_seconds": {k: round(v, 4) for k, v in self.stages().items()},
             "batches": self.batches,
             "store_round_trips": dict(ROUND_TRIPS),
+            "cpu_seconds": round(time.process_time(), 3),
             "coherence": await self.coherence.get(self.config.method, clusters),
         }
 
@@ -218,10 +218,9 @@ class Runtime:
         for _, error in outcome.dead_letters:
             m.dead_letters.labels(error.reason).inc()
         by_topic = {s.topic: s.stream_id for s in self.config.streams}
-        for record in records:
-            m.records_in.labels(by_topic.get(record.topic, record.topic)).inc()
+        for topic, count in Counter(record.topic for record in records).items():
+            m.records_in.labels(by_topic.get(topic, topic)).inc(count)
         self._count_stages()
-        self._gauge()
 
     def stages(self) -> dict[str, float]:
         """Seconds spent so far per stage.
@@ -242,17 +241,10 @@ class Runtime:
                 self.metrics.stage_seconds.labels(stage).inc(delta)
             self._stages_seen[stage] = total
 
-    def _gauge(self) -> None:
-        clusters = self.engine.clusters
-        self.metrics.clusters.set(len(clusters))
-        self.metrics.realized.set(sum(1 for c in clusters.values() if c.realized))
-        self.metrics.index_size.set(len(self.engine.index))
-
 
 def _event_type(record: OutboxRecord) -> str:
-    from app.records import decode_event
-
-    try:
-        return str(decode_event(record.value).get("type", "unknown"))
-    except Exception:  # noqa: BLE001 - a metric label must never break publishing
-        return "unknown"
+    """The event's type from its header (events stored by older versions have none)."""
+    for name, value in record.headers:
+        if name == EVENT_TYPE_HEADER:
+            return value.decode()
+    return "unknown"

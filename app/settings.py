@@ -85,6 +85,7 @@ class Settings:
     device: str = _setting("FVC_DEVICE", "auto", _choice("auto", "cpu", "gpu"))
     batch_size: int = _setting("FVC_BATCH_SIZE", 512, _integer(1))
     batch_timeout_s: float = _setting("FVC_BATCH_TIMEOUT", 0.05, _positive_float)
+    search_threads: int = _setting("FVC_SEARCH_THREADS", 1, _integer(1))
     ingest: str = _setting("FVC_INGEST", "faust", _choice("faust", "bulk"))
     web_port: int = _setting("FVC_WEB_PORT", 6066, _integer(1, 65535))
     topic_partitions: int = _setting("FVC_TOPIC_PARTITIONS", 8, _integer(1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import orjson
@@ -20,9 +21,10 @@ not running (and stopped again after), a worker runs on topics of its own, and i
 Every measured vector is searched against --clusters representatives (registered first)
 and updates one of them. Several --clusters values run the whole benchmark once each. The
 figures include Redis round trips per committed batch (all of the worker's store calls during
-the msgpack phase, divided by its batches). --plot DIR writes PNG charts there: the latency
-distribution, and throughput against clusters when several counts were run (needs the plot
-extra: pip install 'fvc[plot]').
+the msgpack phase, divided by its batches), and the CPU time the worker, Redis, Kafka and the
+producer (this process) used in that phase: on a small machine they share the cores.
+--plot DIR writes PNG charts there: the latency distribution, and throughput against
+clusters when several counts were run (needs the plot extra: pip install 'fvc[plot]').
 """
 
 
@@ -39,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--latency-n", type=int, default=4_000, help="vectors in latency phase")
     parser.add_argument("--seed", type=int, default=1, help="scene seed")
     parser.add_argument("--workers", type=int, default=1, help="workers in one group (default 1)")
+    parser.add_argument("--ingest", choices=("faust", "bulk"),
+                        default=os.environ.get("FVC_INGEST", "faust"),
+                        help="the workers' input path, FVC_INGEST (default $FVC_INGEST, else"
+                             " faust; bulk is the faster one)")
+    parser.add_argument("--output-format", choices=("msgpack", "json"), default="msgpack",
+                        help="the workers' event format, FVC_OUTPUT_FORMAT (default msgpack)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
     parser.add_argument("--plot", type=Path, metavar="DIR",
                         help="write latency.png (and throughput.png) into DIR")
@@ -58,7 +66,7 @@ def handler(args: argparse.Namespace) -> int:
     with local_stack():
         for clusters in args.clusters:
             options = BenchOptions(clusters, args.n, args.dim, args.latency_n, args.seed,
-                                   args.workers)
+                                   args.workers, args.ingest, args.output_format)
             figures, latency = run_bench(options)
             runs.append(figures)
             latencies.append(latency)

@@ -88,9 +88,9 @@ def handler(args: argparse.Namespace) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(runtime.start(recover=True))  # all cores build the index
-    # Then one search thread per worker: OpenMP threads spin while they wait, which starves
-    # the broker, Redis and the event loop on a shared machine; scale out with more workers.
-    faiss.omp_set_num_threads(1)
+    # Then FVC_SEARCH_THREADS (1 by default): OpenMP threads spin while they wait, which
+    # starves the broker, Redis and the event loop on a shared machine.
+    faiss.omp_set_num_threads(settings.search_threads)
     app = create_app(runtime)
     worker = faust.Worker(app, loglevel=settings.log_level, loop=loop, override_logging=False)
     worker.execute_from_commandline()

@@ -117,6 +117,20 @@ class FaissIndex(TableBacked):
         elif self.kind != "exact" and len(self.table) >= self.train_min:
             self._build()
 
+    def probe(self, nprobe: int | None = None, candidates: int | None = None) -> None:
+        """Search more or fewer IVF lists and candidates from the next search on, no rebuild.
+
+        Lets a benchmark weigh speed against agreement on one loaded index.
+        """
+        self.nprobe = nprobe or self.nprobe
+        self.candidates = candidates or self.candidates
+        if self._ann is None or self._structure == "hnsw":
+            return
+        if self._gpu is None:
+            faiss.extract_index_ivf(self._ann).nprobe = self.nprobe
+        else:
+            self._ann.nprobe = self.nprobe
+
     @contextmanager
     def loading(self, expected: int = 0) -> Iterator[None]:
         """Fill the table only; build the approximate index once, over everything, at the end.

@@ -43,6 +43,8 @@ class Commit:
 
     ``expected`` maps each touched key to the version the writer started from (0 = absent);
     ``offsets`` maps ``"topic:partition"`` to the last input offset this commit applies.
+    ``writer`` names who wrote it, so that writer's change follower can leave it out: a worker
+    has its own commits in its engine already ("" = anonymous, followed by everyone).
     """
 
     expected: Mapping[str, int] = field(default_factory=dict)
@@ -50,6 +52,7 @@ class Commit:
     deletions: Sequence[str] = ()
     outbox: Sequence[OutboxRecord] = ()
     offsets: Mapping[str, int] = field(default_factory=dict)
+    writer: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +100,13 @@ class StateStore(Protocol):
     async def change_cursor(self) -> str:
         """A cursor at the end of the change stream (take it before ``load_all``)."""
 
-    async def changes(self, cursor: str, limit: int = 10_000) -> ChangeBatch:
-        """Cluster changes after ``cursor``, for keeping an index replica current."""
+    async def changes(
+        self, cursor: str, limit: int = 10_000, *, skip_writer: str = ""
+    ) -> ChangeBatch:
+        """Cluster changes after ``cursor``, for keeping an index replica current.
+
+        Changes committed by ``skip_writer`` are left out (the cursor still moves past them).
+        """
 
     async def outbox_pending(self, limit: int = 1_000) -> list[OutboxEntry]:
         """Oldest events not yet acknowledged as published, in commit order."""

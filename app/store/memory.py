@@ -34,7 +34,7 @@ class MemoryStore:
         self._maxlen = changes_maxlen
         self._clusters: dict[str, Cluster] = {}
         self._offsets: dict[str, int] = {}
-        self._changes: list[tuple[int, str]] = []
+        self._changes: list[tuple[int, str, str]] = []  # sequence, key, writer
         self._last_seq = 0
         self._cleared_at = 0
         self._trimmed = False
@@ -53,10 +53,10 @@ class MemoryStore:
         self._check_versions(commit)
         for cluster in commit.upserts:
             self._clusters[cluster.key] = cluster
-            self._log(cluster.key)
+            self._log(cluster.key, commit.writer)
         for key in commit.deletions:
             self._clusters.pop(key, None)
-            self._log(key)
+            self._log(key, commit.writer)
         for record in commit.outbox:
             self._outbox_seq += 1
             self._outbox[self._outbox_seq] = record
@@ -81,10 +81,10 @@ class MemoryStore:
         if stale:
             raise VersionConflict(stale)
 
-    def _log(self, key: str) -> None:
+    def _log(self, key: str, writer: str) -> None:
         """Append to the change log, dropping old entries in bulk (like ``MAXLEN ~``)."""
         self._last_seq += 1
-        self._changes.append((self._last_seq, key))
+        self._changes.append((self._last_seq, key, writer))
         excess = len(self._changes) - self._maxlen
         if excess > self._maxlen // 10:
             del self._changes[:excess]
@@ -117,8 +117,12 @@ class MemoryStore:
         """Cursor after the newest change; ``"0-0"`` as Redis says of a stream not yet made."""
         return _cursor(0 if self._last_seq == self._cleared_at else self._last_seq)
 
-    async def changes(self, cursor: str, limit: int = 10_000) -> ChangeBatch:
-        """Changes after ``cursor``; ``reset`` when some were dropped or cleared since it."""
+    async def changes(
+        self, cursor: str, limit: int = 10_000, *, skip_writer: str = ""
+    ) -> ChangeBatch:
+        """Changes after ``cursor`` but ``skip_writer``'s; ``reset`` when some were dropped or
+        cleared since it.
+        """
         after = _seq(cursor)
         if self._is_stale(after):
             return ChangeBatch(cursor=self._end_cursor(), reset=True)
@@ -126,7 +130,7 @@ class MemoryStore:
         taken = self._changes[start : start + limit]
         if not taken:
             return ChangeBatch(cursor=cursor)
-        keys = dict.fromkeys(key for _, key in taken)
+        keys = dict.fromkeys(key for _, key, w in taken if not skip_writer or w != skip_writer)
         current = self._clusters
         return ChangeBatch(
             cursor=_cursor(taken[-1][0]),

@@ -6,7 +6,8 @@ clusters, appends the change stream and the outbox and stores the offsets as one
 in one round trip whatever the batch size.
 
 Keys: ``{ns}:clusters`` (hash: key -> cluster blob), ``{ns}:versions`` (hash: key -> version),
-``{ns}:changes`` (stream: one entry per upsert or deletion, trimmed to about ``changes_maxlen``),
+``{ns}:changes`` (stream: one entry per upsert or deletion, with its writer, trimmed to about
+``changes_maxlen``),
 ``{ns}:outbox`` (stream of encoded events), ``{ns}:offsets`` (hash: "topic:partition" -> offset).
 
 Every command below names only these keys, so all of a namespace's traffic goes to the one
@@ -104,6 +105,7 @@ def _commit_args(commit: Commit, maxlen: int) -> list[object]:
     """Flatten a commit into the argument layout ``commit.lua`` documents."""
     args: list[object] = [
         maxlen,
+        commit.writer,
         len(commit.expected),
         len(commit.offsets),
         len(commit.upserts),
@@ -353,11 +355,16 @@ class RedisStore:
             newest = await self._redis.xrevrange(self._changes, count=1)
         return newest[0][0].decode() if newest else "0-0"
 
-    async def changes(self, cursor: str, limit: int = 10_000) -> ChangeBatch:
-        """Changes after ``cursor`` with the clusters' current state, in one round trip."""
+    async def changes(
+        self, cursor: str, limit: int = 10_000, *, skip_writer: str = ""
+    ) -> ChangeBatch:
+        """Changes after ``cursor`` but ``skip_writer``'s, with the clusters' current state, in
+        one round trip; the skipped ones cost no cluster reads.
+        """
         keys = [self._changes, self._clusters]
+        args = [cursor, limit, skip_writer]
         async with guard(self._redis, self._where, "changes"):
-            reply = await self._changes_script(keys=keys, args=[cursor, limit], client=self._redis)
+            reply = await self._changes_script(keys=keys, args=args, client=self._redis)
         new_cursor = reply[1].decode()
         if reply[0] != _APPLIED:
             return ChangeBatch(cursor=new_cursor, reset=True)

@@ -245,6 +245,26 @@ class TestStateStore:
         end = await store.changes(later.cursor)
         assert (end.cursor, list(end.upserts), list(end.deletions)) == (later.cursor, [], [])
 
+    async def test_a_follower_skips_its_own_writes(self, store: StateStore) -> None:
+        start = await store.change_cursor()
+        await store.commit(Commit(upserts=[cluster("mine"), cluster("both")], writer="w1"))
+        await store.commit(Commit(expected={"cam:both": 1}, upserts=[cluster("both", 2)],
+                                  writer="w2"))
+        await store.commit(Commit(upserts=[cluster("anon")]))
+        await store.commit(Commit(expected={"cam:mine": 1}, deletions=["cam:mine"], writer="w1"))
+        batch = await store.changes(start, skip_writer="w1")
+        # w2's and the anonymous change; w1's upsert and deletion are left out
+        assert sorted((c.key, c.version) for c in batch.upserts) == [("cam:anon", 1),
+                                                                     ("cam:both", 2)]
+        assert list(batch.deletions) == []
+        assert batch.cursor == await store.change_cursor()
+        everything = await store.changes(start)
+        assert sorted(c.key for c in everything.upserts) == ["cam:anon", "cam:both"]
+        assert list(everything.deletions) == ["cam:mine"]
+        await store.commit(Commit(upserts=[cluster("late")], writer="w1"))
+        tail = await store.changes(batch.cursor, skip_writer="w1")
+        assert (list(tail.upserts), tail.cursor) == ([], await store.change_cursor())
+
     async def test_changes_page_by_limit(self, store: StateStore) -> None:
         cursor = await store.change_cursor()
         for i in range(7):

@@ -29,13 +29,19 @@ def test_bench_prints_one_json_object_with_the_figures(kafka_bootstrap, redis_ur
 
 def test_bench_counts_redis_round_trips_and_plots(kafka_bootstrap, redis_url, tmp_path) -> None:
     command = [FVC, "bench", "--clusters", "100", "--n", "400", "--dim", "16",
-               "--latency-n", "100", "--json", "--plot", str(tmp_path)]
+               "--latency-n", "100", "--json", "--plot", str(tmp_path), "--ingest", "bulk"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
     # one commit per batch, plus the worker's timed calls (change stream, outbox)
     assert 1 <= figures["redis_round_trips_per_batch"] < 50
     assert figures["redis_round_trips_per_batch_by_call"]["commit"] >= 1
+    assert (figures["ingest"], figures["output_format"]) == ("bulk", "msgpack")
+    # who used the cores in the msgpack phase: the worker, the local Redis and Kafka, the producer
+    cpu = figures["cpu_ms_per_1000_vectors"]
+    assert set(cpu) == {"worker", "redis", "kafka", "producer"}
+    assert cpu["worker"] > 0 and cpu["producer"] > 0 and figures["cores_busy"] > 0
+    assert set(figures["latency_phase_cores_busy"]) == set(cpu)
     chart = tmp_path / "latency.png"
     assert chart.read_bytes().startswith(b"\x89PNG") and chart.stat().st_size > 1000
 
@@ -50,3 +56,13 @@ def test_ingest_benchmark_compares_both_readers_on_one_topic() -> None:
     assert report["faust_records_per_second"] > 0 and report["bulk_records_per_second"] > 0
     assert report["bulk_to_faust_ratio"] == pytest.approx(
         report["bulk_records_per_second"] / report["faust_records_per_second"], rel=0.01)
+
+
+def test_hop_benchmark_times_one_kafka_hop(kafka_bootstrap) -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "hop.py"
+    done = subprocess.run([sys.executable, str(script), "--n", "400", "--rate", "1000",
+                           "--rounds", "1", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(done.stdout)["rounds"]
+    assert row["records"] == 400 and 0 < row["latency_ms_p50"] <= row["latency_ms_p99"]
+    assert len(row["by_eighth"]) == 8

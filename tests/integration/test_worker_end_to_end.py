@@ -40,6 +40,13 @@ def test_live_run_equals_the_offline_engine(deployment: Deployment) -> None:
     for key, cluster in offline.items():
         assert live[key].num_observations == cluster.num_observations
         np.testing.assert_allclose(live[key].representative, cluster.representative, atol=1e-5)
+    # the gauges are read at scrape time; events are counted by their type header
+    registered = sum(1 for e in offline_events if e.type.value == "REG_EVENT")
+    wait_for(lambda: f'fvc_events_out_total{{type="REG_EVENT"}} {float(registered)}'
+             in http("GET", deployment.url(0, "/metrics"))[1].decode(), 30, "events counted")
+    metrics = http("GET", deployment.url(0, "/metrics"))[1].decode()
+    assert f"fvc_clusters {float(len(engine.clusters))}" in metrics
+    assert f"fvc_clusters_realized {float(len(offline))}" in metrics
 
 
 TRACKED = {"cameras": 1, "partitions": 1, "stream": {"track_linking": {

@@ -1,12 +1,13 @@
 -- Changes after a cursor, with the current blob of every key they name, in one round trip.
 --
 -- KEYS: changes stream, clusters hash
--- ARGV: cursor (a stream id, "0-0" = from the start), limit (entries to read at most)
+-- ARGV: cursor (a stream id, "0-0" = from the start), limit (entries to read at most), and a
+--       writer whose entries to leave out ("" = none): a worker's own, already in its engine
 -- Returns {0, new cursor, keys, blobs} (a missing blob means the key is now deleted), or
 -- {1, cursor at the end} when entries after the cursor were trimmed away or the stream was
 -- recreated since the cursor was taken: the caller must reload everything.
 local changes, clusters = KEYS[1], KEYS[2]
-local cursor, limit = ARGV[1], tonumber(ARGV[2])
+local cursor, limit, skip = ARGV[1], tonumber(ARGV[2]), ARGV[3] or ''
 
 local function less(a, b)
   local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
@@ -47,9 +48,17 @@ if #entries == 0 then
   return {0, cursor, {}, {}}
 end
 local keys, seen = {}, {}
+local function writer(fields)
+  for i = 3, #fields - 1, 2 do
+    if fields[i] == 'w' then
+      return fields[i + 1]
+    end
+  end
+  return ''  -- written before entries named their writer
+end
 for _, entry in ipairs(entries) do
   local key = entry[2][2]
-  if not seen[key] then
+  if not seen[key] and (skip == '' or writer(entry[2]) ~= skip) then
     seen[key] = true
     keys[#keys + 1] = key
   end

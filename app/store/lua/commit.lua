@@ -1,8 +1,9 @@
 -- One atomic commit: offsets and versions are checked first, then every write, or none at all.
 --
 -- KEYS: clusters hash, versions hash, changes stream, outbox stream, offsets hash
--- ARGV: changes maxlen; the counts of expected pairs, offset pairs, upsert triples, deletions
---       and outbox sextets; then those items flat, in that order:
+-- ARGV: changes maxlen; the writer (stored with each change, so its follower can skip it); the
+--       counts of expected pairs, offset pairs, upsert triples, deletions and outbox sextets;
+--       then those items flat, in that order:
 --       expected   key, version           (version 0 = the key must not exist)
 --       offsets    "topic:partition", last offset
 --       upserts    key, new version, blob
@@ -11,10 +12,10 @@
 -- Returns {0} when applied, {1, key...} on a version conflict, {2, partition, stored} when an
 -- offset is not past the stored one (the batch is a replay).
 local clusters, versions, changes, outbox, offsets = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local maxlen = ARGV[1]
-local n_expected, n_offsets = tonumber(ARGV[2]), tonumber(ARGV[3])
-local n_upserts, n_deletions, n_outbox = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local expected_at = 7
+local maxlen, writer = ARGV[1], ARGV[2]
+local n_expected, n_offsets = tonumber(ARGV[3]), tonumber(ARGV[4])
+local n_upserts, n_deletions, n_outbox = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local expected_at = 8
 local offsets_at = expected_at + 2 * n_expected
 local upserts_at = offsets_at + 2 * n_offsets
 local deletions_at = upserts_at + 3 * n_upserts
@@ -41,12 +42,13 @@ end
 for i = upserts_at, deletions_at - 1, 3 do
   redis.call('HSET', clusters, ARGV[i], ARGV[i + 2])
   redis.call('HSET', versions, ARGV[i], ARGV[i + 1])
-  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'k', ARGV[i], 'v', ARGV[i + 1])
+  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'k', ARGV[i], 'v', ARGV[i + 1],
+             'w', writer)
 end
 for i = deletions_at, outbox_at - 1 do
   redis.call('HDEL', clusters, ARGV[i])
   redis.call('HDEL', versions, ARGV[i])
-  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'k', ARGV[i], 'd', '1')
+  redis.call('XADD', changes, 'MAXLEN', '~', maxlen, '*', 'k', ARGV[i], 'd', '1', 'w', writer)
 end
 for i = outbox_at, outbox_at + 6 * n_outbox - 1, 6 do
   redis.call('XADD', outbox, '*', 'event_id', ARGV[i], 'key', ARGV[i + 1],

@@ -98,6 +98,30 @@ def test_drifted_representatives_are_found_at_their_new_place(kind: str) -> None
     assert keys_of(index, slots[:, 0]) == keys[:10]
 
 
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+def test_probing_wider_finds_at_least_as_much_without_a_rebuild(kind: str) -> None:
+    rng = np.random.default_rng(11)
+    x = clustered(rng, 3000, 32, 60)
+    queries = x[rng.integers(0, 3000, 200)] + 0.05 * unit_rows(rng, 200, 32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exact = NumpyIndex()
+    exact.upsert([f"k{i}" for i in range(3000)], x)
+    index = FaissIndex(kind, "cpu", train_min=1000, nprobe=1, candidates=8)
+    index.upsert([f"k{i}" for i in range(3000)], x)
+    built = index._ann
+
+    def found() -> int:
+        truth = keys_of(exact, exact.search(queries, 1)[1][:, 0])
+        got = keys_of(index, index.search(queries, 1)[1][:, 0])
+        return sum(g == t for g, t in zip(got, truth, strict=True))
+
+    narrow = found()
+    index.probe(nprobe=64, candidates=64)
+    assert (index.nprobe, index.candidates) == (64, 64)
+    assert index._ann is built  # the same index, searched more widely
+    assert found() >= narrow and found() == len(queries)
+
+
 def test_device_choice() -> None:
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") in ("cpu", "gpu")
