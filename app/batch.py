@@ -17,7 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from app.engine import Event, EventType
 from app.kafka_client import make_consumer, make_producer
 from app.pipeline import RawRecord
-from app.publisher import Publisher
+from app.publisher import REPORT_ONLY_ERRORS, Publisher
 from app.records import encode_event
 from app.runtime import Runtime
 
@@ -44,7 +44,7 @@ async def run_batch(
     runtime.create_topics()
     await runtime.start()
     consumer = make_consumer(settings)
-    producer = make_producer(settings)
+    producer = make_producer(settings, **REPORT_ONLY_ERRORS)
     try:
         ends = _assign(consumer, runtime.config.topics, since_ms)
         records, dead = await _consume(runtime, consumer, ends, progress)

@@ -33,6 +33,8 @@ THRESHOLD = 0.5
 FRAME_MS = 40
 SIGHTING_COSINE = 0.8  # cosine of a re-sighting to its identity's centre
 WORKDIR = Path(".fvc/bench")
+LISTENER_START_S = 3.0  # the latency listener's time to join and reach the end of the events
+SETUP_S = 2.0  # then the producer's: topics checked, connected, partition leaders known
 
 
 @dataclass(frozen=True)
@@ -145,13 +147,15 @@ class Bench:
         offsets, published = asyncio.run(read())
         return sum(offset + 1 for offset in offsets.values()), published
 
-    def feed(self, rows: Rows, fmt: str, rate: float = 0.0, timeout: float = 600.0) -> float:
+    def feed(self, rows: Rows, fmt: str, rate: float = 0.0, timeout: float = 600.0,
+             send_from: float | None = None) -> float:
         """Send ``rows``, wait until all are stored and their events published; returns seconds
         from the first send. A phase so ends with nothing left over to slow the next one.
         """
         target = self.progress()[0] + rows.n
         began = time.perf_counter()
-        produce_scene(self.settings, rows, config=self.run.config, fmt=fmt, rate=rate)
+        produce_scene(self.settings, rows, config=self.run.config, fmt=fmt, rate=rate,
+                      send_from=send_from)
         deadline = began + timeout
         while (done := self.progress())[0] < target or not done[1]:
             if time.perf_counter() > deadline:
@@ -193,7 +197,9 @@ class Bench:
     def latencies(self, rows: Rows, rate: float) -> np.ndarray:
         """Produce-to-event latency (ms) of each event caused by ``rows`` sent at ``rate``/s."""
         seen: list[float] = []
-        rows = _paced(rows, rate, int(time.time() * 1000) + 3000)
+        # stamped with the times they will be sent at, once the listener and producer are up
+        send_from = time.time() + LISTENER_START_S + SETUP_S
+        rows = _paced(rows, rate, int(send_from * 1000))
         first = int(rows.t[0])
         stop = threading.Event()
 
@@ -215,8 +221,8 @@ class Bench:
 
         listener = threading.Thread(target=listen, daemon=True)
         listener.start()
-        time.sleep(3.0)  # the listener joins its group and reaches the end first
-        self.feed(rows, "msgpack", rate=rate)
+        time.sleep(LISTENER_START_S)  # the listener joins its group and reaches the end first
+        self.feed(rows, "msgpack", rate=rate, send_from=send_from)
         time.sleep(1.0)
         stop.set()
         listener.join(timeout=10)

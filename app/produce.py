@@ -32,6 +32,7 @@ DEFAULT_TYPE = "PERSON_FACE"
 MIN_PAUSE_S = 0.005  # the pacer sleeps only when this far ahead, so records go out in bursts
 POLL_EVERY = 1000  # serve delivery callbacks this often while sending
 FLUSH_TIMEOUT_S = 60.0
+METADATA_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,8 +227,11 @@ class Pacer:
     would round up and so make the run slower than asked.
     """
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate, self.clock, self.start = rate, clock, clock()
+    def __init__(
+        self, rate: float, clock: Callable[[], float] = time.monotonic, start: float | None = None
+    ) -> None:
+        self.rate, self.clock = rate, clock
+        self.start = clock() if start is None else start  # when record 0 is due, clock time
 
     def pause(self, sent: int) -> float:
         """Seconds to wait before sending record number ``sent`` (0 when not ahead enough)."""
@@ -251,11 +255,14 @@ def produce_scene(
     partitions: int | None = None,
     create_topics: bool = True,
     progress: Callable[[int], object] | None = None,
+    send_from: float | None = None,
 ) -> ProduceReport:
     """Send ``scene`` (a synthetic Scene or any Rows) to its camera topics; flush; report.
 
     ``start_ms`` moves event times so the first record is at that time (see Rows.starting_at).
-    Delivery failures are counted, not raised: the caller decides how to end the run.
+    With a ``rate``, ``send_from`` (a ``time.time()``) holds the first record until then, so
+    records stamped with their planned send times leave at those times. Delivery failures are
+    counted, not raised: the caller decides how to end the run.
     """
     from app.kafka_client import ensure_topics, make_producer
 
@@ -266,9 +273,12 @@ def produce_scene(
     if create_topics:
         report.created_topics = tuple(ensure_topics(settings, topics, partitions))
     producer = make_producer(settings)
+    for topic in topics:  # connected and knowing every partition's leader before the clock runs:
+        producer.list_topics(topic, timeout=METADATA_TIMEOUT_S)  # else the first records wait
     started = time.monotonic()
     encoded = _encoded(rows, routes, fmt, model_id, end_of_frame)
-    _send_all(producer, encoded, report, Pacer(rate), progress)
+    due = None if send_from is None else time.monotonic() + send_from - time.time()
+    _send_all(producer, encoded, report, Pacer(rate, start=due), progress)
     left = producer.flush(FLUSH_TIMEOUT_S)
     if left:
         report.failed += left

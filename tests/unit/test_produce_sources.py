@@ -194,6 +194,8 @@ def test_pacer_waits_only_when_well_ahead_of_schedule() -> None:
     assert pacer.pause(4) == pytest.approx(0.01)
     now[0] += 0.02
     assert pacer.pause(8) == 0.0 and Pacer(0.0).pause(10**6) == 0.0
+    later = Pacer(400.0, clock=lambda: now[0], start=now[0] + 1.0)  # records planned to go later
+    assert later.pause(0) == pytest.approx(1.0) and later.pause(400) == pytest.approx(2.0)
 
 
 class FakeProducer:
@@ -203,6 +205,11 @@ class FakeProducer:
         self.sent: list[tuple[str, bytes, bytes, int]] = []
         self.pending: list = []
         self.failing = failing
+        self.described: list[str] = []
+
+    def list_topics(self, topic: str, timeout: float) -> None:
+        assert not self.sent, "metadata is fetched before the first record"
+        self.described.append(topic)
 
     def produce(self, topic, value, key, timestamp, on_delivery) -> None:
         self.sent.append((topic, key, value, timestamp))
@@ -236,6 +243,7 @@ def test_produce_scene_sends_the_plan_and_counts_failed_deliveries(fake) -> None
     )
     assert (report.records, report.failed, report.created_topics) == (3, 1, ("a.in",))
     assert report.errors == ["broker said no"] and report.topics == ("a.in", "b.in")
+    assert fake.described == ["a.in", "b.in"]
     first = decode(fake.sent[0][2], "msgpack", Selector.of(config.stream("a")))
     assert first.vector.tolist() == [1, 2] and first.model_id == "mm"
     assert first.type == "PERSON_FACE"
