@@ -255,9 +255,9 @@ def run_bench(options: BenchOptions) -> tuple[dict, np.ndarray]:
         json_s = bench.feed(texted, "json")
         msgpack_vps = options.n / msgpack_s
         say(f"sending {options.latency_n} vectors at {msgpack_vps / 2:.0f}/s for latency")
-        calm_cpu, calm_began = bench.cpu(), time.perf_counter()
+        cpu_at, latency_began = bench.cpu(), time.perf_counter()
         latency = bench.latencies(paced, msgpack_vps / 2)
-        calm = _cores(calm_cpu, bench.cpu(), time.perf_counter() - calm_began)
+        latency_cores = _cores(cpu_at, bench.cpu(), time.perf_counter() - latency_began)
         clusters = run.get_json("/stats")["clusters"]
     batches = after["batches"] - before["batches"]
     figures = _figures(options, engine_vps, msgpack_vps, options.n / json_s, latency, clusters,
@@ -270,7 +270,7 @@ def run_bench(options: BenchOptions) -> tuple[dict, np.ndarray]:
     used = {k: v - cpu_before[k] for k, v in cpu_after.items() if k in cpu_before}
     figures["cpu_ms_per_1000_vectors"] = {k: round(v / options.n * 1e6, 1) for k, v in used.items()}
     figures["cores_busy"] = round(sum(used.values()) / msgpack_s, 2)
-    figures["latency_phase_cores_busy"] = calm
+    figures["latency_phase_cores_busy"] = latency_cores
     figures["cores"] = os.cpu_count()
     return {
         **figures, "clusters_asked": options.clusters, "workers": options.workers,

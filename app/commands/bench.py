@@ -13,7 +13,8 @@ Measure one worker end to end on this machine: Kafka and Redis are started if th
 not running (and stopped again after), a worker runs on topics of its own, and in one run:
 
   * the engine alone on the same vectors (the reference);
-  * sustained vectors/s with msgpack and with JSON input, sent as fast as possible;
+  * sustained vectors/s with msgpack and with JSON input, sent as fast as possible and
+    timed until every event they caused is published;
   * produce-to-event latency p50/p95/p99 at half the msgpack rate;
   * time per vector in each stage of the worker (decode, engine incl. search, store, apply,
     publish).
