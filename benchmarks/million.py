@@ -17,6 +17,7 @@ Identity centres follow one of two models:
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from typing import Any
@@ -36,6 +37,7 @@ from engine import (
     log,
     progress,
     threads_label,
+    timed,
     unit_rows,
 )
 
@@ -141,6 +143,10 @@ def million(
     approx, approx_rss = load_bench(kind, clusters, **options)
     exact, exact_rss = load_bench("exact", clusters)
     del clusters
+    # Python's cyclic GC walks every tracked object in a full pass: the stall a worker this size
+    # takes each time its old generation has grown by a quarter (both engines share the clusters)
+    tracked = len(gc.get_objects())
+    gc_seconds = timed(gc.collect)
     for bench in (approx, exact):
         for setting in threads:
             bench.warm(stream[:batch], setting)
@@ -169,6 +175,8 @@ def million(
         "exact_index_bytes_per_cluster": round(exact.engine.index.memory_bytes() / n),
         "approx_rss_bytes_per_cluster": round(approx_rss / n),
         "exact_rss_bytes_per_cluster": round(exact_rss / n),
+        "gc_tracked_objects": tracked,
+        "gc_full_collection_ms": round(gc_seconds * 1000, 1),
         **agree,
         "rows": rows,
         "approx_vps_best": best,
