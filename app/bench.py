@@ -267,7 +267,7 @@ def run_bench(options: BenchOptions) -> tuple[dict, np.ndarray]:
     per_batch = {k: round(v / max(batches, 1), 2) for k, v in sorted(calls.items()) if v}
     figures["redis_round_trips_per_batch"] = round(sum(calls.values()) / max(batches, 1), 2)
     figures["redis_round_trips_per_batch_by_call"] = per_batch
-    used = {k: v - cpu_before[k] for k, v in cpu_after.items() if k in cpu_before}
+    used = _spent(cpu_before, cpu_after)
     figures["cpu_ms_per_1000_vectors"] = {k: round(v / options.n * 1e6, 1) for k, v in used.items()}
     figures["cores_busy"] = round(sum(used.values()) / msgpack_s, 2)
     figures["latency_phase_cores_busy"] = latency_cores
@@ -278,9 +278,14 @@ def run_bench(options: BenchOptions) -> tuple[dict, np.ndarray]:
     }, latency
 
 
+def _spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process used between two ``Bench.cpu`` readings."""
+    return {k: v - before[k] for k, v in after.items() if k in before}
+
+
 def _cores(before: dict[str, float], after: dict[str, float], seconds: float) -> dict:
     """Cores each process kept busy between two ``Bench.cpu`` readings ``seconds`` apart."""
-    return {k: round((v - before[k]) / seconds, 2) for k, v in after.items() if k in before}
+    return {k: round(v / seconds, 2) for k, v in _spent(before, after).items()}
 
 
 def _figures(options: BenchOptions, engine_vps: float, msgpack_vps: float, json_vps: float,
