@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from app.config import ClusteringConfig
 from app.kafka_client import make_admin, make_consumer
@@ -21,6 +27,11 @@ from app.store.base import Commit, StateStore
 from app.store.codec import decode_cluster
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+COORDINATOR_ATTEMPTS = 10  # about 20 s of waiting for a group coordinator to load
+COORDINATOR_LOADING = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                       KafkaError.COORDINATOR_NOT_AVAILABLE)
 
 OFFSET_PREFIX = "offset:"
 CHUNK = 1000
@@ -84,15 +95,14 @@ def rewind_group(settings: Settings, config: ClusteringConfig, now_ms: int | Non
     periods = [s.retention_ms for s in config.streams]
     window = 0 if 0 in periods else max(periods)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    admin = make_admin(settings)
     group = settings.ingest_group
-    committed = _committed(admin, group, config.topics)
+    committed = _committed(settings, group, config.topics)
     if not committed:
         return 0
     targets = _start_offsets(settings, committed, now_ms - window if window else None)
     request = ConsumerGroupTopicPartitions(group, targets)
     try:
-        admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
+        make_admin(settings).alter_consumer_group_offsets([request])[group].result(timeout=30)
     except Exception as exc:  # noqa: BLE001 - an active group refuses; replay is best effort
         log.warning("could not rewind consumer group %s for replay: %s", group, exc)
         return 0
@@ -100,14 +110,44 @@ def rewind_group(settings: Settings, config: ClusteringConfig, now_ms: int | Non
     return len(targets)
 
 
-def _committed(admin: object, group: str, topics: Iterable[str]) -> list[TopicPartition]:
-    request = ConsumerGroupTopicPartitions(group)
+def _committed(settings: Settings, group: str, topics: Iterable[str]) -> list[TopicPartition]:
+    """The partitions of ``topics`` that ``group`` has committed offsets for.
+
+    Read by a consumer of the group that never joins it, not with the admin client's
+    ``list_consumer_group_offsets``: while the broker's group coordinator is still loading
+    (the first seconds after a broker starts), that call crashes the whole process in librdkafka
+    (a null group handle on NOT_COORDINATOR, librdkafka issue 5040).
+    """
+    consumer = make_consumer(settings, group)
     try:
-        result = admin.list_consumer_group_offsets([request])[group].result(timeout=30)
-    except Exception:  # noqa: BLE001 - no such group yet: nothing to rewind
+        metadata = consumer.list_topics(timeout=30).topics
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in topics if topic in metadata
+            for partition in metadata[topic].partitions
+        ]
+        if not partitions:
+            return []
+        committed = _retrying(lambda: consumer.committed(partitions, timeout=30))
+    except KafkaException as exc:  # nothing can be read to rewind: the group resumes as it is
+        log.warning("could not read the offsets of consumer group %s: %s", group, exc)
         return []
-    wanted = set(topics)
-    return [tp for tp in result.topic_partitions if tp.topic in wanted and tp.offset >= 0]
+    finally:
+        consumer.close()
+    return [tp for tp in committed if tp.offset >= 0]
+
+
+def _retrying(call: Callable[[], T], attempts: int = COORDINATOR_ATTEMPTS) -> T:
+    """``call`` again while Kafka says the error is passing (a coordinator still loading)."""
+    for attempt in range(1, attempts):
+        try:
+            return call()
+        except KafkaException as exc:
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in COORDINATOR_LOADING):
+                raise
+            time.sleep(min(0.5 * attempt, 3.0))
+    return call()
 
 
 def _start_offsets(
