@@ -101,8 +101,9 @@ def rewind_group(settings: Settings, config: ClusteringConfig, now_ms: int | Non
         return 0
     targets = _start_offsets(settings, committed, now_ms - window if window else None)
     request = ConsumerGroupTopicPartitions(group, targets)
+    admin = make_admin(settings)  # held until the result is in: the request dies with it
     try:
-        make_admin(settings).alter_consumer_group_offsets([request])[group].result(timeout=30)
+        admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
     except Exception as exc:  # noqa: BLE001 - an active group refuses; replay is best effort
         log.warning("could not rewind consumer group %s for replay: %s", group, exc)
         return 0
