@@ -169,10 +169,12 @@ class RedisStore:
             password: used when the URL carries none (e.g. from a mounted secret).
             changes_maxlen: approximate length the change stream is trimmed to.
             socket_timeout: seconds to wait for a connection or a reply.
-            retries: redis-py's own retries of a command after a dropped connection or
-                timeout, before ``StoreUnavailable``. A commit that was applied before its reply
-                was lost cannot apply twice: the retry fails its offset check (``AlreadyApplied``,
-                checked first) or its version check. Against a cluster they are also the
+            retries: redis-py's own retries of a command whose connection dropped or timed
+                out while it was in flight, before ``StoreUnavailable`` (which names the
+                reconnect). A commit that was applied before its reply was lost cannot apply
+                twice: the retry fails its offset check (``AlreadyApplied``, checked first) or
+                its version check. A pooled connection the server closed while idle is not such
+                a failure: redis-py 8 replaces it before sending, whatever this says. Against a cluster they are also the
                 cluster client's retries after a connection error or CLUSTERDOWN, each after
                 re-reading the topology.
             cluster: True to treat a ``redis://``/``rediss://`` URL as a cluster seed; by

