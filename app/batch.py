@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from app.codec.encode import encode_event
 from app.engine import Event, EventType
 from app.kafka_client import make_consumer, make_producer
 from app.pipeline import RawRecord
 from app.publisher import REPORT_ONLY_ERRORS, Publisher
-from app.records import encode_event
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from app.codec.encode import encode_event
 from app.engine import Event, Observation, StepResult
 from app.errors import DecodeError
 from app.internal_state import offset_key
-from app.records import encode_event
 from app.settings import Settings
 from app.store.base import OutboxRecord
 from app.store.codec import encode_cluster

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from app.codec.decode import decode
 from app.config import ClusteringConfig
 from app.engine import Engine, Observation, StepResult
 from app.errors import AlreadyApplied, DecodeError, VersionConflict
 from app.outbox import OutboxWriter
-from app.records import decode
 from app.settings import Settings
 from app.store.base import Commit, StateStore
 

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from app.codec.decode import FEATURE_PATH
+from app.codec.encode import encode_observation
 from app.errors import FvcError
-from app.records import FEATURE_PATH, encode_observation
 
 if TYPE_CHECKING:  # kept out of import time: every `fvc` run builds this command's parser
     from confluent_kafka import Producer

@@ -14,9 +14,9 @@ from typing import Any, NamedTuple
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
+from app.codec.decode import cluster_name, decode_event
 from app.errors import DecodeError, FvcError
 from app.kafka_client import make_consumer
-from app.records import decode_event
 from app.settings import Settings
 
 POLL_S = 0.2  # short polls, so Ctrl-C and the idle timeout are honoured promptly
@@ -114,14 +114,6 @@ def read_events(
         max_events=max_events, until_end=until_end,
     )
     return [item.event for item in items if item.event is not None]
-
-
-def cluster_name(cluster_id: dict[str, Any] | None) -> str:
-    """``<stream>:<detection key>``, the cluster id string used as Kafka key."""
-    if not isinstance(cluster_id, dict):
-        return "?"
-    stream = cluster_id.get("first_detection_stream_id", "?")
-    return f"{stream}:{cluster_id.get('first_detection_key', '?')}"
 
 
 def format_time(ms: int) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from app.tail import cluster_name
+from app.codec.decode import cluster_name
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 
+from app.codec.decode import DEFAULT_SELECTOR, Selector, decode
 from app.errors import DecodeError, FvcError
 from app.produce import (
     DEFAULT_MODEL_ID,
@@ -28,7 +29,6 @@ from app.produce import (
     detection_keys,
     routes_for,
 )
-from app.records import DEFAULT_SELECTOR, Selector, decode
 
 if TYPE_CHECKING:
     from app.config import ClusteringConfig

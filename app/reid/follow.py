@@ -18,9 +18,9 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from app.background import Background
+from app.codec.decode import decode_event
 from app.errors import DecodeError, FvcError
 from app.kafka_client import make_consumer
-from app.records import decode_event
 from app.reid.metrics import ReidMetrics
 from app.reid.state import ReidState
 from app.settings import Settings

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from app.codec.decode import cluster_name
 from app.index import make_index
-from app.tail import cluster_name
 from app.view import ClusterView, ViewCluster
 
 log = logging.getLogger(__name__)

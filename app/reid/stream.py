@@ -18,10 +18,11 @@ import numpy as np
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Producer
 
 from app.background import Background
+from app.codec.decode import decode
+from app.codec.encode import pack
 from app.config import ClusteringConfig
 from app.errors import DecodeError, FvcError
 from app.kafka_client import make_consumer, make_producer
-from app.records import decode, pack
 from app.reid.metrics import ReidMetrics
 from app.reid.state import Answer, ReidState
 from app.settings import Settings

@@ -174,9 +174,9 @@ class RedisStore:
                 reconnect). A commit that was applied before its reply was lost cannot apply
                 twice: the retry fails its offset check (``AlreadyApplied``, checked first) or
                 its version check. A pooled connection the server closed while idle is not such
-                a failure: redis-py 8 replaces it before sending, whatever this says. Against a cluster they are also the
-                cluster client's retries after a connection error or CLUSTERDOWN, each after
-                re-reading the topology.
+                a failure: redis-py 8 replaces it before sending, whatever this says. Against a
+                cluster they are also the cluster client's retries after a connection error or
+                CLUSTERDOWN, each after re-reading the topology.
             cluster: True to treat a ``redis://``/``rediss://`` URL as a cluster seed; by
                 default the URL's scheme decides.
         """

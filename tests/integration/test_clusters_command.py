@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from worker_support import Deployment, http, wait_for
 
+from app.codec.decode import decode_event
 from app.coherence import coherences, describe
 from app.engine import Cluster, ClusterId
-from app.records import decode_event
 from app.store import create_store
 from app.store.base import Commit
 

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from app.codec.decode import Selector, decode
+from app.codec.encode import encode_event
 from app.commands import produce as produce_command
 from app.commands import tail as tail_command
 from app.config import parse_config
@@ -22,7 +24,6 @@ from app.engine.lifecycle import delete_event, merge_event, reg_event
 from app.engine.types import Cluster, ClusterId, DeleteReason, Event, EventType
 from app.kafka_client import ensure_topics, make_producer
 from app.produce import Rows, as_rows, planned_records, produce_scene
-from app.records import Selector, decode, encode_event
 from app.settings import Settings
 from app.synth import Scene, make_scene
 from app.tail import format_event, read_events

@@ -72,7 +72,7 @@ def test_live_track_linking_equals_the_offline_engine(deployment: Deployment) ->
 def test_every_bad_record_reaches_the_dead_letter_topic(deployment: Deployment) -> None:
     from confluent_kafka import Producer
 
-    from app.records import encode_observation
+    from app.codec.encode import encode_observation
 
     scene = make_scene(400, seed=5, dim=32)
     deployment.start_worker(FVC_MAX_RECORD_BYTES="100000")

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def latest_event_counts(events: list[dict]) -> dict[str, int]:
     """num_observations of the last REG/MERGE event of every cluster."""
-    from app.tail import cluster_name
+    from app.codec.decode import cluster_name
 
     latest: dict[str, int] = {}
     for event in events:

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from app import operations
+from app.codec.decode import decode_event
 from app.coherence import CoherenceSummary, coherences, describe
 from app.config import parse_config
 from app.engine import Cluster, ClusterId
 from app.engine.rules import coherence
 from app.errors import MergeRefused, UnknownCluster
-from app.records import decode_event
 from app.settings import Settings
 from app.store.base import Commit
 from app.store.memory import MemoryStore

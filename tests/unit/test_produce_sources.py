@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from app import kafka_client
+from app.codec.decode import Selector, decode
 from app.commands import produce as produce_command
 from app.commands.produce import read_rows, write_labels
 from app.config import parse_config
@@ -26,7 +27,6 @@ from app.produce import (
     produce_scene,
     routes_for,
 )
-from app.records import Selector, decode
 from app.settings import Settings
 from app.synth import make_scene
 

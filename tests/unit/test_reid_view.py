@@ -20,16 +20,16 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from app.codec.decode import cluster_name, decode_event
+from app.codec.encode import encode_event
 from app.config import parse_config
 from app.engine import Engine, Observation
-from app.records import decode_event, encode_event
 from app.reid.http import make_app
 from app.reid.request import BadRequest, parse_identify
 from app.reid.service import ReidOptions, ReidService
 from app.reid.state import ReidState
 from app.settings import Settings
 from app.synth import make_scene
-from app.tail import cluster_name
 from app.view import ClusterView, event_version
 
 CONFIG = parse_config({

@@ -15,10 +15,10 @@ from engine_support import E1, E2, make_config, obs, scene
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.codec.encode import event_to_dict
 from app.config import ImprovedModeConfig, MergingConfig
 from app.engine import Cluster, ClusterId, Engine, Observation, StepResult
 from app.engine.repair import candidate_pairs, mean_member_similarity, merge_threshold
-from app.records import event_to_dict
 from app.store import MemoryStore
 from app.store.base import Commit
 from app.view import ClusterView

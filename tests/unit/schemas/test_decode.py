@@ -9,10 +9,11 @@ import numpy as np
 import orjson
 import pytest
 
+from app.codec.decode import Selector, decode, decode_batch
+from app.codec.encode import encode_observation
 from app.config import ClusteringConfig, StreamConfig
 from app.engine.types import Observation
 from app.errors import DecodeError
-from app.records import Selector, decode, decode_batch, encode_observation
 from schemas import validator
 
 CLUSTER = Selector(("cluster",), cluster=True)

@@ -8,9 +8,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.codec.decode import Selector, decode, decode_event
+from app.codec.encode import encode_observation
 from app.engine.types import Observation
 from app.errors import DecodeError
-from app.records import Selector, decode, decode_event, encode_observation
 
 CLUSTER = Selector(("cluster",), cluster=True)
 SCALARS = (

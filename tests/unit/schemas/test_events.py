@@ -7,9 +7,10 @@ import numpy as np
 import orjson
 import pytest
 
+from app.codec.decode import decode_event
+from app.codec.encode import encode_event, event_to_dict
 from app.engine.types import Cluster, ClusterId, DeleteReason, Event, EventType
 from app.errors import DecodeError
-from app.records import decode_event, encode_event, event_to_dict
 from schemas import validator
 
 FIRST = ClusterId(1571138183912, "1571138183912_0", "camera_1")

@@ -1,0 +1,1 @@
+"""Wire codecs: camera records in, cluster events out (JSON or msgpack)."""
