@@ -1,6 +1,6 @@
 """The Faust application of a worker: broker, security, web port, topics.
 
-Only wiring lives here; what each agent, timer and page does is in ``app.runtime``.
+Only wiring lives here; what each agent, timer and page does is in ``app.worker.runtime``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import ssl
 
 import faust
 
-from app.runtime import Runtime
 from app.settings import Settings
+from app.worker.runtime import Runtime
 
 
 def broker_urls(settings: Settings) -> list[str]:

@@ -12,9 +12,9 @@ import os
 
 import faust
 
-from app.bulk_ingest import EXIT_UNRECOVERABLE, BulkIngest
-from app.pipeline import RawRecord
-from app.runtime import Runtime
+from app.worker.ingest import EXIT_UNRECOVERABLE, BulkIngest
+from app.worker.pipeline import RawRecord
+from app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def attach(app: faust.App, runtime: Runtime) -> None:
 
 
 def _attach_bulk(app: faust.App, runtime: Runtime) -> None:
-    """Run the bulk reader (app/bulk_ingest.py) for as long as the app runs."""
+    """Run the bulk reader (app/worker/ingest.py) for as long as the app runs."""
 
     @app.task
     async def bulk_ingest() -> None:

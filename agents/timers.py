@@ -8,8 +8,8 @@ import logging
 
 import faust
 
-from app.publisher import Publisher, PublishFailed
-from app.runtime import Runtime
+from app.worker.publisher import Publisher, PublishFailed
+from app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

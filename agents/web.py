@@ -5,7 +5,7 @@ from __future__ import annotations
 import faust
 from faust.web import Request, Response, View
 
-from app.runtime import Runtime
+from app.worker.runtime import Runtime
 
 PROMETHEUS_TYPE = "text/plain"
 

@@ -10,7 +10,7 @@ per record, which a worker pays on top of decoding, the engine and the store::
     .venv/bin/python benchmarks/ingest.py --json
 
 The Faust reader runs as ``fvc worker`` runs its agent (``stream.take_events``, the same app
-options), in a child process; the bulk reader is ``consume(n)`` as in ``app/bulk_ingest.py``.
+options), in a child process; the bulk reader is ``consume(n)`` as in ``app/worker/ingest.py``.
 """
 
 from __future__ import annotations

@@ -80,10 +80,10 @@ def handler(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from app import operations
     from app.config import load_config
     from app.settings import Settings
     from app.store import store_for
+    from app.worker import clusters as operations
 
     settings = Settings.from_env(redis_url=args.redis_url, namespace=args.namespace)
     config_path = args.config or settings.config_path

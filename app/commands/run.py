@@ -42,8 +42,8 @@ def handler(args: argparse.Namespace) -> int:
     """Run the batch and print its report."""
     from tqdm import tqdm
 
-    from app.batch import run_batch
-    from app.runtime import Runtime
+    from app.worker.run import run_batch
+    from app.worker.runtime import Runtime
 
     settings, config_path = settings_from(args)
     logging.basicConfig(level=logging.WARNING)

@@ -78,7 +78,7 @@ def handler(args: argparse.Namespace) -> int:
     from agents.app import create_app
     from app.index.faiss_lib import faiss
     from app.logs import configure
-    from app.runtime import Runtime
+    from app.worker.runtime import Runtime
 
     settings, config_path = settings_from(args)
     configure(settings.log_level, settings.log_format)

@@ -18,10 +18,10 @@ import pytest
 from worker_support import Deployment, http, wait_for
 
 from app.codec.decode import decode_event
-from app.coherence import coherences, describe
 from app.engine import Cluster, ClusterId
 from app.store import create_store
 from app.store.base import Commit
+from app.worker.coherence import coherences, describe
 
 FVC = str(Path(sys.executable).with_name("fvc"))
 pytestmark = pytest.mark.integration

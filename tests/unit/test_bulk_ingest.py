@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.bulk_ingest import next_offsets
-from app.pipeline import RawRecord
 from app.settings import Settings
+from app.worker.ingest import next_offsets
+from app.worker.pipeline import RawRecord
 
 
 def record(topic: str, partition: int, offset: int) -> RawRecord:

@@ -12,9 +12,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from app import operations
 from app.codec.decode import decode_event
-from app.coherence import CoherenceSummary, coherences, describe
 from app.config import parse_config
 from app.engine import Cluster, ClusterId
 from app.engine.rules import coherence
@@ -22,6 +20,8 @@ from app.errors import MergeRefused, UnknownCluster
 from app.settings import Settings
 from app.store.base import Commit
 from app.store.memory import MemoryStore
+from app.worker import clusters as operations
+from app.worker.coherence import CoherenceSummary, coherences, describe
 
 SETTINGS = Settings.from_env({})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from app import internal_state
+from app.worker import internal_state
 
 
 def failing(codes: list[int], result: str = "offsets"):  # noqa: ANN201

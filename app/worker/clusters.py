@@ -18,9 +18,9 @@ from app.engine import Cluster, DeleteReason, StepResult, maintenance, rules
 from app.engine.lifecycle import delete_event
 from app.errors import MergeRefused, UnknownCluster, VersionConflict
 from app.index import make_index
-from app.outbox import OutboxWriter
 from app.settings import Settings
 from app.store.base import Commit, StateStore
+from app.worker.outbox import OutboxWriter
 
 COMMIT_RETRIES = 5
 _T = TypeVar("_T")

@@ -1,6 +1,6 @@
 """One worker's moving parts and their life cycle, independent of Faust.
 
-The Faust agents and timers (``agents/``) and batch mode (``app/batch.py``) call these methods;
+The Faust agents and timers (``agents/``) and batch mode (``app/worker/run.py``) call these methods;
 keeping them here makes the worker's behaviour testable without a Faust app.
 """
 
@@ -12,19 +12,19 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
-from app.coherence import CoherenceSummary
 from app.config import ClusteringConfig, load_config
 from app.engine import Engine
 from app.errors import ConfigError, StoreUnavailable
 from app.index import make_index
 from app.index.timed import TimedIndex
-from app.metrics import WorkerMetrics
-from app.outbox import EVENT_TYPE_HEADER
-from app.pipeline import BatchOutcome, Pipeline, RawRecord
 from app.settings import Settings
 from app.store import store_for
 from app.store.base import OutboxRecord, StateStore
 from app.store.guard import ROUND_TRIPS
+from app.worker.coherence import CoherenceSummary
+from app.worker.metrics import WorkerMetrics
+from app.worker.outbox import EVENT_TYPE_HEADER
+from app.worker.pipeline import BatchOutcome, Pipeline, RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Runtime:
         self.ready = True
 
     async def _recover(self) -> None:
-        from app.internal_state import restore, rewind_group
+        from app.worker.internal_state import restore, rewind_group
 
         if self.config.start_from_internal_state:
             await restore(self.settings, self.store)

@@ -31,10 +31,10 @@ from confluent_kafka import OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, T
 
 from app.background import Background
 from app.kafka_client import make_consumer
-from app.pipeline import RawRecord, position
+from app.worker.pipeline import RawRecord, position
 
 if TYPE_CHECKING:
-    from app.runtime import Runtime
+    from app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from app.codec.decode import decode
 from app.config import ClusteringConfig
 from app.engine import Engine, Observation, StepResult
 from app.errors import AlreadyApplied, DecodeError, VersionConflict
-from app.outbox import OutboxWriter
 from app.settings import Settings
 from app.store.base import Commit, StateStore
+from app.worker.outbox import OutboxWriter
 
 log = logging.getLogger(__name__)
 

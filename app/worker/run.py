@@ -17,9 +17,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from app.codec.encode import encode_event
 from app.engine import Event, EventType
 from app.kafka_client import make_consumer, make_producer
-from app.pipeline import RawRecord
-from app.publisher import REPORT_ONLY_ERRORS, Publisher
-from app.runtime import Runtime
+from app.worker.pipeline import RawRecord
+from app.worker.publisher import REPORT_ONLY_ERRORS, Publisher
+from app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

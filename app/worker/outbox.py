@@ -15,14 +15,14 @@ import orjson
 from app.codec.encode import encode_event
 from app.engine import Event, Observation, StepResult
 from app.errors import DecodeError
-from app.internal_state import offset_key
 from app.settings import Settings
 from app.store.base import OutboxRecord
 from app.store.codec import encode_cluster
+from app.worker.internal_state import offset_key
 
 if TYPE_CHECKING:
     from app.config import ClusteringConfig
-    from app.pipeline import RawRecord
+    from app.worker.pipeline import RawRecord
 
 EVENT_TYPE_HEADER = "fvc.event_type"
 
