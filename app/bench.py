@@ -25,7 +25,7 @@ from app.engine import Engine, Observation
 from app.index import make_index
 from app.kafka_client import make_consumer
 from app.localrun import FVC, LocalRun, say
-from app.produce import Rows, produce_scene
+from app.offline.produce import Rows, produce_scene
 from app.store import store_for
 
 CAMERAS = 4

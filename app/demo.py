@@ -17,9 +17,9 @@ import orjson
 from app.config import load_config
 from app.kafka_client import make_consumer
 from app.localrun import LocalRun, say
-from app.produce import detection_keys, produce_scene
-from app.quality import score_all
-from app.synth import Scene, make_scene
+from app.offline.produce import detection_keys, produce_scene
+from app.offline.quality import score_all
+from app.offline.synth import Scene, make_scene
 from app.tail import read_events
 from app.view import ClusterView
 

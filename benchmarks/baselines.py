@@ -23,12 +23,12 @@ from scipy.sparse.csgraph import connected_components
 
 from app.config import ClusteringConfig
 from app.engine import Engine
-from app.evaluate import evaluate
 from app.index import make_index
 from app.index.faiss_lib import faiss
-from app.quality import bcubed
+from app.offline.evaluate import evaluate
+from app.offline.quality import bcubed
+from app.offline.synth import Scene, make_scene
 from app.store import MemoryStore
-from app.synth import Scene, make_scene
 
 THRESHOLD = 0.5
 KNN = 30

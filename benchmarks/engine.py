@@ -396,7 +396,7 @@ class Workload:
 def make_workload(n_clusters: int, sizes: Sizes, seed: int) -> Workload:
     """``n_clusters`` identities as clusters of 1 to 20 observations, and noisy re-sightings.
 
-    The model is ``app.synth``'s: random unit centres (near-orthogonal in 512-d) and isotropic
+    The model is ``app.offline.synth``'s: random unit centres (near-orthogonal in 512-d) and isotropic
     noise. Each observation has cosine ``OBS_COSINE`` to its centre, well above ``THRESHOLD``,
     so it updates its cluster, except a ``NEW_FRACTION`` of fresh random vectors that create one.
     Cluster sizes matter to approximate indexes: one more observation moves a small cluster's
@@ -650,10 +650,10 @@ def loop_target(sizes: Sizes, device: str) -> dict[str, Any]:
     once, interleaved; rates are the best of the rounds and ``ratio_median`` is the median of
     the per-round ratios. ``search_fraction`` is the share of the engine's run spent in search.
     """
-    from app.evaluate import evaluate
-    from app.quality import score_all
+    from app.offline.evaluate import evaluate
+    from app.offline.quality import score_all
+    from app.offline.synth import make_scene
     from app.store import MemoryStore
-    from app.synth import make_scene
     from app.threads import single_threaded_numpy_blas
 
     log(f"loop target: scene of {sizes.scene_n:,} vectors, ~{sizes.scene_identities:,} people")

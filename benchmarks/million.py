@@ -11,7 +11,7 @@ Identity centres follow one of two models:
 - ``spectrum`` (default): Gaussian with eigenvalues falling as 1/i, normalised. Different people
   then have a mean |cosine| of about 0.13, close to the 0.14 of the (centred) identity means of
   the real face descriptors in ``shared/data/lfw_dev.npz``: real embeddings are not isotropic.
-- ``random``: isotropic unit vectors (``app.synth``'s model), near-orthogonal, which gives a
+- ``random``: isotropic unit vectors (``app.offline.synth``'s model), near-orthogonal, which gives a
   coarse quantizer nothing to work with: the worst case for IVF.
 """
 

@@ -1,6 +1,6 @@
 """``fvc calibrate``: choose thresholds (and the improved mode) for a model from a labelled sample.
 
-The work is done by :mod:`app.calibrate`; this module parses arguments, prints and writes files.
+The work is done by :mod:`app.offline.calibrate`; this module parses arguments, prints and writes files.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _fraction(text: str) -> float:
 
 def handler(args: argparse.Namespace) -> int:
     """Load, calibrate (or estimate), print, write."""
-    from app.calibrate import load_sample
+    from app.offline.calibrate import load_sample
 
     if args.expected_size is not None and args.expected_size < 1:
         message = f"--expected-size must be a positive number of vectors, got {args.expected_size}"
@@ -130,7 +130,7 @@ def _progress(args: argparse.Namespace):  # noqa: ANN202 - a callback or None
 
 
 def _labelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | None) -> dict:
-    from app.calibrate import calibrate
+    from app.offline.calibrate import calibrate
 
     cal = calibrate(
         sample, args.target_precision, args.expected_size,
@@ -154,7 +154,7 @@ def _labelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | None
 
 
 def _unlabelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | None) -> dict:
-    from app.calibrate import Setting, estimate_unlabelled
+    from app.offline.calibrate import Setting, estimate_unlabelled
 
     estimate = estimate_unlabelled(sample, args.target_precision, args.expected_size)
     config = Setting.make("plain", estimate.threshold).config_dict(sample.stream_ids, base=base)
@@ -246,7 +246,7 @@ def _share_text(p: Any) -> str:
 def _plot_unlabelled(sample: Any, estimate: Any, path: str) -> None:
     import numpy as np
 
-    from app.calibrate import nn_similarities
+    from app.offline.calibrate import nn_similarities
 
     plt = _pyplot()
     nn = nn_similarities(sample.X)

@@ -92,10 +92,10 @@ def handler(args: argparse.Namespace) -> int:
     """Load, build the engine and store, run, print."""
     from app.config import ClusteringConfig, load_config
     from app.engine import Engine
-    from app.evaluate import evaluate
     from app.index import make_index
+    from app.offline.evaluate import evaluate
+    from app.offline.synth import load_scene
     from app.store import MemoryStore, create_store
-    from app.synth import load_scene
 
     try:
         scene = load_scene(args.data)

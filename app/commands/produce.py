@@ -1,8 +1,8 @@
 """``fvc produce``: send feature vectors to camera topics from a file or a synthetic scene.
 
-This module reads the sources named on the command line into :class:`app.produce.Rows` (so each
+This module reads the sources named on the command line into :class:`app.offline.produce.Rows` (so each
 file kind is parsed in one place, and tested without Kafka) and reports; sending is
-:func:`app.produce.produce_scene`.
+:func:`app.offline.produce.produce_scene`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import orjson
 
 from app.codec.decode import DEFAULT_SELECTOR, Selector, decode
 from app.errors import DecodeError, FvcError
-from app.produce import (
+from app.offline.produce import (
     DEFAULT_MODEL_ID,
     ProduceReport,
     Rows,
@@ -127,7 +127,7 @@ def handler(args: argparse.Namespace) -> int:
 
     from app.config import load_config
     from app.kafka_client import quiet_client_logs
-    from app.produce import produce_scene
+    from app.offline.produce import produce_scene
     from app.settings import Settings
 
     quiet_client_logs()
@@ -186,7 +186,7 @@ def _rows(args: argparse.Namespace) -> Rows:
 
 def synthetic_rows(n: int, *, seed: int, dim: int = 512, cameras: int = 4) -> Rows:
     """Rows of ``make_scene``; its argument errors become FvcErrors."""
-    from app.synth import make_scene
+    from app.offline.synth import make_scene
 
     try:
         return as_rows(make_scene(n, seed=seed, dim=dim, cameras=cameras))

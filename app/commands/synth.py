@@ -1,7 +1,7 @@
 """``fvc synth``: write a synthetic, labelled multi-camera scene to an ``.npz`` file.
 
 The scene is for measuring and load-testing the clusterer without private face data; the work is
-done by :mod:`app.synth`, this module only parses arguments and reports.
+done by :mod:`app.offline.synth`, this module only parses arguments and reports.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 
 from app.errors import FvcError
-from app.synth import Scene, make_scene, measure_cosines
+from app.offline.synth import Scene, make_scene, measure_cosines
 
 DESCRIPTION = """\
 Write a synthetic scene: labelled feature vectors as a camera network sees them.

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 from worker_support import FVC, Deployment, wait_for
 
+from app.offline.synth import make_scene
 from app.store.codec import decode_cluster
-from app.synth import make_scene
 from app.worker.internal_state import OFFSET_PREFIX, read_compacted
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -6,9 +6,9 @@ import asyncio
 
 from app.config import ClusteringConfig
 from app.engine import Engine
-from app.evaluate import evaluate
+from app.offline.evaluate import evaluate
+from app.offline.synth import make_scene
 from app.store import MemoryStore, create_store
-from app.synth import make_scene
 
 
 def test_redis_backed_evaluation_equals_memory(redis_url: str, unique: str) -> None:

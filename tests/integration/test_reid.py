@@ -30,8 +30,8 @@ from worker_support import FVC, Deployment, free_port, http, wait_for
 
 from app.config import parse_config
 from app.kafka_client import make_consumer, make_producer
-from app.produce import as_rows, produce_scene
-from app.synth import Scene, make_scene
+from app.offline.produce import as_rows, produce_scene
+from app.offline.synth import Scene, make_scene
 from app.tail import follow
 from app.view import ClusterView
 

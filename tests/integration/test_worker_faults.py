@@ -7,7 +7,7 @@ import threading
 import pytest
 from worker_support import Deployment, offline_engine, wait_for
 
-from app.synth import make_scene
+from app.offline.synth import make_scene
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from app.config import ClusteringConfig, parse_config
 from app.engine import Cluster, Engine, Observation
 from app.kafka_client import make_consumer
-from app.produce import detection_keys, produce_scene
+from app.offline.produce import detection_keys, produce_scene
+from app.offline.synth import Scene
 from app.settings import Settings
 from app.store import create_store
-from app.synth import Scene
 from app.tail import read_events
 
 FVC = str(Path(sys.executable).with_name("fvc"))

@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from app.calibrate import (
+from app.commands import calibrate as calibrate_command
+from app.config import load_config
+from app.offline.calibrate import (
     CalibrationError,
     Point,
     Setting,
@@ -17,9 +19,7 @@ from app.calibrate import (
     load_sample,
     measure,
 )
-from app.commands import calibrate as calibrate_command
-from app.config import load_config
-from app.synth import make_scene
+from app.offline.synth import make_scene
 
 SPREAD = (0.55, 0.65)
 
@@ -168,7 +168,7 @@ def test_settings_write_valid_configs_over_a_base() -> None:
 
 
 def load_sample_without_labels():
-    from app.calibrate import Sample
+    from app.offline.calibrate import Sample
 
     x = np.eye(30, 4, dtype=np.float32) + 0.1
     return Sample(x, None, np.arange(30), np.full(30, "camera_0"))

@@ -13,9 +13,9 @@ from app.commands import evaluate as evaluate_command
 from app.config import ClusteringConfig
 from app.engine import Engine
 from app.errors import FvcError
-from app.evaluate import evaluate
+from app.offline.evaluate import evaluate
+from app.offline.synth import make_scene
 from app.store import MemoryStore
-from app.synth import make_scene
 
 LFW = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "lfw_dev.npz"
 

@@ -18,7 +18,7 @@ from app.commands import produce as produce_command
 from app.commands.produce import read_rows, write_labels
 from app.config import parse_config
 from app.errors import FvcError
-from app.produce import (
+from app.offline.produce import (
     Pacer,
     Rows,
     as_rows,
@@ -27,8 +27,8 @@ from app.produce import (
     produce_scene,
     routes_for,
 )
+from app.offline.synth import make_scene
 from app.settings import Settings
-from app.synth import make_scene
 
 NOW = 1_800_000_000_000
 

@@ -13,7 +13,7 @@ from scipy.special import xlogy
 from scipy.stats import entropy
 from scipy.stats.contingency import crosstab
 
-from app.quality import bcubed, contingency, nmi, pairwise, score_all
+from app.offline.quality import bcubed, contingency, nmi, pairwise, score_all
 
 # Bagga & Baldwin (1998): classes A (5 items), B (2), C (5).
 BB_TRUE = ["A"] * 5 + ["B"] * 2 + ["C"] * 5

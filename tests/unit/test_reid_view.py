@@ -24,12 +24,12 @@ from app.codec.decode import cluster_name, decode_event
 from app.codec.encode import encode_event
 from app.config import parse_config
 from app.engine import Engine, Observation
+from app.offline.synth import make_scene
 from app.reid.http import make_app
 from app.reid.request import BadRequest, parse_identify
 from app.reid.service import ReidOptions, ReidService
 from app.reid.state import ReidState
 from app.settings import Settings
-from app.synth import make_scene
 from app.view import ClusterView, event_version
 
 CONFIG = parse_config({

@@ -11,7 +11,7 @@ import pytest
 
 from app.commands import synth as synth_command
 from app.errors import FvcError
-from app.synth import Scene, load_scene, make_scene, measure_cosines
+from app.offline.synth import Scene, load_scene, make_scene, measure_cosines
 
 LFW = Path(__file__).resolve().parents[3] / "shared" / "data" / "lfw_dev.npz"
 

@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # kept out of import time: every `fvc` run builds this comman
     from confluent_kafka import Producer
 
     from app.config import ClusteringConfig
+    from app.offline.synth import Scene
     from app.settings import Settings
-    from app.synth import Scene
 
 DEFAULT_MODEL_ID = "fvc-synthetic"
 DEFAULT_TYPE = "PERSON_FACE"

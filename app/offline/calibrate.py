@@ -231,9 +231,9 @@ def measure(sample: Sample, setting: Setting, interval_ms: int = DEFAULT_INTERVA
 ]:
     """B-cubed precision and recall of ``setting`` on ``sample``, as ``fvc evaluate`` runs it."""
     from app.engine import Engine
-    from app.evaluate import evaluate
+    from app.offline.evaluate import evaluate
+    from app.offline.synth import Scene
     from app.store import MemoryStore
-    from app.synth import Scene
 
     if sample.y is None:
         message = "measure needs labels"

@@ -16,9 +16,9 @@ import numpy as np
 
 from app.config import ClusteringConfig
 from app.engine import Engine, Observation, StepResult
-from app.quality import score_all
+from app.offline.quality import score_all
+from app.offline.synth import Scene
 from app.store.base import Commit, StateStore
-from app.synth import Scene
 
 
 @dataclass(frozen=True)
