@@ -396,9 +396,10 @@ class Workload:
 def make_workload(n_clusters: int, sizes: Sizes, seed: int) -> Workload:
     """``n_clusters`` identities as clusters of 1 to 20 observations, and noisy re-sightings.
 
-    The model is ``app.offline.synth``'s: random unit centres (near-orthogonal in 512-d) and isotropic
-    noise. Each observation has cosine ``OBS_COSINE`` to its centre, well above ``THRESHOLD``,
-    so it updates its cluster, except a ``NEW_FRACTION`` of fresh random vectors that create one.
+    The model is ``app.offline.synth``'s: random unit centres (near-orthogonal in 512-d) and
+    isotropic noise. Each observation has cosine ``OBS_COSINE`` to its centre, well above
+    ``THRESHOLD``, so it updates its cluster, except a ``NEW_FRACTION`` of fresh random vectors
+    that create one.
     Cluster sizes matter to approximate indexes: one more observation moves a small cluster's
     representative enough to be re-inserted (about sizes 1 to 5 here), a large one's not.
     """

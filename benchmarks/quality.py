@@ -23,8 +23,8 @@ Methods, each swept over the same thresholds T and measured in the same run:
 * ``two-pass``: offline average linkage (scipy) cut at 1 - T, then the element-wise medians of
   those clusters clustered again with average linkage cut at 1 - T + 0.02.
 
-Scores are B-cubed precision and recall per item (app/offline/quality.py). "Recall at precision >= 0.98"
-is the best recall over the grid points whose precision reaches 0.98.
+Scores are B-cubed precision and recall per item (app/offline/quality.py). "Recall at
+precision >= 0.98" is the best recall over the grid points whose precision reaches 0.98.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``fvc calibrate``: choose thresholds (and the improved mode) for a model from a labelled sample.
 
-The work is done by :mod:`app.offline.calibrate`; this module parses arguments, prints and writes files.
+The work is done by :mod:`app.offline.calibrate`; this module parses arguments, prints and
+writes files.
 """
 
 from __future__ import annotations

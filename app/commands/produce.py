@@ -1,8 +1,8 @@
 """``fvc produce``: send feature vectors to camera topics from a file or a synthetic scene.
 
-This module reads the sources named on the command line into :class:`app.offline.produce.Rows` (so each
-file kind is parsed in one place, and tested without Kafka) and reports; sending is
-:func:`app.offline.produce.produce_scene`.
+This module reads the sources named on the command line into
+:class:`app.offline.produce.Rows` (so each file kind is parsed in one place, and tested
+without Kafka) and reports; sending is :func:`app.offline.produce.produce_scene`.
 """
 
 from __future__ import annotations
