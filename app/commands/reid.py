@@ -1,7 +1,7 @@
 """``fvc reid``: the re-identification service, matching faces against the realized clusters.
 
-The service lives in ``app.reid``; this module parses arguments, sets up logging and runs it.
-Run it without the ``fvc`` entry point as ``python -m app.commands.reid ...``.
+The service lives in ``app.downstream.reid``; this module parses arguments, sets up logging and runs
+it. Run it without the ``fvc`` entry point as ``python -m app.commands.reid ...``.
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Check the flags, build the service and serve until SIGTERM or Ctrl-C."""
+    from app.downstream.reid.request import MAX_K
+    from app.downstream.reid.service import ReidOptions, ReidService
     from app.logs import configure
-    from app.reid.request import MAX_K
-    from app.reid.service import ReidOptions, ReidService
     from app.settings import Settings
 
     if not 1 <= args.k <= MAX_K:

@@ -1,7 +1,7 @@
 """``fvc tail``: follow the downstream topic and print each cluster event as it arrives.
 
-The reading is :func:`app.tail.follow`; this module parses arguments, prints and turns Ctrl-C or
-a closed pipe into a clean exit.
+The reading is :func:`app.downstream.tail.follow`; this module parses arguments, prints and turns
+Ctrl-C or a closed pipe into a clean exit.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def _print_all(settings: object, topic: str, args: argparse.Namespace) -> None:
-    from app.tail import follow, format_event
+    from app.downstream.tail import follow, format_event
 
     items = follow(
         settings, topic, from_beginning=args.from_beginning, group=args.group,

@@ -20,13 +20,13 @@ from app.codec.encode import encode_event
 from app.commands import produce as produce_command
 from app.commands import tail as tail_command
 from app.config import parse_config
+from app.downstream.tail import format_event, read_events
 from app.engine.lifecycle import delete_event, merge_event, reg_event
 from app.engine.types import Cluster, ClusterId, DeleteReason, Event, EventType
 from app.kafka_client import ensure_topics, make_producer
 from app.offline.produce import Rows, as_rows, planned_records, produce_scene
 from app.offline.synth import Scene, make_scene
 from app.settings import Settings
-from app.tail import format_event, read_events
 
 pytestmark = pytest.mark.integration
 

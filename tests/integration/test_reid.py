@@ -29,11 +29,11 @@ from confluent_kafka import TopicPartition
 from worker_support import FVC, Deployment, free_port, http, wait_for
 
 from app.config import parse_config
+from app.downstream.tail import follow
+from app.downstream.view import ClusterView
 from app.kafka_client import make_consumer, make_producer
 from app.offline.produce import as_rows, produce_scene
 from app.offline.synth import Scene, make_scene
-from app.tail import follow
-from app.view import ClusterView
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from worker_support import Deployment, http, offline_engine, wait_for
 
+from app.downstream.view import ClusterView
 from app.offline.synth import make_scene
-from app.view import ClusterView
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

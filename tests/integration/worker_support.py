@@ -20,13 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.config import ClusteringConfig, parse_config
+from app.downstream.tail import read_events
 from app.engine import Cluster, Engine, Observation
 from app.kafka_client import make_consumer
 from app.offline.produce import detection_keys, produce_scene
 from app.offline.synth import Scene
 from app.settings import Settings
 from app.store import create_store
-from app.tail import read_events
 
 FVC = str(Path(sys.executable).with_name("fvc"))
 

@@ -23,14 +23,14 @@ from referencing.jsonschema import DRAFT202012
 from app.codec.decode import cluster_name, decode_event
 from app.codec.encode import encode_event
 from app.config import parse_config
+from app.downstream.reid.http import make_app
+from app.downstream.reid.request import BadRequest, parse_identify
+from app.downstream.reid.service import ReidOptions, ReidService
+from app.downstream.reid.state import ReidState
+from app.downstream.view import ClusterView, event_version
 from app.engine import Engine, Observation
 from app.offline.synth import make_scene
-from app.reid.http import make_app
-from app.reid.request import BadRequest, parse_identify
-from app.reid.service import ReidOptions, ReidService
-from app.reid.state import ReidState
 from app.settings import Settings
-from app.view import ClusterView, event_version
 
 CONFIG = parse_config({
     "clustering_config": {
@@ -310,8 +310,8 @@ def test_unsearchable_representatives_are_left_out_of_view_and_index() -> None:
 def test_the_stream_matcher_answers_mixed_dimensions_on_an_empty_view() -> None:
     import threading
 
-    from app.reid.metrics import ReidMetrics
-    from app.reid.stream import StreamMatcher
+    from app.downstream.reid.metrics import ReidMetrics
+    from app.downstream.reid.stream import StreamMatcher
 
     state = ReidState("exact", "cpu")
     matcher = StreamMatcher(Settings(), CONFIG, state, ReidMetrics(), threading.Event(),

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from app.codec.encode import event_to_dict
 from app.config import ImprovedModeConfig, MergingConfig
+from app.downstream.view import ClusterView
 from app.engine import Cluster, ClusterId, Engine, Observation, StepResult
 from app.engine.repair import candidate_pairs, mean_member_similarity, merge_threshold
 from app.store import MemoryStore
 from app.store.base import Commit
-from app.view import ClusterView
 
 MERGING = {
     "initial_threshold": 0.9,

@@ -1,9 +1,9 @@
 """The realized clusters a re-identification service matches against: a view and its index.
 
-The view (``app.view.ClusterView``) decides what is realized now; the index only mirrors it, so
-after every batch of events the ids the view reports as changed are upserted (if still realized)
-or removed. One lock serialises the topic follower's updates and the searches of HTTP requests
-and the streaming matcher, which run on other threads.
+The view (``app.downstream.view.ClusterView``) decides what is realized now; the index only mirrors
+it, so after every batch of events the ids the view reports as changed are upserted (if still
+realized) or removed. One lock serialises the topic follower's updates and the searches of HTTP
+requests and the streaming matcher, which run on other threads.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from app.codec.decode import cluster_name
+from app.downstream.view import ClusterView, ViewCluster
 from app.index import make_index
-from app.view import ClusterView, ViewCluster
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from app.background import Background
 from app.codec.decode import decode
 from app.codec.encode import pack
 from app.config import ClusteringConfig
+from app.downstream.reid.metrics import ReidMetrics
+from app.downstream.reid.state import Answer, ReidState
 from app.errors import DecodeError, FvcError
 from app.kafka_client import make_consumer, make_producer
-from app.reid.metrics import ReidMetrics
-from app.reid.state import Answer, ReidState
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -19,10 +19,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from app.background import Background
 from app.codec.decode import decode_event
+from app.downstream.reid.metrics import ReidMetrics
+from app.downstream.reid.state import ReidState
 from app.errors import DecodeError, FvcError
 from app.kafka_client import make_consumer
-from app.reid.metrics import ReidMetrics
-from app.reid.state import ReidState
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

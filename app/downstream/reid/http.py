@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from app.reid.request import BadRequest, parse_identify
+from app.downstream.reid.request import BadRequest, parse_identify
 
 if TYPE_CHECKING:
-    from app.reid.service import ReidService
+    from app.downstream.reid.service import ReidService
 
 MAX_BODY_BYTES = 64 << 20  # 10,000 vectors of 512 floats as JSON fit with room to spare
 SERVICE: web.AppKey[ReidService] = web.AppKey("service")

@@ -18,12 +18,12 @@ from typing import Any
 from aiohttp import web
 
 from app.config import load_config
+from app.downstream.reid.follow import Follower
+from app.downstream.reid.http import make_app
+from app.downstream.reid.metrics import ReidMetrics
+from app.downstream.reid.state import ReidState
+from app.downstream.reid.stream import StreamMatcher
 from app.kafka_client import ensure_topics
-from app.reid.follow import Follower
-from app.reid.http import make_app
-from app.reid.metrics import ReidMetrics
-from app.reid.state import ReidState
-from app.reid.stream import StreamMatcher
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
