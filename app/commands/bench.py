@@ -56,11 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Run the benchmark inside the local stack and print its figures."""
-    from app.bench import BenchOptions, run_bench
-    from app.localrun import local_stack
+    from app.dev.bench import BenchOptions, run_bench
+    from app.dev.localrun import local_stack
 
     if args.plot:
-        from app.bench_plot import pyplot
+        from app.dev.bench_plot import pyplot
 
         pyplot()  # fail before the run, not after it, when matplotlib is missing
     runs, latencies = [], []
@@ -75,7 +75,7 @@ def handler(args: argparse.Namespace) -> int:
     if len(runs) > 1:
         figures = {**figures, "by_clusters": runs}
     if args.plot:
-        from app.bench_plot import write_charts
+        from app.dev.bench_plot import write_charts
 
         figures["charts"] = [str(p) for p in write_charts(args.plot, runs, latencies)]
     if args.json:

@@ -28,8 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Bring the stack up if needed, run the demo, bring down what we started."""
-    from app.demo import Demo
-    from app.localrun import local_stack
+    from app.dev.demo import Demo
+    from app.dev.localrun import local_stack
 
     with local_stack():
         Demo(Path(args.workdir), Path(args.config), args.n, args.seed).execute()

@@ -1,6 +1,6 @@
 """``fvc local up | down | status``: a local Kafka (KRaft) and Redis for development, no Docker.
 
-The work is done by :mod:`app.local.stack`; this module parses arguments, reads the ``FVC_*``
+The work is done by :mod:`app.dev.local.stack`; this module parses arguments, reads the ``FVC_*``
 environment and prints progress and status.
 """
 
@@ -11,11 +11,11 @@ import json
 import os
 from pathlib import Path
 
-from app.local.jvm import kafka_version
-from app.local.stack import DEFAULT_PORTS, ServiceStatus, StackConfig, saved_ports
-from app.local.stack import down as stack_down
-from app.local.stack import status as stack_status
-from app.local.stack import up as stack_up
+from app.dev.local.jvm import kafka_version
+from app.dev.local.stack import DEFAULT_PORTS, ServiceStatus, StackConfig, saved_ports
+from app.dev.local.stack import down as stack_down
+from app.dev.local.stack import status as stack_status
+from app.dev.local.stack import up as stack_up
 
 DESCRIPTION = """\
 Run the services fvc needs on this machine, without Docker: a real single-node

@@ -22,9 +22,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from app.dev.local import stack
+from app.dev.local.stack import StackConfig
 from app.errors import LocalStackError
-from app.local import stack
-from app.local.stack import StackConfig
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ one slot on one master, two namespaces on different masters both work, two proce
 one namespace add up exactly, a cluster that is down reads as ``StoreUnavailable`` and the same
 store recovers once it is back, and the costs of commit and load_all beside the single node.
 
-The cluster is ``app.local.redis_cluster.LocalRedisCluster`` (3 masters, no replicas), started
+The cluster is ``app.dev.local.redis_cluster.LocalRedisCluster`` (3 masters, no replicas), started
 once for the module. Without ``redis-server``/``redis-cli`` the tests skip; with
 ``FVC_REQUIRE_SERVICES=1`` (as in CI) they fail instead.
 """
@@ -28,8 +28,8 @@ import redis
 from redis import exceptions as rx
 from store_race import race
 
+from app.dev.local.redis_cluster import LocalRedisCluster, find_binaries
 from app.errors import LocalStackError, StoreUnavailable
-from app.local.redis_cluster import LocalRedisCluster, find_binaries
 from app.settings import Settings
 from app.store import Commit, StateStore, create_store, store_for
 from app.store.guard import safe_url

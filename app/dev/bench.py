@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from app.config import ClusteringConfig
+from app.dev.localrun import FVC, LocalRun, say
 from app.engine import Engine, Observation
 from app.index import make_index
 from app.kafka_client import make_consumer
-from app.localrun import FVC, LocalRun, say
 from app.offline.produce import Rows, produce_scene
 from app.store import store_for
 

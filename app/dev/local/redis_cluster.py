@@ -10,7 +10,7 @@ agrees on who serves all 16384 slots, and stops them again. Nothing is persisted
 Each node also listens on its cluster bus port (client port + 10000), so both must be free.
 Used from Python (``with LocalRedisCluster(home) as cluster: cluster.url``) or from a shell::
 
-    python -m app.local.redis_cluster /tmp/fvc-cluster --port 17000   # Ctrl-C stops it
+    python -m app.dev.local.redis_cluster /tmp/fvc-cluster --port 17000   # Ctrl-C stops it
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import redis
 
+from app.dev.local.procs import port_free, wait_until
+from app.dev.local.service import HOST
 from app.errors import LocalStackError
-from app.local.procs import port_free, wait_until
-from app.local.service import HOST
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import redis
 
+from app.dev.local.service import HOST, LocalService, Report
 from app.errors import LocalStackError
-from app.local.service import HOST, LocalService, Report
 
 log = logging.getLogger(__name__)
 
 _CONFIG = """\
-# Written by `fvc local up` on every start; edit app/local/redis.py instead.
+# Written by `fvc local up` on every start; edit app/dev/local/redis.py instead.
 bind {host}
 port {port}
 protected-mode yes

@@ -15,10 +15,10 @@ from pathlib import Path
 import orjson
 
 from app.config import load_config
+from app.dev.localrun import LocalRun, say
 from app.downstream.tail import read_events
 from app.downstream.view import ClusterView
 from app.kafka_client import make_consumer
-from app.localrun import LocalRun, say
 from app.offline.produce import detection_keys, produce_scene
 from app.offline.quality import score_all
 from app.offline.synth import Scene, make_scene

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from app.dev.local.kafka import KafkaService, kafka_answers
+from app.dev.local.redis import RedisService, redis_answers
+from app.dev.local.service import LocalService, Report
 from app.errors import LocalStackError
-from app.local.kafka import KafkaService, kafka_answers
-from app.local.redis import RedisService, redis_answers
-from app.local.service import LocalService, Report
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
+from app.dev.local import procs
 from app.errors import LocalStackError
-from app.local import procs
 
 log = logging.getLogger(__name__)
 

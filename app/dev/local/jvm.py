@@ -16,8 +16,8 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from app.dev.local.procs import last_error_line
 from app.errors import LocalStackError
-from app.local.procs import last_error_line
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 def pom_text() -> str:
     """The packaged pom.xml that pins the Kafka version."""
-    return resources.files("app.local").joinpath("pom.xml").read_text(encoding="utf-8")
+    return resources.files("app.dev.local").joinpath("pom.xml").read_text(encoding="utf-8")
 
 
 def kafka_version() -> str:

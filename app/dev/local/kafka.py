@@ -16,16 +16,16 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from app.dev.local import jvm, procs
+from app.dev.local.service import HOST, LocalService, Report
 from app.errors import LocalStackError
-from app.local import jvm, procs
-from app.local.service import HOST, LocalService, Report
 
 log = logging.getLogger(__name__)
 
 JVM_OPTIONS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError"]
 
 _SERVER_PROPERTIES = """\
-# Written by `fvc local up` on every start; edit app/local/kafka.py instead.
+# Written by `fvc local up` on every start; edit app/dev/local/kafka.py instead.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{controller_port}
