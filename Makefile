@@ -96,8 +96,10 @@ chart: venv ## chart and image checks alone: helm lint/template/schema validatio
 bench-quality: venv ## clustering quality vs classic methods (LFW + synthetic); writes docs/quality.md
 	$(BIN)/python benchmarks/quality.py
 
-lint: venv ## ruff over every Python folder
+lint: venv ## ruff everywhere, mypy strict on the engine, config and schemas, import contracts
 	$(BIN)/ruff check app agents schemas tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 demo: venv ## the whole pipeline: local Kafka + Redis, a worker, a synthetic scene, scored events
 	$(FVC) demo
