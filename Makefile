@@ -97,7 +97,7 @@ bench-quality: venv ## clustering quality vs classic methods (LFW + synthetic); 
 	$(BIN)/python benchmarks/quality.py
 
 lint: venv ## ruff everywhere, mypy strict on the engine, config and schemas, import contracts
-	$(BIN)/ruff check app agents schemas tests benchmarks
+	$(BIN)/ruff check app agents schemas tests benchmarks conftest.py
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -106,5 +106,5 @@ demo: venv ## the whole pipeline: local Kafka + Redis, a worker, a synthetic sce
 
 clean: ## stop the stack, remove its state folder and caches (keeps .venv)
 	-test -x $(FVC) && $(FVC) local down
-	rm -rf $(LATEST) .fvc .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	rm -rf $(LATEST) .fvc .pytest_cache .ruff_cache .mypy_cache .hypothesis build dist *.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -6,6 +6,7 @@ file in one go; each problem names the JSON path, the value found and the rule i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,7 @@ class ImprovedModeConfig:
         >>> mode.discount(1, 1), round(mode.discount(1, 10**6), 4), round(mode.discount(50, 50), 4)
         (0.0, 0.0088, 0.0258)
         """
-        return self.size_discount * (1.0 - ((1.0 / n_a + 1.0 / n_b) / 2.0) ** 0.5)
+        return self.size_discount * (1.0 - math.sqrt((1.0 / n_a + 1.0 / n_b) / 2.0))
 
 
 @dataclass(frozen=True, slots=True)

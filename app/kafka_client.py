@@ -2,7 +2,8 @@
 
 Every command that talks to Kafka through confluent-kafka (produce, tail, admin tasks) builds its
 client here, so a secured cluster needs only the ``FVC_*`` security settings, never a code change,
-and the producer, consumer and admin client can never disagree about how to connect.
+and the producer, consumer and admin client can never disagree about how to connect. Consumers
+sort the errors librdkafka delivers among their messages with ``records_of``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from app.errors import FvcError
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 ADMIN_TIMEOUT_S = 15.0
 # librdkafka's own log lines (connection refused, retries...) go to this logger rather than
@@ -39,7 +42,7 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         config["sasl.mechanism"] = settings.sasl_mechanism
         if settings.sasl_username:
             config["sasl.username"] = settings.sasl_username
-            config["sasl.password"] = settings.sasl_password
+            config["sasl.password"] = settings.sasl_password.get_secret_value()
     if settings.security_protocol.endswith("SSL"):
         tls = {
             "ssl.ca.location": settings.ssl_cafile,
@@ -52,8 +55,11 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 
 
 def quiet_client_logs() -> None:
-    """For one-shot commands: they report failures themselves, so librdkafka's repeated
-    connection errors would only bury the one line that explains what went wrong."""
+    """Silence librdkafka's own log, for one-shot commands.
+
+    They report failures themselves, so librdkafka's repeated connection errors would only bury
+    the one line that explains what went wrong.
+    """
     LIBRDKAFKA_LOG.setLevel(logging.CRITICAL)
 
 
@@ -83,6 +89,32 @@ def make_consumer(
         **extra,
     )
     return Consumer(config)
+
+
+def records_of(messages: Iterable[Message]) -> list[Message]:
+    """The messages that carry a record; a fatal client error raises FvcError.
+
+    librdkafka also hands over errors as messages. Most are passing (a broker restart, a topic
+    not created yet) and the client recovers by itself, so they are logged and skipped; a fatal
+    one (fencing, an idempotence failure) means this client can do nothing more.
+    """
+    records = []
+    for message in messages:
+        error = message.error()
+        if error is None:
+            records.append(message)
+        else:
+            raise_if_fatal(error)
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer: %s", error.str())
+    return records
+
+
+def raise_if_fatal(error: KafkaError) -> None:
+    """Raise FvcError for an error after which the client cannot go on."""
+    if error.fatal():
+        message = f"Kafka consumer failed: {error.str()}"
+        raise FvcError(message)
 
 
 def make_admin(settings: Settings, **extra: Any) -> AdminClient:

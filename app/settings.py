@@ -8,9 +8,25 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from app.errors import ConfigError
 
@@ -19,33 +35,44 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
-def _setting(env: str, default: Any, parse: Callable[[str], Any], secret: bool = False) -> Any:
-    """A settings field: its variable, its default and how a string becomes its value."""
-    meta = {"env": env, "parse": parse, "secret": secret}
-    return field(default=default, metadata=meta, repr=not secret)
+def _rule(parse: Callable[[str], Any]) -> BeforeValidator:
+    """Check any value in its text form, so variables, flags and code obey the same rules."""
+
+    def check(raw: Any) -> Any:
+        return parse(("true" if raw else "false") if isinstance(raw, bool) else str(raw))
+
+    return BeforeValidator(check)
 
 
-def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+def _integer(low: int, high: int | None = None) -> BeforeValidator:
     def parse(text: str) -> int:
-        value = int(text.strip())
+        try:
+            value = int(text.strip())
+        except ValueError:
+            message = "must be an integer"
+            raise ValueError(message) from None
         if value < low or (high is not None and value > high):
             bound = f"between {low} and {high}" if high is not None else f">= {low}"
             message = f"must be an integer {bound}"
             raise ValueError(message)
         return value
 
-    return parse
+    return _rule(parse)
 
 
 def _positive_float(text: str) -> float:
-    value = float(text.strip())
+    try:
+        value = float(text.strip())
+    except ValueError:
+        message = "must be a number"
+        raise ValueError(message) from None
     if not value > 0 or value == float("inf"):
         message = "must be a positive number of seconds"
         raise ValueError(message)
     return value
 
 
-def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
+def _choice(*choices: str, upper: bool = False) -> BeforeValidator:
     def parse(text: str) -> str:
         value = text.strip().upper() if upper else text.strip().lower()
         if value not in choices:
@@ -53,7 +80,7 @@ def _choice(*choices: str, upper: bool = False) -> Callable[[str], str]:
             raise ValueError(message)
         return value
 
-    return parse
+    return _rule(parse)
 
 
 def _boolean(text: str) -> bool:
@@ -68,55 +95,78 @@ def _text(text: str) -> str:
     return text.strip()
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything a worker or command needs to reach the outside world."""
+Text = Annotated[str, _rule(_text)]
+Flag = Annotated[bool, _rule(_boolean)]
+Seconds = Annotated[float, _rule(_positive_float)]
 
-    kafka_bootstrap: str = _setting("FVC_KAFKA_BOOTSTRAP", "127.0.0.1:9092", _text)
-    redis_url: str = _setting("FVC_REDIS_URL", "redis://127.0.0.1:6379/0", _text)
-    namespace: str = _setting("FVC_NAMESPACE", "fvc", _text)
-    app_id: str = _setting("FVC_APP_ID", "fvc", _text)
-    output_topic: str = _setting("FVC_OUTPUT_TOPIC", "fvc.FVClusterUpdateRecord.json", _text)
-    dead_letter_topic: str = _setting("FVC_DEAD_LETTER_TOPIC", "fvc.dead-letter", _text)
-    internal_state_topic: str = _setting("FVC_INTERNAL_STATE_TOPIC", "fvc.internal-state", _text)
-    assignments_topic: str = _setting("FVC_ASSIGNMENTS_TOPIC", "", _text)
-    config_path: str = _setting("FVC_CONFIG", "", _text)
-    index_type: str = _setting("FVC_INDEX", "exact", _choice("exact", "ivf", "ivfpq", "hnsw"))
-    device: str = _setting("FVC_DEVICE", "auto", _choice("auto", "cpu", "gpu"))
-    batch_size: int = _setting("FVC_BATCH_SIZE", 512, _integer(1))
-    batch_timeout_s: float = _setting("FVC_BATCH_TIMEOUT", 0.05, _positive_float)
-    search_threads: int = _setting("FVC_SEARCH_THREADS", 1, _integer(1))
-    ingest: str = _setting("FVC_INGEST", "faust", _choice("faust", "bulk"))
-    web_port: int = _setting("FVC_WEB_PORT", 6066, _integer(1, 65535))
-    topic_partitions: int = _setting("FVC_TOPIC_PARTITIONS", 8, _integer(1))
-    input_format: str = _setting("FVC_INPUT_FORMAT", "auto", _choice("auto", "json", "msgpack"))
-    output_format: str = _setting("FVC_OUTPUT_FORMAT", "json", _choice("json", "msgpack"))
-    max_record_bytes: int = _setting("FVC_MAX_RECORD_BYTES", 1 << 20, _integer(1))
-    expected_dimension: int = _setting("FVC_DIMENSION", 0, _integer(0))
-    security_protocol: str = _setting(
-        "FVC_SECURITY_PROTOCOL",
-        "PLAINTEXT",
-        _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", upper=True),
+
+class Settings(BaseSettings):
+    """Everything a worker or command needs to reach the outside world.
+
+    ``Settings(...)`` is the defaults plus the values given; only ``from_env`` reads variables,
+    so code and tests get the same object whatever the shell exports.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="FVC_", frozen=True, extra="forbid", validate_by_name=True
     )
-    sasl_mechanism: str = _setting(
-        "FVC_SASL_MECHANISM",
-        "PLAIN",
+
+    kafka_bootstrap: Text = "127.0.0.1:9092"
+    redis_url: Text = "redis://127.0.0.1:6379/0"
+    namespace: Text = "fvc"
+    app_id: Text = "fvc"
+    output_topic: Text = "fvc.FVClusterUpdateRecord.json"
+    dead_letter_topic: Text = "fvc.dead-letter"
+    internal_state_topic: Text = "fvc.internal-state"
+    assignments_topic: Text = ""
+    config_path: Text = Field("", validation_alias="FVC_CONFIG")
+    index_type: Annotated[str, _choice("exact", "ivf", "ivfpq", "hnsw")] = Field(
+        "exact", validation_alias="FVC_INDEX"
+    )
+    device: Annotated[str, _choice("auto", "cpu", "gpu")] = "auto"
+    batch_size: Annotated[int, _integer(1)] = 512
+    batch_timeout_s: Seconds = Field(0.05, validation_alias="FVC_BATCH_TIMEOUT")
+    search_threads: Annotated[int, _integer(1)] = 1
+    store_outage_s: Seconds = 300.0
+    group_session_timeout_s: Seconds = 10.0
+    ingest: Annotated[str, _choice("faust", "bulk")] = "faust"
+    web_port: Annotated[int, _integer(1, 65535)] = 6066
+    topic_partitions: Annotated[int, _integer(1)] = 8
+    input_format: Annotated[str, _choice("auto", "json", "msgpack")] = "auto"
+    output_format: Annotated[str, _choice("json", "msgpack")] = "json"
+    max_record_bytes: Annotated[int, _integer(1)] = 1 << 20
+    expected_dimension: Annotated[int, _integer(0)] = Field(0, validation_alias="FVC_DIMENSION")
+    security_protocol: Annotated[
+        str, _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", upper=True)
+    ] = "PLAINTEXT"
+    sasl_mechanism: Annotated[
+        str,
         _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER", upper=True),
-    )
-    sasl_username: str = _setting("FVC_SASL_USERNAME", "", _text)
-    sasl_password: str = _setting("FVC_SASL_PASSWORD", "", str, secret=True)
-    ssl_cafile: str = _setting("FVC_SSL_CAFILE", "", _text)
-    ssl_certfile: str = _setting("FVC_SSL_CERTFILE", "", _text)
-    ssl_keyfile: str = _setting("FVC_SSL_KEYFILE", "", _text)
-    redis_password: str = _setting("FVC_REDIS_PASSWORD", "", str, secret=True)
-    redis_tls: bool = _setting("FVC_REDIS_TLS", False, _boolean)
-    data_dir: str = _setting("FVC_DATA_DIR", ".fvc/worker-data", _text)
-    log_format: str = _setting("FVC_LOG_FORMAT", "text", _choice("text", "json"))
-    log_level: str = _setting(
-        "FVC_LOG_LEVEL",
-        "INFO",
-        _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True),
-    )
+    ] = "PLAIN"
+    sasl_username: Text = Field("", validate_default=True)
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: Text = ""
+    ssl_certfile: Text = ""
+    ssl_keyfile: Text = ""
+    redis_password: SecretStr = SecretStr("")
+    redis_tls: Flag = False
+    data_dir: Text = ".fvc/worker-data"
+    log_format: Annotated[str, _choice("text", "json")] = "text"
+    log_level: Annotated[
+        str, _choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True)
+    ] = "INFO"
+
+    @field_validator("sasl_username")
+    @classmethod
+    def _user_for_sasl(cls, user: str, info: ValidationInfo) -> str:
+        """SASL with a password mechanism is useless without a user name: say so at start."""
+        protocol = info.data.get("security_protocol", "")
+        mechanism = info.data.get("sasl_mechanism", "")
+        needs_user = mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        if protocol.startswith("SASL") and needs_user and not user:
+            message = f"is required with {protocol} and {mechanism}"
+            raise ValueError(message)
+        return user
 
     @property
     def ingest_group(self) -> str:
@@ -127,6 +177,36 @@ class Settings:
         """
         return self.app_id if self.ingest == "faust" else f"{self.app_id}.ingest"
 
+    @property
+    def group_heartbeat_s(self) -> float:
+        """Heartbeats five to a session timeout (at most every 3 s, Kafka's default).
+
+        A member is declared dead only after a whole session timeout without one, so a few
+        lost heartbeats (a GC pause, a busy event loop) never cost a rebalance.
+        """
+        return min(3.0, self.group_session_timeout_s / 5)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword values only: ``from_env`` reads the variables (see the class docstring)."""
+        return (init_settings,)
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """The ``FVC_*`` variable of each setting, by field name."""
+        prefix = cls.model_config["env_prefix"]
+        return {
+            name: str(field.validation_alias or f"{prefix}{name.upper()}")
+            for name, field in cls.model_fields.items()
+        }
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Settings from ``environ`` (default ``os.environ``), then non-None ``overrides``.
@@ -134,79 +214,65 @@ class Settings:
         Overrides come from CLI flags, so None means "flag not given". Every bad value is
         reported at once in one ConfigError naming the variable (or the field, for a flag).
         """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        problems: list[tuple[str, object, str]] = []
-        known = {f.name: f for f in fields(cls)}
-        for name in overrides:
-            if name not in known:
-                problems.append((name, overrides[name], "is not a setting"))
-        for f in known.values():
-            source, raw = _source(f.name, f.metadata["env"], env, overrides)
-            if raw is None:
-                continue
-            try:
-                values[f.name] = _convert(f.metadata["parse"], raw)
-            except ValueError as exc:
-                shown = MASK if f.metadata["secret"] else raw
-                problems.append((source, shown, _why(exc)))
-        settings = cls(**values)
-        problems += _security_problems(settings)
-        if problems:
-            raise ConfigError(problems)
+        fields = cls.model_fields
+        given = {name: value for name, value in overrides.items() if value is not None}
+        unknown = [(name, value, "is not a setting") for name, value in overrides.items()
+                   if name not in fields]  # also variable names, which kwargs would accept
+        source = _Environ(cls, os.environ if environ is None else environ)
+        values = {}
+        for name, field in fields.items():
+            raw = given.get(name, source.get_field_value(field, name)[0])
+            if raw is not None:
+                values[name] = raw
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:
+            problems = [cls._problem(error, given) for error in exc.errors()]
+            raise ConfigError(unknown + problems) from None
+        if unknown:
+            raise ConfigError(unknown)
         return settings
+
+    @classmethod
+    def _problem(cls, error: ErrorDetails, given: Mapping[str, Any]) -> tuple[str, object, str]:
+        """One refusal as (variable, or field for a flag; value, masked if secret; rule)."""
+        name = str(error["loc"][0])
+        source = name if name in given else cls.variables()[name]
+        shown = MASK if cls.model_fields[name].annotation is SecretStr else error["input"]
+        cause = error.get("ctx", {}).get("error")
+        return source, shown, str(cause) if cause is not None else error["msg"]
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with non-None ``overrides`` applied (already-typed values from code)."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        return self.model_copy(update={k: v for k, v in overrides.items() if v is not None})
 
-    def __repr__(self) -> str:
+    def __repr_args__(self) -> Any:
         """The masked view, so a logged or printed Settings never shows a secret."""
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
-        return f"Settings({shown})"
+        return self.as_dict().items()
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting by name, secrets (and a password inside a URL) masked: safe to log."""
         shown: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            shown[f.name] = MASK if f.metadata["secret"] and value else value
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = MASK if value.get_secret_value() else ""
+            shown[name] = value
         shown["redis_url"] = mask_url(self.redis_url)
         return shown
 
 
-def _source(
-    name: str, env_name: str, env: Mapping[str, str], overrides: Mapping[str, Any]
-) -> tuple[str, Any]:
-    """Where a setting's value comes from (flag beats variable), and the raw value."""
-    if overrides.get(name) is not None:
-        return name, overrides[name]
-    if env_name in env:
-        return env_name, env[env_name]
-    return env_name, None
+class _Environ(EnvSettingsSource):
+    """pydantic-settings' reading of ``FVC_*`` variables, from any mapping (tests pass dicts)."""
 
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
 
-def _security_problems(settings: Settings) -> list[tuple[str, object, str]]:
-    """SASL with a password mechanism is useless without a user name: say so at start."""
-    needs_user = settings.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-    if settings.security_protocol.startswith("SASL") and needs_user and not settings.sasl_username:
-        rule = f"is required with {settings.security_protocol} and {settings.sasl_mechanism}"
-        return [("FVC_SASL_USERNAME", "", rule)]
-    return []
-
-
-def _convert(parse: Callable[[str], Any], raw: Any) -> Any:
-    """A typed flag value is checked like its text form, so the same rules hold for both."""
-    text = ("true" if raw else "false") if isinstance(raw, bool) else str(raw)
-    return parse(text)
-
-
-def _why(exc: ValueError) -> str:
-    """Our own parsers give a rule; int()/float() give Python's wording, reworded here."""
-    text = str(exc)
-    if text.startswith(("must", "is not")):
-        return text
-    return "must be a number" if "float" in text else "must be an integer"
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
 def mask_url(url: str) -> str:

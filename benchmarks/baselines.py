@@ -76,7 +76,7 @@ def timed_labels(method, x: np.ndarray) -> tuple[np.ndarray, float]:  # noqa: AN
 
 
 def online(scene: Scene) -> dict:
-    """fvc's engine over the scene in order (exact index, in-memory store)."""
+    """The engine of fvc over the scene in order (exact index, in-memory store)."""
     config = ClusteringConfig.for_threshold(THRESHOLD, sorted(set(scene.s.tolist())))
     return evaluate(scene, config, Engine(config, make_index("exact", "cpu")), MemoryStore())
 

@@ -1,4 +1,4 @@
-"""Candidate generation of approximate indexes against exact search, without the engine.
+r"""Candidate generation of approximate indexes against exact search, without the engine.
 
 Loads ``--n`` identity centres (``million.py``'s models) into an index in bootstrap-sized
 chunks, then searches 4,096 observations (re-sightings at cosine 0.8, 5 % new people) in
@@ -8,7 +8,7 @@ one thread, and how often the index's top hit is exact search's where that one i
 people who resemble someone, where candidate ranking matters most. Run from the repository
 root::
 
-    .venv/bin/python benchmarks/candidates.py --n 1000000 --kind ivfpq --nprobe 16,32 \\
+    .venv/bin/python benchmarks/candidates.py --n 1000000 --kind ivfpq --nprobe 16,32 \
         --candidates 64,128
     .venv/bin/python benchmarks/candidates.py --n 100000 --factory RR512,IVF1024,PQ64x4fsr
 

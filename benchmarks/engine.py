@@ -1,5 +1,6 @@
-"""Engine benchmarks: search against the machine's own matrix-multiply rate, engine throughput,
-and the engine-versus-loop target.
+"""Engine benchmarks: search speed, engine throughput, and the engine-versus-loop target.
+
+Search is measured against the machine's own matrix-multiply rate.
 
 Run from the repository root::
 
@@ -227,7 +228,7 @@ class Sgemm:
 
 
 def blas_info() -> str:
-    """numpy's BLAS as its build config names it (best effort)."""
+    """The BLAS of numpy as its build config names it (best effort)."""
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     except Exception:  # noqa: BLE001 - purely informative

@@ -49,6 +49,7 @@ def decisions(index: Any, q: np.ndarray) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The figures: the CPU exact reference on the sample, then each kind on the device."""
     rng = np.random.default_rng(args.seed)
     reps = make_centres(rng, args.clusters, "spectrum")
     keys = [f"c{i}" for i in range(args.clusters)]
@@ -91,6 +92,7 @@ def _timed(index: Any, q: np.ndarray) -> float:
 
 
 def main() -> None:
+    """Parse, measure every index kind and batch size, print."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clusters", type=int, default=1_000_000)
     parser.add_argument("--batches", type=int, nargs="+", default=[1_000, 2_000, 5_000, 10_000])

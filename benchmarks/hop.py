@@ -79,6 +79,7 @@ def segments(latency: np.ndarray) -> list[dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Time ``--rounds`` rounds through one new topic and print their latencies."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=4_000, help="records per round")
     parser.add_argument("--rate", type=float, default=1_400.0, help="records per second")

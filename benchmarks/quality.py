@@ -193,6 +193,7 @@ class TwoPass:
         self.tree = linkage(pdist(self.units, "cosine"), "average")
 
     def labels(self, threshold: float) -> np.ndarray:
+        """Cluster labels at ``threshold``: the first pass's clusters joined by their medians."""
         from scipy.cluster.hierarchy import fcluster, linkage
         from scipy.spatial.distance import pdist
 
@@ -245,8 +246,10 @@ def sweep(data: DataSet, methods: Sequence[str], say: Callable[[str], None]) -> 
 
 
 def throughput(data: DataSet, threshold: float, rounds: int) -> dict[str, Any]:
-    """Vectors per second of fvc with and without the improved mode, alternating, best of
-    ``rounds`` each (the machine may be shared: alternation gives both the same conditions)."""
+    """Vectors per second of fvc with and without the improved mode, best of ``rounds`` each.
+
+    The runs alternate: the machine may be shared, and alternation gives both the same conditions.
+    """
     streams = sorted({str(s) for s in data.scene.s.tolist()})
     kinds = ("fvc-improved", "fvc-improved-off", "fvc-uvap")
     best = dict.fromkeys(kinds, 0.0)
@@ -268,8 +271,10 @@ def throughput(data: DataSet, threshold: float, rounds: int) -> dict[str, Any]:
 
 
 def calibration_check(data: DataSet, result: Result) -> dict[str, Any]:
-    """``fvc calibrate`` on the first 30% of the stream, for its whole size, scored on the
-    whole stream against the best single thresholds chosen on the whole stream."""
+    """``fvc calibrate`` on the first 30% of the stream, for its whole size, scored on all of it.
+
+    The score is set against the best single thresholds chosen on the whole stream.
+    """
     scene = data.scene
     units = (scene.X / np.linalg.norm(scene.X, axis=1, keepdims=True)).astype(np.float32)
     whole = Sample(units, scene.y, scene.t, scene.s.astype(str))
@@ -427,8 +432,10 @@ def plot(results: list[Result], path: Path) -> None:
 
 
 def coarse_best(result: Result, method: str, step: float = 0.005) -> tuple[float, float | None]:
-    """Recall at precision >= 0.98 using only the grid points on multiples of ``step`` (the
-    resolution of the reference figures in ../shared/data/README.md)."""
+    """Recall at precision >= 0.98 using only the grid points on multiples of ``step``.
+
+    That is the resolution of the reference figures in ../shared/data/README.md.
+    """
     ok = [(r, t) for t, p, r in result.curves[method]
           if p >= TARGET_P and abs(t / step - round(t / step)) < 1e-6]
     return max(ok, key=lambda x: (x[0], -x[1])) if ok else (0.0, None)
@@ -609,6 +616,10 @@ def machine() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Sweep the methods over the data sets, print the tables, write docs/quality.md.
+
+    Nothing is written with ``--quick`` or ``--no-write``.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="coarse grids, small scenes")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic scenes")

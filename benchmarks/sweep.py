@@ -69,6 +69,7 @@ def sweep(n: int, kind: str, nprobes: Sequence[int], candidates: Sequence[int],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run the sweep, print the rows (or one JSON object)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clusters", type=int, default=1_000_000)
     parser.add_argument("--kind", default="ivfpq", choices=("ivf", "ivfpq"))

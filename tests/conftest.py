@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.support.gate import require
+
 KAFKA = os.environ.get("FVC_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS = os.environ.get("FVC_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -27,12 +29,8 @@ def _answers(host: str, port: int) -> bool:
 
 
 def _need(name: str, host: str, port: int) -> None:
-    if _answers(host, port):
-        return
     message = f"{name} is not reachable at {host}:{port} (run `fvc local up`)"
-    if os.environ.get("FVC_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+    require(_answers(host, port), message)
 
 
 @pytest.fixture(scope="session")

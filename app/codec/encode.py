@@ -122,8 +122,10 @@ def _id_dict(cluster_id: ClusterId) -> dict[str, str]:
 
 
 def _cluster_dict(cluster: Cluster, binary: bool, method: str | None) -> dict[str, Any]:
-    """The FVCluster of an event: the L2-normalised representative, count and realization,
-    plus ``coherence`` when the method has one (an optional field UVAP consumers ignore)."""
+    """The FVCluster of an event: the L2-normalised representative, count and realization.
+
+    Plus ``coherence`` when the method has one (an optional field UVAP consumers ignore).
+    """
     rep = np.ascontiguousarray(cluster.representative, dtype=np.float32)
     feature = rep.astype("<f4").tobytes() if binary else rep
     body: dict[str, Any] = {

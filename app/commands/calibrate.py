@@ -208,8 +208,10 @@ def _print_labelled(cal: Any) -> None:
 
 
 def _same_fraction(point: Any, chosen: Any) -> bool:
-    """Improved rows with the chosen discount as a share of (1 - T) (their size_discount
-    differs a little from one threshold to the next)."""
+    """Whether an improved row has the chosen discount, as a share of (1 - T).
+
+    A share, because the rows' size_discount differs a little from one threshold to the next.
+    """
     def share(p: Any) -> float:
         return round(p.setting.size_discount / max(1e-9, 1 - p.setting.threshold), 1)
 

@@ -138,8 +138,10 @@ def _coherence_text(value: float | None) -> str:
 
 
 def _config_for_delete(path: str):  # noqa: ANN202 - a ClusteringConfig or None
-    """The config for a deletion's internal-state tombstone; a deletion (a right to be
-    forgotten) goes ahead without it when the file cannot be read."""
+    """The config for a deletion's internal-state tombstone, or None when it cannot be read.
+
+    A deletion (a right to be forgotten) goes ahead without the tombstone rather than fail.
+    """
     from app.config import load_config
 
     try:

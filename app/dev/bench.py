@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from app.config import ClusteringConfig
 from app.dev.localrun import FVC, LocalRun, say
@@ -105,18 +106,19 @@ def engine_alone(config: ClusteringConfig, warm: Rows, measured: Rows, batch: in
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU seconds of a process so far (Linux ``/proc``); None if unreadable."""
+    """User plus system CPU seconds of a process so far; None if it cannot be read."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
+        used = psutil.Process(pid).cpu_times()
+    except psutil.Error:
         return None
-    fields = stat.rsplit(")", 1)[1].split()  # after "pid (name)": state is field 3
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return used.user + used.system
 
 
 def service_pids() -> dict[str, int]:
     """Pids of the local Kafka and Redis that ``fvc local`` runs (none when they are external)."""
-    status = subprocess.run([FVC, "local", "status", "--json"], capture_output=True, text=True)
+    status = subprocess.run(  # noqa: S603 - fixed argv: fvc's own entry point beside python
+        [FVC, "local", "status", "--json"], capture_output=True, text=True
+    )
     try:
         services = json.loads(status.stdout)
     except json.JSONDecodeError:
@@ -132,8 +134,10 @@ class Bench:
         self.settings = run.settings
 
     def progress(self) -> tuple[int, bool]:
-        """Input records stored so far (from the partition offsets stored with the state), and
-        whether every event they caused has been published (the outbox is empty).
+        """Input records stored so far, and whether every event they caused has been published.
+
+        The count comes from the partition offsets stored with the state; the events are all
+        published when the outbox is empty.
         """
 
         async def read() -> tuple[dict[str, int], bool]:
@@ -149,8 +153,10 @@ class Bench:
 
     def feed(self, rows: Rows, fmt: str, rate: float = 0.0, timeout: float = 600.0,
              send_from: float | None = None) -> float:
-        """Send ``rows``, wait until all are stored and their events published; returns seconds
-        from the first send. A phase so ends with nothing left over to slow the next one.
+        """Send ``rows`` and wait until all are stored and their events published.
+
+        Returns the seconds from the first send. A phase so ends with nothing left over to slow
+        the next one.
         """
         target = self.progress()[0] + rows.n
         began = time.perf_counter()

@@ -17,7 +17,7 @@ MISSING = "--plot needs matplotlib: pip install 'fvc[plot]' (or the dev extra)"
 
 
 def pyplot():  # noqa: ANN201 - matplotlib's module is only known once it is imported
-    """matplotlib's pyplot on the file-only backend; a clear error when it is not installed."""
+    """The pyplot of matplotlib on the file-only backend; a clear error when it is missing."""
     try:
         import matplotlib
     except ImportError as exc:

@@ -1,0 +1,1 @@
+"""Readers of the event topic: the wire format in, views and re-identification out."""

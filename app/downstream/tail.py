@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer
 
 from app.codec.decode import cluster_name, decode_event
-from app.errors import DecodeError, FvcError
-from app.kafka_client import make_consumer
+from app.errors import DecodeError
+from app.kafka_client import make_consumer, raise_if_fatal
 from app.settings import Settings
 
 POLL_S = 0.2  # short polls, so Ctrl-C and the idle timeout are honoured promptly
@@ -68,21 +68,15 @@ def _records(
         msg = consumer.poll(POLL_S)
         if msg is None:
             continue
-        if msg.error() is not None:
-            _check(msg.error())
+        error = msg.error()
+        if error is not None:  # passing ones (no topic yet, a broker restart) are waited out
+            raise_if_fatal(error)
             continue
         last, count = time.monotonic(), count + 1
         item = _tailed(msg)
         yield item
         if until_end and item.event is not None and item.event.get("type") == END:
             return
-
-
-def _check(error: KafkaError) -> None:
-    """Transient errors (a topic not created yet, a broker restart) are waited out."""
-    if error.fatal():
-        message = f"Kafka consumer failed: {error.str()}"
-        raise FvcError(message)
 
 
 def _tailed(msg: Any) -> Tailed:

@@ -12,7 +12,7 @@ Between the two a worker stores the result atomically, and can throw it away on 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from app.engine.types import Cluster, ClusterId, Decision, Observation, StepResu
 from app.errors import UnknownStream
 
 if TYPE_CHECKING:
-    from app.config import ClusteringConfig
+    from app.config import ClusteringConfig, StreamConfig
     from app.index.base import VectorIndex
 
 
@@ -169,7 +169,7 @@ class Engine:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _stream(self, stream_id: str):  # noqa: ANN202 - StreamConfig is only a type hint here
+    def _stream(self, stream_id: str) -> StreamConfig:
         try:
             return self._streams[stream_id]
         except KeyError:
@@ -177,6 +177,10 @@ class Engine:
             raise UnknownStream(message) from None
 
     def version_of(self, key: str) -> int | None:
+        """The version of cluster ``key``, or None when it is gone.
+
+        The deadline queues compare it with their entries' to skip those that went stale.
+        """
         cluster = self.clusters.get(key)
         return None if cluster is None else cluster.version
 
@@ -187,7 +191,7 @@ class Engine:
         if not np.all(norms > 0):
             message = "an observation has a zero vector; the codec should have refused it"
             raise ValueError(message)
-        return vectors / norms
+        return cast(np.ndarray, vectors / norms)  # numpy types norm(..., axis=...) as Any
 
     def _search(self, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(self.index) == 0:
@@ -218,9 +222,9 @@ class Engine:
         else:
             if len(self.index) > len(slots):
                 best_key, best_sim = self._best_untouched(unit, scratch)
-        key, sim = scratch.best(unit)
-        if key is not None and sim > best_sim:
-            return key, sim
+        touched_key, touched_sim = scratch.best(unit)
+        if touched_key is not None and touched_sim > best_sim:
+            return touched_key, touched_sim
         return best_key, best_sim
 
     def _best_untouched(self, unit: np.ndarray, scratch: BatchScratch) -> tuple[str | None, float]:

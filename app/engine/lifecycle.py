@@ -37,14 +37,22 @@ def merge_event(cluster: Cluster, time: int, merged: tuple[ClusterId, ...]) -> E
     return _about(EventType.MERGE_EVENT, cluster, time, merged_clusters=merged)
 
 
-def _about(kind: EventType, cluster: Cluster, time: int, **extra: object) -> Event:
+def _about(
+    kind: EventType,
+    cluster: Cluster,
+    time: int,
+    *,
+    input_stream_id: str = "",
+    merged_clusters: tuple[ClusterId, ...] = (),
+) -> Event:
     return Event(
         type=kind,
         event_id=event_id(cluster.key, cluster.version),
         time=time,
         cluster_id=cluster.id,
         cluster=cluster,
-        **extra,
+        input_stream_id=input_stream_id,
+        merged_clusters=merged_clusters,
     )
 
 

@@ -1,7 +1,7 @@
-"""Timer and operator steps: realization by time, retention, merging (by timer or on request),
-removal on request.
+"""Timer and operator steps: realization by time, retention, merging, removal on request.
 
-Each builds a ``StepResult`` like a batch does, so the worker stores and applies it the same way.
+Merging runs by timer or on request. Each builds a ``StepResult`` like a batch does, so the
+worker stores and applies it the same way.
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ def advance(engine: Engine, watermark: int) -> StepResult:
         stream = cluster.id.first_detection_stream_id
         changed[key] = engine.lifecycle.realize(bumped, watermark, stream, events)
     for key in list(engine.expiries.pop_due(watermark, engine.version_of)):
-        cluster = changed.get(key, engine.clusters.get(key))
-        if cluster is None or key in changed:
+        expiring = None if key in changed else engine.clusters.get(key)
+        if expiring is None:
             continue
-        expected[key] = cluster.version
+        expected[key] = expiring.version
         changed[key] = None
-        if cluster.emitted:
-            events.append(delete_event(cluster, watermark, DeleteReason.EXPIRED))
+        if expiring.emitted:
+            events.append(delete_event(expiring, watermark, DeleteReason.EXPIRED))
     _compact(engine)
     return _result(changed, expected, events, watermark)
 

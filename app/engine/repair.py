@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 
 def mean_member_similarity(cluster: Cluster, sim: float) -> float:
-    """Mean similarity of a unit vector to ``cluster``'s members, from its similarity to the
-    representative: ``x . S / n = sim * |S| / n`` (exact for SIMPLE_AVERAGE sums).
+    """Mean similarity of a unit vector to ``cluster``'s members, from that to its representative.
+
+    ``x . S / n = sim * |S| / n`` (exact for SIMPLE_AVERAGE sums).
 
     >>> from app.engine.types import Cluster, ClusterId
     >>> state = np.array([1.0, 1.0], dtype=np.float32)  # members (1, 0) and (0, 1)

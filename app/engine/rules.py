@@ -7,6 +7,7 @@ valid after a step.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 
@@ -61,7 +62,8 @@ def merged_state(
     [0.75, 0.25]
     """
     if method == SIMPLE_AVERAGE:
-        return state_a + state_b
+        # numpy types the sum of two arrays of unknown dtype as Any
+        return cast(np.ndarray, state_a + state_b)
     total = np.float32(n_a + n_b)
     return (state_a * np.float32(n_a) + state_b * np.float32(n_b)) / total
 

@@ -40,7 +40,8 @@ def linked(
 ) -> tuple[str, float] | None:
     """The track's cluster and the similarity to it, when the observation should join it."""
     config = stream.track_linking
-    assert config is not None  # the caller checked
+    if config is None:  # the caller checked; no track linking, no track to follow
+        return None
     cluster = holder(engine, track, scratch)
     if cluster is None or abs(time - cluster.track_time) > config.window_ms:
         return None

@@ -32,8 +32,11 @@ class VectorIndex(Protocol):
         """Forget ``keys``; unknown keys are ignored."""
 
     def loading(self, expected: int = 0) -> AbstractContextManager[None]:
-        """A block of about ``expected`` upserts and no searches (a bootstrap): an index may make
-        room at once and build its search structures at the end, instead of chunk by chunk."""
+        """A block of about ``expected`` upserts and no searches (a bootstrap).
+
+        An index may make room at once and build its search structures at the end, instead of
+        chunk by chunk.
+        """
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact similarities (b, k) float32 and slots (b, k) int64 of the best ``k``; -1 pads."""

@@ -1,22 +1,26 @@
-"""An index wrapper that adds up the time spent searching and updating, for stage metrics."""
+"""An index wrapper that times searching and updating, for the worker's stage metrics."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from app.index.base import VectorIndex
 
+if TYPE_CHECKING:
+    from prometheus_client import Histogram
+
 
 class TimedIndex:
-    """Delegates to ``inner``; ``seconds["search"]`` and ``seconds["update"]`` grow with use."""
+    """Delegates to ``inner``; observes searches and updates as ``stage_seconds`` stages."""
 
-    def __init__(self, inner: VectorIndex) -> None:
+    def __init__(self, inner: VectorIndex, stage_seconds: Histogram) -> None:
         self.inner = inner
-        self.seconds = {"search": 0.0, "update": 0.0}
+        self._search = stage_seconds.labels("search")
+        self._update = stage_seconds.labels("index_update")
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -39,17 +43,13 @@ class TimedIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Timed search."""
-        began = time.perf_counter()
-        try:
+        with self._search.time():
             return self.inner.search(queries, k)
-        finally:
-            self.seconds["search"] += time.perf_counter() - began
 
     def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Timed upsert."""
-        began = time.perf_counter()
-        self.inner.upsert(keys, vectors)
-        self.seconds["update"] += time.perf_counter() - began
+        with self._update.time():
+            self.inner.upsert(keys, vectors)
 
     def loading(self, expected: int = 0) -> AbstractContextManager[None]:
         """The inner index's bulk-load block (its build time is bootstrap, not a stage)."""
@@ -57,6 +57,5 @@ class TimedIndex:
 
     def remove(self, keys: Sequence[str]) -> None:
         """Timed removal."""
-        began = time.perf_counter()
-        self.inner.remove(keys)
-        self.seconds["update"] += time.perf_counter() - began
+        with self._update.time():
+            self.inner.remove(keys)

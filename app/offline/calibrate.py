@@ -401,9 +401,11 @@ def calibrate(
 
 
 def _families(improved: str) -> tuple[str, ...]:
-    """Families to try. The improved mode brings its own merge pass; the plain merge pass at a
-    flat threshold is tried only without it (``off``): its false merges grow faster with the
-    number of people than a sample shows (docs/thresholds.md), so its extrapolation is unsafe.
+    """Families to try.
+
+    The improved mode brings its own merge pass; the plain merge pass at a flat threshold is
+    tried only without it (``off``): its false merges grow faster with the number of people than
+    a sample shows (docs/thresholds.md), so its extrapolation is unsafe.
     """
     if improved == "on":
         return ("improved",)
@@ -512,8 +514,11 @@ def fit_mixture(values: np.ndarray, iterations: int = 200) -> tuple[np.ndarray, 
 def _mixture_threshold(values: np.ndarray, n: int, size: int, target: float) -> tuple[
     float, tuple[np.ndarray, ...]
 ]:
-    """Where the impostor maximum, rescaled from ``n`` to ``size`` items, passes for at most
-    ``1 - target`` of the items: ``F(T)^(size/n) = target`` with F the impostor component."""
+    """The threshold T from a two-component mixture fit, and the fit (weights, means, stds).
+
+    T is where the impostor maximum, rescaled from ``n`` to ``size`` items, passes for at most
+    ``1 - target`` of the items: ``F(T)^(size/n) = target`` with F the impostor component.
+    """
     from statistics import NormalDist
 
     w, mu, sd = fit_mixture(values)

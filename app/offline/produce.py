@@ -291,8 +291,10 @@ def produce_scene(
 def _encoded(
     rows: Rows, routes: dict[str, Route], fmt: str, model_id: str, end_of_frame: bool
 ) -> Iterator[tuple[Outgoing, bytes]]:
-    """Each planned record with its value: the row's vector at its stream's path, or a bare
-    end-of-frame record."""
+    """Each planned record with its value.
+
+    The value is the row's vector at its stream's path, or a bare end-of-frame record.
+    """
     closing = encode_observation(None, fmt=fmt, end_of_frame=True)
     for out in plan(rows, routes, end_of_frame=end_of_frame):
         if out.row < 0:

@@ -106,8 +106,10 @@ def _bcubed(c: Contingency) -> tuple[float, float, float]:
 
 
 def pairwise(y_true: Labels, y_pred: Labels) -> tuple[float, float]:
-    """Pairwise precision and recall: of the item pairs put together, how many are one person,
-    and of the pairs that are one person, how many were put together.
+    """Pairwise precision and recall of a clustering against the true labels.
+
+    Of the item pairs put together, how many are one person, and of the pairs that are one
+    person, how many were put together.
 
     With no pair put together precision is 1.0 (no false merge); with no true pair recall is
     1.0 (nothing to find).

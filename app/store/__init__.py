@@ -38,7 +38,8 @@ def store_for(settings: Settings) -> StateStore:
     for plain, tls in _TLS.items():
         if settings.redis_tls and url.startswith(plain):
             url = tls + url.removeprefix(plain)
-    return create_store(url, settings.namespace, password=settings.redis_password or None)
+    password = settings.redis_password.get_secret_value() or None
+    return create_store(url, settings.namespace, password=password)
 
 
 def create_store(url: str, namespace: str = "fvc", **options: Any) -> StateStore:

@@ -1,0 +1,1 @@
+"""A worker's moving parts, independent of Faust: pipeline, outbox, publisher, metrics."""

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
 
 from app.background import Background
-from app.kafka_client import make_consumer
+from app.kafka_client import make_consumer, records_of
 from app.worker.pipeline import RawRecord, position
 
 if TYPE_CHECKING:
@@ -80,7 +80,11 @@ class BulkIngest(Background):
     def _run(self) -> None:
         consumer = make_consumer(
             self.settings, self.settings.ingest_group, from_beginning=True,
-            **{"enable.auto.offset.store": False},
+            **{
+                "enable.auto.offset.store": False,
+                "session.timeout.ms": int(self.settings.group_session_timeout_s * 1000),
+                "heartbeat.interval.ms": int(self.settings.group_heartbeat_s * 1000),
+            },
         )
         try:
             consumer.subscribe(list(self.runtime.config.topics), on_assign=self._assigned)
@@ -96,15 +100,7 @@ class BulkIngest(Background):
             consumer.close()
 
     def _handle(self, consumer: Consumer, messages: list) -> None:
-        records = []
-        for message in messages:
-            error = message.error()
-            if error is None:
-                records.append(raw_record(message))
-            elif error.fatal():
-                raise RuntimeError(f"Kafka consumer failed: {error.str()}")
-            else:
-                log.warning("consumer: %s", error.str())
+        records = [raw_record(message) for message in records_of(messages)]
         if not records:
             return
         self._on_loop(self.runtime.handle(records))

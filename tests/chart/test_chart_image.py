@@ -66,7 +66,7 @@ def test_runtime_stage_shape(stage: str) -> None:
     assert "COPY" not in text
     assert "--mount=type=bind,from=wheel,source=/src/dist,target=/tmp/dist" in text
     # uv.lock's pins for the target, hash-checked, then the wheel alone.
-    locked = f"/tmp/dist/requirements-{stage}.txt"
+    locked = f"/tmp/dist/requirements-{stage}.txt"  # noqa: S108 - a path in the image build
     assert f"pip install --no-cache-dir --require-hashes -r {locked}" in text
     assert "pip install --no-cache-dir --no-deps /tmp/dist/fvc-*.whl" in text
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,7 @@ def test_default_install_runs_the_documented_worker_command(default: list[dict[s
 
 def test_every_setting_is_set_from_values(helm: Helm) -> None:
     """Each FVC_* variable of app/settings.py reaches the worker (with every option on)."""
-    known = {f.metadata["env"] for f in fields(Settings)}
+    known = set(Settings.variables().values())
     variables = env(worker(helm.template(CI / "existing-secrets-values.yaml")))
     missing = sorted(known - set(variables))
     assert not missing, f"app/settings.py reads {missing}, which the chart never sets"
@@ -74,7 +73,7 @@ def test_every_setting_is_set_from_values(helm: Helm) -> None:
 
 
 def test_default_settings_parse_as_the_worker_would(default: list[dict[str, Any]]) -> None:
-    known = {f.metadata["env"] for f in fields(Settings)}
+    known = set(Settings.variables().values())
     variables = {name: e["value"] for name, e in env(worker(default)).items() if "value" in e}
     settings = Settings.from_env({k: v for k, v in variables.items() if k in known})
     assert settings.app_id == "fvc"

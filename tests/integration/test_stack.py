@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from app.dev.local import stack
 from app.dev.local.stack import StackConfig
 from app.errors import LocalStackError
+from tests.support.gate import require
 
 pytestmark = pytest.mark.integration
 
@@ -139,10 +139,8 @@ def test_taken_port_gives_one_clear_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_second_stack_up_status_down(tmp_path: Path) -> None:
     """A whole life cycle on a second stack: up, up again, down, status says stopped."""
-    if not (shutil.which("java") and shutil.which("mvn")):
-        if os.environ.get("FVC_REQUIRE_SERVICES") == "1":
-            pytest.fail("java and mvn are needed to start a Kafka broker")
-        pytest.skip("java and mvn are needed to start a Kafka broker")
+    found = bool(shutil.which("java") and shutil.which("mvn"))
+    require(found, "java and mvn are needed to start a Kafka broker")
     kafka_port, controller_port, redis_port = _free_ports(3)
     config = StackConfig(tmp_path / "state", kafka_port, controller_port, redis_port, timeout=120)
     try:

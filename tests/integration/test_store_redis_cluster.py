@@ -35,6 +35,7 @@ from app.store import Commit, StateStore, create_store, store_for
 from app.store.guard import safe_url
 from app.store.redis import RedisStore, split_cluster_url
 from tests.contract import test_store as contract
+from tests.support.gate import require
 
 pytestmark = [pytest.mark.integration]
 
@@ -45,9 +46,7 @@ def _need_binaries() -> None:
     try:
         find_binaries()
     except LocalStackError as exc:
-        if os.environ.get("FVC_REQUIRE_SERVICES") == "1":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
+        require(False, str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +81,10 @@ class TestStateStoreOnCluster(contract.TestStateStore):
 
 
 def _keys_by_node(cluster: LocalRedisCluster, namespace: str) -> dict[int, list[bytes]]:
-    """Which node holds which keys of ``namespace``, asking every node directly (no client
-    routing in between)."""
+    """Which node holds which keys of ``namespace``, asking every node directly.
+
+    No client routing in between.
+    """
     found = {}
     for port in cluster.ports:
         with redis.Redis("127.0.0.1", port) as node:
@@ -176,9 +177,11 @@ async def test_load_all_returns_exactly_what_was_written_at_scale(
 async def test_slot_moves_are_followed(
     redis_cluster: LocalRedisCluster, make_store: contract.MakeStore
 ) -> None:
-    """The namespace's slot moves to another master while the store is open: reads follow ASK
-    redirects mid-move, a commit whose keys are split between the nodes is StoreUnavailable
-    (TRYAGAIN until the client gives up), and after the move MOVED is followed."""
+    """The namespace's slot moves to another master while the store is open.
+
+    Reads follow ASK redirects mid-move, a commit whose keys are split between the nodes is
+    StoreUnavailable (TRYAGAIN until the client gives up), and after the move MOVED is followed.
+    """
     store = await make_store()
     assert isinstance(store, RedisStore)
     await contract.put(store, contract.cluster("a"), contract.cluster("b"), **{"t:0": 1})
@@ -204,8 +207,11 @@ async def test_slot_moves_are_followed(
 async def test_load_all_across_a_slot_move_asks_to_load_again(
     redis_cluster: LocalRedisCluster, make_store: contract.MakeStore
 ) -> None:
-    """An HSCAN cursor is only valid on the node that issued it: a scan the slot moved under
-    may have missed clusters, so it must not end as if it were complete."""
+    """An HSCAN cursor is only valid on the node that issued it.
+
+    A scan the slot moved under may have missed clusters, so it must not end as if it were
+    complete.
+    """
     store = await make_store()
     assert isinstance(store, RedisStore)
     await store.commit(Commit(upserts=[contract.cluster(f"c{i}") for i in range(3_000)]))
@@ -283,8 +289,11 @@ def own_cluster(tmp_path: Path) -> Iterator[LocalRedisCluster]:
 async def test_cluster_down_is_store_unavailable_and_the_store_recovers(
     own_cluster: LocalRedisCluster, unique: str
 ) -> None:
-    """A master stops: its slots are lost, the cluster goes down, every namespace (on the lost
-    node or not) reads as StoreUnavailable; once it is back the same store objects work."""
+    """A master stops, and once it is back the same store objects work.
+
+    While it is away its slots are lost, the cluster goes down and every namespace (on the lost
+    node or not) reads as StoreUnavailable.
+    """
     lost, survivor = own_cluster.ports[0], own_cluster.ports[1]
     on_lost = next(
         s
@@ -378,8 +387,10 @@ async def _commit_latencies(store: StateStore, batch: int, tag: str) -> list[flo
 
 
 async def _load_all_seconds(store: StateStore) -> float:
-    """Seconds to load ``LOADED`` d=512 clusters (written first, untimed, into a clean
-    namespace)."""
+    """Seconds to load ``LOADED`` d=512 clusters.
+
+    They are written first, untimed, into a clean namespace.
+    """
     await store.clear()
     for start in range(0, LOADED, 1_000):
         batch = [contract.cluster(f"l{i}", d=DIM) for i in range(start, start + 1_000)]
@@ -403,8 +414,10 @@ async def _measure(store: StateStore, tag: str) -> dict[str, float]:
 
 
 async def _rounds(stores: dict[str, StateStore]) -> dict[str, dict[str, float]]:
-    """``ROUNDS`` rounds, the backends taking turns within each so drift hits both alike;
-    the median of each figure over the rounds (a first, unrecorded round warms up)."""
+    """The median of each figure over ``ROUNDS`` rounds (a first, unrecorded round warms up).
+
+    The backends take turns within each round, so drift hits both alike.
+    """
     samples: dict[str, list[dict[str, float]]] = {name: [] for name in stores}
     for round_ in range(ROUNDS + 1):
         for name, store in stores.items():
@@ -421,9 +434,12 @@ async def _rounds(stores: dict[str, StateStore]) -> dict[str, dict[str, float]]:
 async def test_cluster_costs_about_what_a_single_node_does(
     cluster_url: str, redis_url: str, unique: str
 ) -> None:
-    """Both are one hop to one Redis process, so the medians should be close. The figures are
-    printed (and written to $FVC_CLUSTER_FIGURES when set) for docs/redis-cluster.md; p99s are
-    reported, not asserted (two cores shared with everything else)."""
+    """Both are one hop to one Redis process, so the medians should be close.
+
+    The figures are printed (and written to $FVC_CLUSTER_FIGURES when set) for
+    docs/redis-cluster.md; p99s are reported, not asserted (two cores shared with everything
+    else).
+    """
     stores = {name: create_store(url, f"{unique}-{name}") for name, url in
               (("single", redis_url), ("cluster", cluster_url))}  # fmt: skip
     try:

@@ -95,8 +95,10 @@ def test_near_duplicates_are_listed_once_best_first_older_first():
 
 
 def test_near_duplicates_search_k_neighbours_not_all_pairs():
-    """Five clusters a few degrees apart: all 10 pairs are similar, but with k=1 each finds
-    only its nearest neighbour."""
+    """Five clusters a few degrees apart: all 10 pairs are similar.
+
+    But with k=1 each finds only its nearest neighbour.
+    """
     degrees = [0, 1, 3, 6, 10]
     store = stored(*[cluster(f"x{d}", [np.cos(np.radians(d)), np.sin(np.radians(d))], 2, d)
                      for d in degrees])

@@ -43,8 +43,11 @@ CONFIG = parse_config({
 
 
 def engine_run(n: int = 600, seed: int = 3, remove: int = 2) -> tuple[Engine, list[dict]]:
-    """A scene through the engine with merge passes and a few removals; decoded events in both
-    formats, with and without the optional coherence."""
+    """A scene through the engine with merge passes and a few removals.
+
+    Returns the engine and its events decoded in both formats, with and without the optional
+    coherence.
+    """
     scene = make_scene(n, seed=seed, dim=32, cameras=1)
     engine, events = Engine(CONFIG), []
     for start in range(0, n, 50):

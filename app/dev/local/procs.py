@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from app.errors import LocalStackError
 
@@ -66,35 +66,42 @@ def alive(pid: int | None, keyword: str, home: Path) -> bool:
     Redis rewrites its command line (process title), so the config path cannot be the mark;
     the working directory, which fvc sets when it starts a server, is one that stays.
     """
+    return _process(pid, keyword, home) is not None
+
+
+def _process(pid: int | None, keyword: str, home: Path) -> psutil.Process | None:
+    """The process ``alive`` looks for, or None (gone, a zombie, someone else's, not ours)."""
     if pid is None:
-        return False
+        return None
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    proc = Path(f"/proc/{pid}")
-    if not proc.is_dir():  # no procfs (macOS): the signal probe is all we have
-        return True
-    try:
-        state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        cwd = os.readlink(proc / "cwd")
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X") and keyword in cmdline and Path(cwd) == home.resolve()
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            ours = (
+                proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+                and keyword in " ".join(proc.cmdline())
+                and Path(proc.cwd()) == home.resolve()
+            )
+    except psutil.Error:
+        return None
+    return proc if ours else None
 
 
 def stop(pid: int, keyword: str, home: Path, grace: float) -> None:
-    """SIGTERM, wait up to ``grace`` seconds for a clean shutdown, then SIGKILL."""
-    if not alive(pid, keyword, home):
+    """SIGTERM, wait up to ``grace`` seconds for a clean shutdown, then SIGKILL.
+
+    The wait polls ``alive`` rather than ``psutil.wait_procs``: a server is re-parented away
+    from fvc, and where nothing reaps it, it stays a zombie that ``wait_procs`` would wait out.
+    """
+    proc = _process(pid, keyword, home)
+    if proc is None:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.terminate()  # psutil checks first that the pid was not reused meanwhile
     if wait_until(lambda: not alive(pid, keyword, home), grace):
         return
     log.warning("pid %d ignored SIGTERM for %.0fs; sending SIGKILL", pid, grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        proc.kill()
     wait_until(lambda: not alive(pid, keyword, home), 10.0)
 
 

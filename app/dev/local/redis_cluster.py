@@ -103,6 +103,7 @@ class LocalRedisCluster:
             masters: at least 3, as ``redis-cli --cluster create`` requires.
             replicas: replicas per master.
             ports: the client ports to use; by default the first free ones from ``first_port``.
+            first_port: where the search for free ports starts when ``ports`` is not given.
             node_timeout_ms: how soon a silent node counts as failed. Short here, so a test
                 that stops a node sees the cluster go down (and come back) within seconds.
             ready_timeout: seconds to wait for the cluster to report ok.

@@ -21,8 +21,8 @@ from app.background import Background
 from app.codec.decode import decode_event
 from app.downstream.reid.metrics import ReidMetrics
 from app.downstream.reid.state import ReidState
-from app.errors import DecodeError, FvcError
-from app.kafka_client import make_consumer
+from app.errors import DecodeError
+from app.kafka_client import make_consumer, records_of
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,12 +114,7 @@ class Follower(Background):
 
     def _apply(self, messages: list) -> None:
         events = []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise FvcError(f"Kafka consumer failed: {error.str()}")
-                continue
+        for message in records_of(messages):
             self.positions[message.partition()] = message.offset() + 1
             try:
                 event = decode_event(message.value() or b"")

@@ -128,8 +128,10 @@ class ReidState:
         return Answer(tuple(found), bool(found) and found[0].similarity >= threshold)
 
     def lookup(self, cluster_id: str) -> tuple[str, ViewCluster | None]:
-        """Where ``cluster_id``'s members are now (following merges), and that cluster if
-        it is realized (None when it was deleted or is not realized)."""
+        """Where ``cluster_id``'s members are now (following merges), and that cluster.
+
+        The cluster is None when it was deleted or is not realized.
+        """
         with self.lock:
             current = self.view.resolve(cluster_id)
             return current, self.view.clusters.get(current)

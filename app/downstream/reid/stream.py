@@ -24,7 +24,7 @@ from app.config import ClusteringConfig
 from app.downstream.reid.metrics import ReidMetrics
 from app.downstream.reid.state import Answer, ReidState
 from app.errors import DecodeError, FvcError
-from app.kafka_client import make_consumer, make_producer
+from app.kafka_client import make_consumer, make_producer, records_of
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,9 @@ class StreamMatcher(Background):
 
     def _handle(self, consumer: Consumer, producer: Producer, messages: list) -> None:
         """Match a batch, send its records, and store its offsets once they are delivered."""
+        records = records_of(messages)
         good: list[tuple[Any, np.ndarray, str]] = []
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.fatal():
-                    raise FvcError(f"Kafka consumer failed: {error.str()}")
-                continue
+        for message in records:
             read = self._read(message)
             if read is not None:
                 good.append((message, *read))
@@ -102,9 +98,8 @@ class StreamMatcher(Background):
         if producer.flush(FLUSH_S) > 0 or self._undelivered:
             raise FvcError(f"match records not delivered to {self.output_topic!r}: "
                            f"{(self._undelivered or ['flush timed out'])[0]}")
-        for message in messages:
-            if message.error() is None:
-                consumer.store_offsets(message=message)
+        for message in records:
+            consumer.store_offsets(message=message)
 
     def _read(self, message: Any) -> tuple[np.ndarray, str] | None:
         """The record's vector and stream, or None (end of frame, or unreadable and counted)."""
@@ -128,8 +123,11 @@ class StreamMatcher(Background):
         return observation.vector, stream.stream_id
 
     def _identify(self, vectors: list[np.ndarray]) -> list[Answer]:
-        """Answers for a batch; one by one when dimensions differ (possible only while the
-        view is empty, so decoding had no dimension to hold them to)."""
+        """Answers for a batch; one by one when dimensions differ.
+
+        They can differ only while the view is empty, so decoding had no dimension to hold them
+        to.
+        """
         if len({v.shape[0] for v in vectors}) == 1:
             try:
                 return self.state.identify(np.stack(vectors), self.k, self.threshold)

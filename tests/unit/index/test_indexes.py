@@ -9,6 +9,7 @@ from app.index.faiss_index import FaissIndex, resolve_device
 from app.index.numpy_index import NumpyIndex, top_k
 from app.index.table import RepresentativeTable
 from app.index.timed import TimedIndex
+from app.worker.metrics import stage_histogram
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -249,7 +250,11 @@ def test_ivfpq_defaults_and_memory() -> None:
 
 @pytest.mark.parametrize(
     "make",
-    [NumpyIndex, lambda: FaissIndex("exact", "cpu"), lambda: TimedIndex(FaissIndex("ivf", "cpu"))],
+    [
+        NumpyIndex,
+        lambda: FaissIndex("exact", "cpu"),
+        lambda: TimedIndex(FaissIndex("ivf", "cpu"), stage_histogram()),
+    ],
     ids=["numpy", "faiss", "timed"],
 )
 def test_every_index_the_runtime_may_hold_takes_a_bootstrap_block(make) -> None:  # noqa: ANN001
