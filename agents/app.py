@@ -29,7 +29,7 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     if protocol.startswith("SASL"):
         return faust.SASLCredentials(
             username=settings.sasl_username,
-            password=settings.sasl_password,
+            password=settings.sasl_password.get_secret_value(),
             mechanism=settings.sasl_mechanism,
             ssl_context=context,
         )
@@ -57,6 +57,9 @@ def create_app(runtime: Runtime) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
+        # A killed worker's partitions move after this, not Faust's default minute.
+        broker_session_timeout=settings.group_session_timeout_s,
+        broker_heartbeat_interval=settings.group_heartbeat_s,
         stream_wait_empty=False,
         autodiscover=False,
     )

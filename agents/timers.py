@@ -1,13 +1,21 @@
-"""Timers: the change follower on every worker; realization, merge, retention and the outbox
-publisher on the leader only.
+"""Timers: the change follower on every worker; the periodic steps on the leader only.
+
+The leader alone runs realization, merge, retention and the outbox publisher. A timer that
+raises would crash the Faust app (and with it every partition of the worker), so each body runs
+under ``survives``: the error is logged and counted, and the timer runs again at its next tick.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 
 import faust
 
+from app.errors import StoreUnavailable
+from app.worker.metrics import WorkerMetrics
+from app.worker.outage import Outage
 from app.worker.publisher import Publisher, PublishFailed
 from app.worker.runtime import Runtime
 
@@ -18,16 +26,47 @@ PUBLISH_INTERVAL_S = 0.05
 ADVANCE_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 5.0
 
+Tick = Callable[[], Awaitable[None]]
+
+
+def survives(name: str, metrics: WorkerMetrics, outage: Outage) -> Callable[[Tick], Tick]:
+    """Run a timer body so that its errors are logged and counted, never raised to Faust.
+
+    Store failures count towards the outage (which stops the worker past its limit); a tick
+    that gets through ends it.
+    """
+
+    def wrap(body: Tick) -> Tick:
+        @functools.wraps(body)
+        async def tick() -> None:
+            try:
+                await body()
+                outage.recovered()
+            except StoreUnavailable as exc:  # expected during an outage: no traceback
+                metrics.timer_errors.labels(name).inc()
+                outage.failed(exc)
+                log.info("timer %s: store unavailable, next tick retries: %s", name, exc)
+            except Exception:
+                metrics.timer_errors.labels(name).inc()
+                log.exception("timer %s failed; it runs again at its next tick", name)
+
+        return tick
+
+    return wrap
+
 
 def attach(app: faust.App, runtime: Runtime) -> None:
     """Register the timers on ``app``."""
     publisher = Publisher(runtime.settings)
+    metrics, outage = runtime.metrics, runtime.outage
 
     @app.timer(FOLLOW_INTERVAL_S, name="fvc.follow")
+    @survives("follow", metrics, outage)
     async def follow() -> None:
         await runtime.follow_changes()
 
     @app.timer(PUBLISH_INTERVAL_S, on_leader=True, name="fvc.publish")
+    @survives("publish", metrics, outage)
     async def publish() -> None:
         try:
             while await runtime.publish(publisher.send, publisher.flush):
@@ -36,21 +75,26 @@ def attach(app: faust.App, runtime: Runtime) -> None:
             log.warning("outbox publishing will be retried: %s", exc)
 
     @app.timer(ADVANCE_INTERVAL_S, on_leader=True, name="fvc.advance")
+    @survives("advance", metrics, outage)
     async def advance() -> None:
         await runtime.advance()
 
     @app.timer(LAG_INTERVAL_S, name="fvc.lag")
+    @survives("lag", metrics, outage)
     async def lag() -> None:
         inputs = set(runtime.config.topics)
         for tp in app.consumer.assignment():
-            if tp.topic in inputs:
-                position = f"{tp.topic}:{tp.partition}"
-                behind = app.consumer.highwater(tp) - runtime.pipeline.applied.get(position, -1) - 1
-                runtime.metrics.lag.labels(position).set(max(behind, 0))
+            highwater = app.consumer.highwater(tp)
+            if tp.topic not in inputs or highwater is None:  # None: just assigned, not fetched
+                continue
+            position = f"{tp.topic}:{tp.partition}"
+            behind = highwater - runtime.pipeline.applied.get(position, -1) - 1
+            runtime.metrics.lag.labels(position).set(max(behind, 0))
 
     merging = runtime.config.merging
     if merging is not None:
 
         @app.timer(merging.time_interval_ms / 1000.0, on_leader=True, name="fvc.merge")
+        @survives("merge", metrics, outage)
         async def merge() -> None:
             await runtime.merge()

@@ -31,8 +31,13 @@ def attach(app: faust.App, runtime: Runtime) -> None:
 
     @app.page("/ready")
     async def ready(web: View, request: Request) -> Response:
+        available = runtime.outage.available
         ok = runtime.ready and not runtime.config_errors and runtime.assigned is not None
-        body = {"ready": ok, "index_loaded": runtime.ready, "assigned": runtime.assigned}
+        ok = ok and available
+        body = {
+            "ready": ok, "index_loaded": runtime.ready, "assigned": runtime.assigned,
+            "store_available": available,
+        }
         return web.json(body, status=200 if ok else 503)
 
     @app.page("/metrics")

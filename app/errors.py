@@ -55,6 +55,13 @@ class LocalStackError(FvcError):
     """The local Kafka or Redis could not be started or stopped; the message says why."""
 
 
+class StoreLost(FvcError):
+    """The store's generation marker is gone or changed: the state is rebuilt, not added to.
+
+    Redis restarted empty, was flushed or failed over to an empty replica.
+    """
+
+
 class AlreadyApplied(FvcError):
     """A commit's input offsets were stored before: the batch is a replay and changes nothing."""
 

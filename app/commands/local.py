@@ -77,6 +77,14 @@ def _add_up(actions: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="how long to wait for each service to answer before giving up (default 90)",
     )
+    up.add_argument(
+        "--redis-persist",
+        action="store_true",
+        help=(
+            "give Redis an append-only file synced every second (appendonly yes, appendfsync "
+            "everysec), as production should have; by default it keeps nothing on disk"
+        ),
+    )
     up.set_defaults(func=run_up)
 
 
@@ -162,6 +170,7 @@ def config_from(args: argparse.Namespace) -> StackConfig:
     return StackConfig(
         state_dir=state_dir,
         timeout=getattr(args, "timeout", None) or 90.0,
+        redis_persist=getattr(args, "redis_persist", False),
         external_kafka=os.environ.get("FVC_KAFKA_BOOTSTRAP") or None,
         external_redis=os.environ.get("FVC_REDIS_URL") or None,
         **ports,

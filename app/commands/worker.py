@@ -75,6 +75,7 @@ def handler(args: argparse.Namespace) -> int:
     """Prepare topics and state, then hand the loop to Faust's worker."""
     import faust
 
+    from agents import watchdog
     from agents.app import create_app
     from app.index.faiss_lib import faiss
     from app.logs import configure
@@ -93,5 +94,6 @@ def handler(args: argparse.Namespace) -> int:
     faiss.omp_set_num_threads(settings.search_threads)
     app = create_app(runtime)
     worker = faust.Worker(app, loglevel=settings.log_level, loop=loop, override_logging=False)
+    watchdog.watch(app)
     worker.execute_from_commandline()
     return 0

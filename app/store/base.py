@@ -42,9 +42,13 @@ class Commit:
     """One atomic write: cluster changes, their events and the input offsets that caused them.
 
     ``expected`` maps each touched key to the version the writer started from (0 = absent);
-    ``offsets`` maps ``"topic:partition"`` to the last input offset this commit applies.
-    ``writer`` names who wrote it, so that writer's change follower can leave it out: a worker
-    has its own commits in its engine already ("" = anonymous, followed by everyone).
+    ``offsets`` maps ``"topic:partition"`` to the last input offset this commit applies, and
+    ``first_offsets`` to the first (a partition absent there starts at its last): the store
+    refuses the commit when a first offset is not past the stored one, so a batch that is even
+    partly a replay never applies. ``writer`` names who wrote it, so that writer's change
+    follower can leave it out: a worker has its own commits in its engine already ("" =
+    anonymous, followed by everyone). ``generation``, when given, must be the store's generation
+    marker (``StoreLost`` otherwise), so nothing lands on a store that lost its data.
     """
 
     expected: Mapping[str, int] = field(default_factory=dict)
@@ -52,7 +56,13 @@ class Commit:
     deletions: Sequence[str] = ()
     outbox: Sequence[OutboxRecord] = ()
     offsets: Mapping[str, int] = field(default_factory=dict)
+    first_offsets: Mapping[str, int] = field(default_factory=dict)
     writer: str = ""
+    generation: str = ""
+
+    def offset_ranges(self) -> list[tuple[str, int, int]]:
+        """``(partition, first, last)`` for every partition this commit moves."""
+        return [(p, self.first_offsets.get(p, last), last) for p, last in self.offsets.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +90,23 @@ class StateStore(Protocol):
     async def commit(self, commit: Commit) -> None:
         """Apply ``commit`` atomically.
 
-        Raises ``VersionConflict`` (naming the keys) when a key's version differs from
-        ``expected``, and ``AlreadyApplied`` when an offset is not past the stored one; in both
-        cases nothing is written.
+        Raises ``StoreLost`` when the commit names a generation the store does not hold,
+        ``VersionConflict`` (naming the keys) when a key's version differs from ``expected``,
+        and ``AlreadyApplied`` when an offset is not past the stored one; in every case nothing
+        is written.
         """
+
+    async def generation(self) -> str | None:
+        """The generation marker: written once when the state is built, gone if it is lost."""
+
+    async def claim_generation(self, generation: str, ttl_s: float | None = None) -> str:
+        """Write ``generation`` unless a marker exists; returns the marker now in force.
+
+        With ``ttl_s`` the claim lapses after that long (a claim to rebuild the store).
+        """
+
+    async def set_generation(self, generation: str) -> None:
+        """Write the marker, replacing any (the rebuild that claimed it is done)."""
 
     async def get(self, keys: Sequence[str]) -> dict[str, Cluster]:
         """Current clusters for ``keys`` (absent keys are left out), in one round trip."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from app.engine.types import Cluster
-from app.errors import AlreadyApplied, VersionConflict
+from app.errors import AlreadyApplied, StoreLost, VersionConflict
 from app.store.base import ChangeBatch, Commit, OutboxEntry, OutboxRecord
 
 DEFAULT_CHANGES_MAXLEN = 1_000_000
@@ -40,6 +40,7 @@ class MemoryStore:
         self._trimmed = False
         self._outbox: dict[int, OutboxRecord] = {}
         self._outbox_seq = 0
+        self._generation: str | None = None
 
     async def start(self) -> None:
         """Nothing to connect to."""
@@ -47,8 +48,25 @@ class MemoryStore:
     async def close(self) -> None:
         """Nothing to release."""
 
+    async def generation(self) -> str | None:
+        """The marker, None until claimed or after ``clear()``."""
+        return self._generation
+
+    async def claim_generation(self, generation: str, ttl_s: float | None = None) -> str:
+        """Set the marker unless one is set; the marker in force (one process: no lapse)."""
+        if self._generation is None:
+            self._generation = generation
+        return self._generation
+
+    async def set_generation(self, generation: str) -> None:
+        """Replace the marker."""
+        self._generation = generation
+
     async def commit(self, commit: Commit) -> None:
         """Check offsets, then versions, then apply everything (see ``StateStore.commit``)."""
+        if commit.generation and commit.generation != self._generation:
+            message = f"generation {commit.generation} is not the store's ({self._generation})"
+            raise StoreLost(message)
         self._check_offsets(commit)
         self._check_versions(commit)
         for cluster in commit.upserts:
@@ -63,11 +81,11 @@ class MemoryStore:
         self._offsets.update(commit.offsets)
 
     def _check_offsets(self, commit: Commit) -> None:
-        """Refuse a replay: every offset must be past the one stored for its partition."""
-        for partition, offset in commit.offsets.items():
+        """Refuse a replay, even a partial one: every first offset must be past the stored one."""
+        for partition, first, _last in commit.offset_ranges():
             stored = self._offsets.get(partition, -1)
-            if offset <= stored:
-                message = f"{partition}@{offset} is not past stored offset {stored}"
+            if first <= stored:
+                message = f"{partition}@{first} is not past stored offset {stored}"
                 raise AlreadyApplied(message)
 
     def _check_versions(self, commit: Commit) -> None:
@@ -120,8 +138,9 @@ class MemoryStore:
     async def changes(
         self, cursor: str, limit: int = 10_000, *, skip_writer: str = ""
     ) -> ChangeBatch:
-        """Changes after ``cursor`` but ``skip_writer``'s; ``reset`` when some were dropped or
-        cleared since it.
+        """Changes after ``cursor`` but ``skip_writer``'s.
+
+        ``reset`` when some were dropped or cleared since it.
         """
         after = _seq(cursor)
         if self._is_stale(after):
@@ -174,3 +193,4 @@ class MemoryStore:
         self._cleared_at = self._last_seq
         self._trimmed = False
         self._outbox.clear()
+        self._generation = None

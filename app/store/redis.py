@@ -37,7 +37,7 @@ from redis.crc import key_slot
 from redis.exceptions import SlotNotCoveredError
 
 from app.engine.types import Cluster
-from app.errors import AlreadyApplied, StoreUnavailable, VersionConflict
+from app.errors import AlreadyApplied, StoreLost, StoreUnavailable, VersionConflict
 from app.store.base import ChangeBatch, Commit, OutboxEntry, OutboxRecord
 from app.store.codec import decode_cluster, decode_many, encode_cluster
 from app.store.guard import guard, safe_url
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHANGES_MAXLEN = 1_000_000
 _ACK_CHUNK = 10_000
-_APPLIED, _CONFLICT, _REPLAY = 0, 1, 2
+_APPLIED, _CONFLICT, _REPLAY, _LOST = 0, 1, 2, 3
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 Client = aioredis.Redis | RedisCluster
@@ -106,6 +106,7 @@ def _commit_args(commit: Commit, maxlen: int) -> list[object]:
     args: list[object] = [
         maxlen,
         commit.writer,
+        commit.generation,
         len(commit.expected),
         len(commit.offsets),
         len(commit.upserts),
@@ -114,8 +115,8 @@ def _commit_args(commit: Commit, maxlen: int) -> list[object]:
     ]
     for key, version in commit.expected.items():
         args += (key, version)
-    for partition, offset in commit.offsets.items():
-        args += (partition, offset)
+    for partition, first, last in commit.offset_ranges():
+        args += (partition, first, last)
     for cluster in commit.upserts:
         args += (cluster.key, cluster.version, encode_cluster(cluster))
     args += commit.deletions
@@ -203,13 +204,17 @@ class RedisStore:
         self._clusters, self._versions = f"{tag}:clusters", f"{tag}:versions"
         self._changes, self._outbox = f"{tag}:changes", f"{tag}:outbox"
         self._offsets = f"{tag}:offsets"
+        self._generation = f"{tag}:generation"
         self.slot = key_slot(tag.encode())
         self._client: Client | None = None
 
     @property
     def _keys(self) -> list[str]:
         """Every key of the namespace, all tagged ``{namespace}``: one slot in a cluster."""
-        return [self._clusters, self._versions, self._changes, self._outbox, self._offsets]
+        return [
+            self._clusters, self._versions, self._changes, self._outbox, self._offsets,
+            self._generation,
+        ]
 
     @property
     def _redis(self) -> Client:
@@ -272,12 +277,16 @@ class RedisStore:
         async with guard(self._redis, self._where, "commit"):
             reply = await self._commit_script(keys=self._keys, args=args, client=self._redis)
         status = reply[0]
+        if status == _LOST:
+            held = reply[1].decode() or "none"
+            message = f"redis at {self._where}: generation {commit.generation} is gone ({held})"
+            raise StoreLost(message)
         if status == _CONFLICT:
             raise VersionConflict([key.decode() for key in reply[1:]])
         if status == _REPLAY:
             partition, stored = reply[1].decode(), reply[2].decode()
-            offset = commit.offsets[partition]
-            message = f"{partition}@{offset} is not past stored offset {stored}"
+            first = commit.first_offsets.get(partition, commit.offsets[partition])
+            message = f"{partition}@{first} is not past stored offset {stored}"
             raise AlreadyApplied(message)
 
     async def get(self, keys: Sequence[str]) -> dict[str, Cluster]:
@@ -340,6 +349,25 @@ class RedisStore:
         async with guard(self._redis, self._where, "load_all"):
             return await self._redis.hscan(self._clusters, cursor, count=count)
 
+    async def generation(self) -> str | None:
+        """The generation marker (GET), None when Redis lost it or never had it."""
+        async with guard(self._redis, self._where, "generation"):
+            marker = await self._redis.get(self._generation)
+        return None if marker is None else marker.decode()
+
+    async def claim_generation(self, generation: str, ttl_s: float | None = None) -> str:
+        """SET NX the marker (PX for a lapsing claim), then read the one in force."""
+        lapse = None if ttl_s is None else int(ttl_s * 1000)
+        async with guard(self._redis, self._where, "generation"):
+            await self._redis.set(self._generation, generation, nx=True, px=lapse)
+            marker = await self._redis.get(self._generation)
+        return generation if marker is None else marker.decode()
+
+    async def set_generation(self, generation: str) -> None:
+        """SET the marker, with no expiry."""
+        async with guard(self._redis, self._where, "generation"):
+            await self._redis.set(self._generation, generation)
+
     async def count(self) -> int:
         """Number of clusters (HLEN)."""
         async with guard(self._redis, self._where, "count"):
@@ -360,8 +388,9 @@ class RedisStore:
     async def changes(
         self, cursor: str, limit: int = 10_000, *, skip_writer: str = ""
     ) -> ChangeBatch:
-        """Changes after ``cursor`` but ``skip_writer``'s, with the clusters' current state, in
-        one round trip; the skipped ones cost no cluster reads.
+        """Changes after ``cursor`` but ``skip_writer``'s, with the clusters' current state.
+
+        In one round trip; the skipped ones cost no cluster reads.
         """
         keys = [self._changes, self._clusters]
         args = [cursor, limit, skip_writer]

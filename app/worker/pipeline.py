@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from prometheus_client import Histogram
 
 from app.codec.decode import decode
 from app.config import ClusteringConfig
@@ -22,12 +22,12 @@ from app.engine import Engine, Observation, StepResult
 from app.errors import AlreadyApplied, DecodeError, VersionConflict
 from app.settings import Settings
 from app.store.base import Commit, StateStore
+from app.worker.metrics import stage_histogram
 from app.worker.outbox import OutboxWriter
 
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 50
-STAGES = ("decode", "engine", "encode", "store", "apply")
 
 
 def position(topic: str, partition: int) -> str:
@@ -75,7 +75,12 @@ class Pipeline:
     """
 
     def __init__(
-        self, engine: Engine, store: StateStore, config: ClusteringConfig, settings: Settings
+        self,
+        engine: Engine,
+        store: StateStore,
+        config: ClusteringConfig,
+        settings: Settings,
+        stage_seconds: Histogram | None = None,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -84,8 +89,9 @@ class Pipeline:
         self.applied: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.dimension = settings.expected_dimension
-        self.stage_seconds = dict.fromkeys(STAGES, 0.0)
+        self.stage_seconds = stage_histogram() if stage_seconds is None else stage_seconds
         self.writer = uuid.uuid4().hex  # names this pipeline's commits in the change stream
+        self.generation = ""  # the store generation commits build on ("" = unchecked)
         self.reconfigure(config)
 
     def reconfigure(self, config: ClusteringConfig) -> None:
@@ -96,31 +102,43 @@ class Pipeline:
         self._streams = {s.topic: s for s in config.streams}
 
     async def load_offsets(self) -> None:
-        """Take the stored partition offsets (at start and after a rebalance)."""
-        self.applied = await self.store.offsets()
+        """Take the stored partition offsets (at start and after a rebalance).
+
+        Under the batch lock, so a batch in flight never sees its offsets replaced midway.
+        """
+        async with self.lock:
+            self.applied = await self.store.offsets()
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        """Process one batch of input records exactly once into the store."""
+        """Process one batch of input records exactly once into the store.
+
+        A consumer may deliver records again (a seek back to the committed offsets after a
+        rebalance can repeat what a batch already holds): repeated (partition, offset) pairs are
+        dropped, each partition's records are taken in offset order, and the store refuses a
+        commit whose first offset of a partition is not past the stored one.
+        """
         async with self.lock:
+            ordered = _unique_in_order(records)
             skipped_total, conflicts = 0, 0
             for _ in range(MAX_CONFLICT_RETRIES):
-                fresh = [r for r in records if r.offset > self.applied.get(r.position, -1)]
+                fresh = [r for r in ordered if r.offset > self.applied.get(r.position, -1)]
                 skipped_total = len(records) - len(fresh)
                 if not fresh:
                     return BatchOutcome(skipped=skipped_total)
-                with self._timed("decode"):
+                with self.stage_seconds.labels("decode").time():
                     observations, dead = self._decode(fresh)
-                offsets = _last_offsets(fresh)
+                first_offsets, offsets = _offset_ranges(fresh)
                 try:
                     result, tries = await self._commit(
                         lambda obs=observations: self.engine.process(obs),
                         offsets=offsets,
+                        first_offsets=first_offsets,
                         dead_letters=dead,
                         observations=observations,
                     )
                 except AlreadyApplied:
-                    log.info("offsets moved under this batch (another worker); re-reading them")
-                    await self.load_offsets()
+                    log.info("offsets moved under this batch (a replay, or another worker)")
+                    self.applied = await self.store.offsets()
                     continue
                 conflicts += tries
                 self.applied.update(offsets)
@@ -140,14 +158,15 @@ class Pipeline:
         self,
         compute: Callable[[], StepResult],
         offsets: dict[str, int] | None = None,
+        first_offsets: dict[str, int] | None = None,
         dead_letters: Sequence[tuple[RawRecord, DecodeError]] = (),
         observations: Sequence[Observation] = (),
     ) -> tuple[StepResult, int]:
         """Compute, store atomically, apply; on a version conflict reload and recompute."""
         for attempt in range(MAX_CONFLICT_RETRIES):
-            with self._timed("engine"):
+            with self.stage_seconds.labels("engine").time():
                 result = compute()
-            with self._timed("encode"):
+            with self.stage_seconds.labels("encode").time():
                 records = self.outbox.records(result, dead_letters, offsets, observations)
             if not (result.upserts or result.deletions or records or offsets):
                 self.engine.apply(result)
@@ -158,27 +177,28 @@ class Pipeline:
                 deletions=result.deletions,
                 outbox=records,
                 offsets=offsets or {},
+                first_offsets=first_offsets or {},
                 writer=self.writer,
+                generation=self.generation,
             )
             try:
-                with self._timed("store"):
+                with self.stage_seconds.labels("store").time():
                     await self.store.commit(commit)
             except VersionConflict as exc:
                 await self._reload(exc.keys)
                 continue
-            with self._timed("apply"):
+            except AlreadyApplied:
+                # Offsets this step names were applied already: by another worker, or by this
+                # very commit whose reply was lost (the retry is what the store refused). Then
+                # the clusters it wrote are in the store but not in the engine, and the change
+                # follower skips this writer's own changes: take what it touched from the store.
+                await self._reload(_touched(result))
+                raise
+            with self.stage_seconds.labels("apply").time():
                 self.engine.apply(result)
             return result, attempt
         message = f"{MAX_CONFLICT_RETRIES} version conflicts in a row"
         raise VersionConflict([message])
-
-    @contextmanager
-    def _timed(self, stage: str) -> Iterator[None]:
-        began = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.stage_seconds[stage] += time.perf_counter() - began
 
     async def _reload(self, keys: Sequence[str]) -> None:
         current = await self.store.get(keys)
@@ -223,9 +243,39 @@ def _key_text(record: RawRecord) -> str:
     return f"{record.timestamp}_{record.partition}_{record.offset}"
 
 
-def _last_offsets(records: Sequence[RawRecord]) -> dict[str, int]:
-    offsets: dict[str, int] = {}
+def _touched(result: StepResult) -> list[str]:
+    """Every cluster key a step reads or writes."""
+    keys = dict.fromkeys(result.expected)
+    keys.update(dict.fromkeys(c.key for c in result.upserts))
+    keys.update(dict.fromkeys(result.deletions))
+    return list(keys)
+
+
+def _unique_in_order(records: Sequence[RawRecord]) -> list[RawRecord]:
+    """Each (partition, offset) once, every partition's records in offset order.
+
+    Partitions keep the places their records had in the batch; only the order within each
+    partition changes, back to Kafka's.
+    """
+    by_partition: dict[str, dict[int, RawRecord]] = {}
     for record in records:
-        if record.offset > offsets.get(record.position, -1):
-            offsets[record.position] = record.offset
-    return offsets
+        by_partition.setdefault(record.position, {}).setdefault(record.offset, record)
+    queues = {p: iter(sorted(found.items())) for p, found in by_partition.items()}
+    slots = [r.position for r in records]
+    wanted = {p: len(found) for p, found in by_partition.items()}
+    ordered: list[RawRecord] = []
+    for slot in slots:
+        if wanted[slot]:
+            wanted[slot] -= 1
+            ordered.append(next(queues[slot])[1])
+    return ordered
+
+
+def _offset_ranges(records: Sequence[RawRecord]) -> tuple[dict[str, int], dict[str, int]]:
+    """First and last offset of every partition in ``records`` (in offset order)."""
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for record in records:
+        first.setdefault(record.position, record.offset)
+        last[record.position] = record.offset
+    return first, last

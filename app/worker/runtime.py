@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_random,
+)
+
 from app.config import ClusteringConfig, load_config
 from app.engine import Engine
-from app.errors import ConfigError, StoreUnavailable
+from app.errors import ConfigError, StoreLost, StoreUnavailable
 from app.index import make_index
 from app.index.timed import TimedIndex
 from app.settings import Settings
@@ -23,6 +33,7 @@ from app.store.base import OutboxRecord, StateStore
 from app.store.guard import ROUND_TRIPS
 from app.worker.coherence import CoherenceSummary
 from app.worker.metrics import WorkerMetrics
+from app.worker.outage import EXIT_STORE_LOST, Outage
 from app.worker.outbox import EVENT_TYPE_HEADER
 from app.worker.pipeline import BatchOutcome, Pipeline, RawRecord
 
@@ -30,6 +41,9 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[OutboxRecord], Awaitable[None]]
 
+
+REBUILDING = "rebuilding:"  # a generation marker's prefix while one worker rebuilds the store
+REBUILD_CLAIM_S = 300.0
 
 class Runtime:
     """Config, engine, store, pipeline and metrics of one worker process."""
@@ -41,19 +55,20 @@ class Runtime:
         self.config_path = config_path
         config = load_config(config_path)
         self.store = store or store_for(settings)
-        self.index = TimedIndex(make_index(settings.index_type, settings.device))
-        self.engine = Engine(config, self.index)
-        self.pipeline = Pipeline(self.engine, self.store, config, settings)
         self.metrics = WorkerMetrics()
+        stages = self.metrics.stage_seconds
+        self.index = TimedIndex(make_index(settings.index_type, settings.device), stages)
+        self.engine = Engine(config, self.index)
+        self.pipeline = Pipeline(self.engine, self.store, config, settings, stages)
         self.metrics.watch(self.engine)
+        self.outage = Outage(settings.store_outage_s, self.metrics.store_available)
+        self.exit_process: Callable[[int], object] = os._exit
         self.coherence = CoherenceSummary()
         self.config_errors: list[str] = []
         self.ready = False
         self.assigned: int | None = None
         self.cursor = "0-0"
         self.started_at = time.time()
-        self._stages_seen: dict[str, float] = {}
-        self.publish_seconds = 0.0
         self.batches = 0
 
     @property
@@ -81,11 +96,34 @@ class Runtime:
         topic when the config says so, or else the consumer group is rewound to replay inputs.
         """
         await self.store.start()
-        if recover and await self.store.count() == 0 and not await self.store.offsets():
-            await self._recover()
+        if recover:
+            await self._rebuild_if_empty()
+        self.pipeline.generation = await self.store.claim_generation(uuid.uuid4().hex)
         await self.bootstrap()
         await self.pipeline.load_offsets()
         self.ready = True
+
+    async def _rebuild_if_empty(self) -> None:
+        """Rebuild an empty store, one worker at a time: the others wait for its generation.
+
+        The store's generation marker says a state was built on it. Without one, the first
+        worker to claim ``rebuilding:...`` (for ``REBUILD_CLAIM_S``, so a worker that dies
+        rebuilding does not block the others) rebuilds, then writes the new generation.
+        """
+        deadline = time.monotonic() + REBUILD_CLAIM_S
+        while (marker := await self.store.generation()) is None or marker.startswith(REBUILDING):
+            if marker is None and await self.store.count() == 0:
+                mine = f"{REBUILDING}{uuid.uuid4().hex}"
+                if await self.store.claim_generation(mine, ttl_s=REBUILD_CLAIM_S) == mine:
+                    await self._recover()
+                    await self.store.set_generation(uuid.uuid4().hex)
+                    return
+            elif marker is None:
+                return  # a store written before generation markers: claimed in start()
+            if time.monotonic() > deadline:
+                log.warning("no generation after %.0fs of waiting; rebuilding", REBUILD_CLAIM_S)
+                deadline = time.monotonic() + REBUILD_CLAIM_S
+            await asyncio.sleep(0.5)
 
     async def _recover(self) -> None:
         from app.worker.internal_state import restore, rewind_group
@@ -93,7 +131,16 @@ class Runtime:
         if self.config.start_from_internal_state:
             await restore(self.settings, self.store)
         else:
-            await asyncio.to_thread(rewind_group, self.settings, self.config)
+            # Kafka refuses to move the offsets of a group with members: the workers of a lost
+            # store all exit, and their sessions must time out first.
+            wait_s = 3 * self.settings.group_session_timeout_s + 10
+            await asyncio.to_thread(rewind_group, self.settings, self.config, wait_s=wait_s)
+
+    def store_lost(self, error: StoreLost) -> None:
+        """Stop at once: nothing may be committed over a lost store; a restart rebuilds it."""
+        log.critical("state store lost its data (%s); exiting so a restart rebuilds it", error)
+        logging.shutdown()
+        self.exit_process(EXIT_STORE_LOST)
 
     async def stop(self) -> None:
         """Release the store."""
@@ -117,7 +164,11 @@ class Runtime:
         while self.config_errors:
             await asyncio.sleep(0.2)
         began = time.perf_counter()
-        outcome = await self._retrying(lambda: self.pipeline.handle(records))
+        try:
+            outcome = await self._retrying(records)
+        except StoreLost as exc:
+            self.store_lost(exc)
+            raise
         self._count(outcome, records)
         self.metrics.batch_seconds.observe(time.perf_counter() - began)
         self.batches += 1
@@ -127,6 +178,9 @@ class Runtime:
         """Take other workers' changes into the local engine; returns how many."""
         # this worker's own commits are in its engine already: only other writers' are read
         batch = await self.store.changes(self.cursor, skip_writer=self.pipeline.writer)
+        if batch.reset and await self.store.generation() != self.pipeline.generation:
+            self.store_lost(StoreLost(f"generation {self.pipeline.generation} is gone"))
+            return 0
         if batch.reset:
             log.warning("change stream trimmed past our cursor; reloading everything")
             await self.bootstrap()
@@ -156,12 +210,11 @@ class Runtime:
         if not entries:
             self.metrics.outbox_pending.set(0)
             return 0
-        began = time.perf_counter()
-        for entry in entries:
-            await send(entry.record)
-        await flush()
-        await self.store.outbox_ack(entries)
-        self.publish_seconds += time.perf_counter() - began
+        with self.metrics.stage_seconds.labels("publish").time():
+            for entry in entries:
+                await send(entry.record)
+            await flush()
+            await self.store.outbox_ack(entries)
         for entry in entries:
             if entry.record.topic == self.settings.output_topic:
                 self.metrics.events_out.labels(_event_type(entry.record)).inc()
@@ -193,23 +246,30 @@ class Runtime:
             "streams": list(self.config.stream_ids),
             "uptime_s": round(time.time() - self.started_at, 1),
             "applied_offsets": dict(self.pipeline.applied),
-            "stage_seconds": {k: round(v, 4) for k, v in self.stages().items()},
+            "stage_seconds": {k: round(v, 4) for k, v in self.metrics.stage_totals().items()},
             "batches": self.batches,
             "store_round_trips": dict(ROUND_TRIPS),
             "cpu_seconds": round(time.process_time(), 3),
             "coherence": await self.coherence.get(self.config.method, clusters),
         }
 
-    async def _retrying(self, attempt: Callable[[], Awaitable[BatchOutcome]]) -> BatchOutcome:
-        """Retry while the store is unavailable, with backoff, keeping order."""
-        delay = 0.1
-        while True:
-            try:
-                return await attempt()
-            except StoreUnavailable as exc:
-                log.warning("store unavailable, retrying in %.1fs: %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    async def _retrying(self, records: Sequence[RawRecord]) -> BatchOutcome:
+        """Handle a batch, retrying while the store is unavailable, with backoff, keeping order."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(StoreUnavailable),
+            wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
+            before_sleep=self._note_outage,
+        )
+        outcome = await retrying(self.pipeline.handle, records)
+        self.outage.recovered()
+        return outcome
+
+    def _note_outage(self, state: RetryCallState) -> None:
+        """Count the failure against the outage limit, and say how long the batch waits."""
+        error = state.outcome.exception() if state.outcome else None
+        if error is not None:
+            self.outage.failed(error)
+        log.info("store unavailable, retrying in %.1fs: %s", state.upcoming_sleep, error)
 
     def _count(self, outcome: BatchOutcome, records: Sequence[RawRecord]) -> None:
         m = self.metrics
@@ -220,26 +280,6 @@ class Runtime:
         by_topic = {s.topic: s.stream_id for s in self.config.streams}
         for topic, count in Counter(record.topic for record in records).items():
             m.records_in.labels(by_topic.get(topic, topic)).inc(count)
-        self._count_stages()
-
-    def stages(self) -> dict[str, float]:
-        """Seconds spent so far per stage.
-
-        ``search`` is part of ``engine``, ``index_update`` part of ``apply``.
-        """
-        return {
-            **self.pipeline.stage_seconds,
-            "search": self.index.seconds["search"],
-            "index_update": self.index.seconds["update"],
-            "publish": self.publish_seconds,
-        }
-
-    def _count_stages(self) -> None:
-        for stage, total in self.stages().items():
-            delta = total - self._stages_seen.get(stage, 0.0)
-            if delta > 0:
-                self.metrics.stage_seconds.labels(stage).inc(delta)
-            self._stages_seen[stage] = total
 
 
 def _event_type(record: OutboxRecord) -> str:

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from cutting_proxy import CuttingProxy
 
 from app.engine.types import Cluster, ClusterId
-from app.errors import AlreadyApplied, StoreUnavailable, VersionConflict
+from app.errors import AlreadyApplied, StoreLost, StoreUnavailable, VersionConflict
 from app.store import Commit, MemoryStore, OutboxRecord, StateStore, create_store
 from app.store.codec import LAYOUT, decode_cluster, encode_cluster
 from app.store.guard import classify, safe_url
@@ -196,6 +196,42 @@ class TestStateStore:
             assert await snapshot(store) == before
         await store.commit(Commit(offsets={"t:0": 11, "t:2": 0}))
         assert await store.offsets() == {"t:0": 11, "t:1": 4, "t:2": 0}
+
+    async def test_generation_is_claimed_once_and_lost_with_the_data(
+        self, store: StateStore
+    ) -> None:
+        assert await store.generation() is None
+        assert await store.claim_generation("g1") == "g1"
+        assert await store.claim_generation("g2") == "g1"  # the first claim stays in force
+        await store.commit(Commit(upserts=[cluster("a")], offsets={"t:0": 1}, generation="g1"))
+        await store.clear()  # what a Redis restarted empty looks like
+        assert await store.generation() is None
+        empty = await snapshot(store)
+        with pytest.raises(StoreLost, match="g1"):
+            await store.commit(Commit(upserts=[cluster("b")], offsets={"t:0": 2}, generation="g1"))
+        assert await snapshot(store) == empty
+        assert await store.claim_generation("g2") == "g2"
+        with pytest.raises(StoreLost):
+            await store.commit(Commit(offsets={"t:0": 2}, generation="g1"))
+        await store.commit(Commit(offsets={"t:0": 2}, generation="g2"))
+        await store.commit(Commit(offsets={"t:0": 3}))  # no generation named: not checked
+
+    async def test_partial_replay_is_refused_by_its_first_offset(self, store: StateStore) -> None:
+        await store.commit(Commit(offsets={"t:0": 10}, first_offsets={"t:0": 0}))
+        before = await snapshot(store)
+        # Offsets 8..12: its last is past the stored 10, but 8..10 were applied already.
+        overlapping = Commit(
+            expected={"cam:a": 0},
+            upserts=[cluster("a")],
+            offsets={"t:0": 12, "t:1": 3},
+            first_offsets={"t:0": 8, "t:1": 0},
+        )
+        with pytest.raises(AlreadyApplied, match=r"t:0@8 is not past stored offset 10"):
+            await store.commit(overlapping)
+        assert await snapshot(store) == before
+        resumed = dataclasses.replace(overlapping, first_offsets={"t:0": 11, "t:1": 0})
+        await store.commit(resumed)
+        assert await store.offsets() == {"t:0": 12, "t:1": 3}
 
     async def test_get_leaves_absent_keys_out(self, store: StateStore) -> None:
         assert await store.get([]) == {}

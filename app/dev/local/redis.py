@@ -1,9 +1,11 @@
-"""A throwaway local Redis: the machine's ``redis-server``, loopback only, nothing persisted.
+"""A local Redis: the machine's ``redis-server``, loopback only, by default nothing persisted.
 
 The cluster state the workers keep in Redis is rebuilt by the tests and demos that need it, so
-the local server saves nothing to disk (``save ""``, ``appendonly no``); its working directory
-and log live in the state folder. When ``redis-server`` is missing and we are root on Debian,
-``up`` installs Debian's package rather than asking the developer to.
+the local server saves nothing to disk by default (``save ""``, ``appendonly no``); with
+``persist`` it keeps an append-only file synced every second (``appendonly yes``,
+``appendfsync everysec``), what fvc's guarantees assume of a production Redis. Its working
+directory and log live in the state folder. When ``redis-server`` is missing and we are root on
+Debian, ``up`` installs Debian's package rather than asking the developer to.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ protected-mode yes
 daemonize no
 dir {home}
 logfile ""
-save ""
-appendonly no
+maxmemory-policy noeviction
+{persistence}
 """
+_VOLATILE = 'save ""\nappendonly no'
+_PERSISTENT = 'save ""\nappendonly yes\nappendfsync everysec'
+
 
 
 def redis_answers(url: str, timeout: float) -> bool:
@@ -86,10 +91,11 @@ class RedisService(LocalService):
     keyword = "redis-server"
     port_keys = ("redis_port",)
 
-    def __init__(self, home: Path, port: int) -> None:
-        """A server kept under ``home``, listening on ``port``."""
+    def __init__(self, home: Path, port: int, persist: bool = False) -> None:
+        """A server kept under ``home``, listening on ``port``; AOF with ``persist``."""
         super().__init__(home)
         self.port = port
+        self.persist = persist
         self._binary = ""
 
     @property
@@ -116,7 +122,10 @@ class RedisService(LocalService):
         """Find (or install) redis-server and write its config."""
         self._binary = find_redis_server(report)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(_CONFIG.format(host=HOST, port=self.port, home=self.home))
+        persistence = _PERSISTENT if self.persist else _VOLATILE
+        self.config_path.write_text(
+            _CONFIG.format(host=HOST, port=self.port, home=self.home, persistence=persistence)
+        )
 
     def command(self) -> list[str]:
         """``redis-server <state>/redis/redis.conf`` in the foreground."""

@@ -37,6 +37,7 @@ class StackConfig:
     controller_port: int = DEFAULT_PORTS["controller_port"]
     redis_port: int = DEFAULT_PORTS["redis_port"]
     timeout: float = 90.0
+    redis_persist: bool = False
     external_kafka: str | None = None
     external_redis: str | None = None
 
@@ -70,7 +71,7 @@ def services(config: StackConfig) -> list[LocalService]:
     root = config.state_dir.resolve()
     return [
         KafkaService(root / "kafka", config.kafka_port, config.controller_port),
-        RedisService(root / "redis", config.redis_port),
+        RedisService(root / "redis", config.redis_port, config.redis_persist),
     ]
 
 

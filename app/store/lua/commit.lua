@@ -1,27 +1,35 @@
 -- One atomic commit: offsets and versions are checked first, then every write, or none at all.
 --
--- KEYS: clusters hash, versions hash, changes stream, outbox stream, offsets hash
+-- KEYS: clusters hash, versions hash, changes stream, outbox stream, offsets hash, generation
 -- ARGV: changes maxlen; the writer (stored with each change, so its follower can skip it); the
---       counts of expected pairs, offset pairs, upsert triples, deletions and outbox sextets;
+--       generation the writer built on ("" = unchecked); the counts of expected pairs, offset triples, upsert triples, deletions and outbox sextets;
 --       then those items flat, in that order:
 --       expected   key, version           (version 0 = the key must not exist)
---       offsets    "topic:partition", last offset
+--       offsets    "topic:partition", first offset, last offset
 --       upserts    key, new version, blob
 --       deletions  key
 --       outbox     event_id, kafka key, kafka value, timestamp, topic, headers (msgpack)
--- Returns {0} when applied, {1, key...} on a version conflict, {2, partition, stored} when an
--- offset is not past the stored one (the batch is a replay).
+-- Returns {3, marker held} when the generation marker is not the writer's (the store lost its
+-- data), {0} when applied, {1, key...} on a version conflict, {2, partition, stored} when a
+-- first offset is not past the stored one (the batch is a replay, or partly one).
 local clusters, versions, changes, outbox, offsets = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local maxlen, writer = ARGV[1], ARGV[2]
-local n_expected, n_offsets = tonumber(ARGV[3]), tonumber(ARGV[4])
-local n_upserts, n_deletions, n_outbox = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local expected_at = 8
+local maxlen, writer, generation = ARGV[1], ARGV[2], ARGV[3]
+local n_expected, n_offsets = tonumber(ARGV[4]), tonumber(ARGV[5])
+local n_upserts, n_deletions, n_outbox = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local expected_at = 9
 local offsets_at = expected_at + 2 * n_expected
-local upserts_at = offsets_at + 2 * n_offsets
+local upserts_at = offsets_at + 3 * n_offsets
 local deletions_at = upserts_at + 3 * n_upserts
 local outbox_at = deletions_at + n_deletions
 
-for i = offsets_at, upserts_at - 1, 2 do
+if generation ~= '' then
+  local held = redis.call('GET', KEYS[6])
+  if held ~= generation then
+    return {3, held or ''}
+  end
+end
+
+for i = offsets_at, upserts_at - 1, 3 do
   local stored = tonumber(redis.call('HGET', offsets, ARGV[i]) or '-1')
   if tonumber(ARGV[i + 1]) <= stored then
     return {2, ARGV[i], tostring(stored)}
@@ -55,7 +63,7 @@ for i = outbox_at, outbox_at + 6 * n_outbox - 1, 6 do
              'value', ARGV[i + 2], 'timestamp', ARGV[i + 3],
              'topic', ARGV[i + 4], 'headers', ARGV[i + 5])
 end
-for i = offsets_at, upserts_at - 1, 2 do
-  redis.call('HSET', offsets, ARGV[i], ARGV[i + 1])
+for i = offsets_at, upserts_at - 1, 3 do
+  redis.call('HSET', offsets, ARGV[i], ARGV[i + 2])
 end
 return {0}
