@@ -79,6 +79,7 @@ class LocalRun:
         }
         self.settings = Settings.from_env(self.env)
         self.ports: list[int] = []
+        self.processes: list[subprocess.Popen] = []  # the running workers, in start order
 
     @contextlib.contextmanager
     def workers(self, count: int = 1, ready_timeout: float = 120.0) -> Iterator[None]:
@@ -99,6 +100,7 @@ class LocalRun:
                                   stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.ports.append(port)
+        self.processes.append(worker)
         try:
             self._wait_ready(worker, port, log_path, ready_timeout)
             yield
@@ -106,6 +108,7 @@ class LocalRun:
             worker.terminate()
             worker.wait(timeout=60)
             self.ports.remove(port)
+            self.processes.remove(worker)
 
     def get_json(self, path: str, port: int | None = None) -> dict:
         """A JSON page of a worker's web port (the first worker's by default)."""

@@ -108,6 +108,9 @@ class StateStore(Protocol):
     async def set_generation(self, generation: str) -> None:
         """Write the marker, replacing any (the rebuild that claimed it is done)."""
 
+    async def persistence_problems(self) -> list[str]:
+        """Server settings that break fvc's guarantees (a restart or eviction loses state)."""
+
     async def get(self, keys: Sequence[str]) -> dict[str, Cluster]:
         """Current clusters for ``keys`` (absent keys are left out), in one round trip."""
 

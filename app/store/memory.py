@@ -62,6 +62,10 @@ class MemoryStore:
         """Replace the marker."""
         self._generation = generation
 
+    async def persistence_problems(self) -> list[str]:
+        """None to report: this store lives and dies with its process by design."""
+        return []
+
     async def commit(self, commit: Commit) -> None:
         """Check offsets, then versions, then apply everything (see ``StateStore.commit``)."""
         if commit.generation and commit.generation != self._generation:

@@ -101,6 +101,11 @@ def _lua(name: str) -> str:
     return (files("app.store") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
+def _text(value: bytes | str) -> str:
+    """A CONFIG GET name or value as text (redis-py gives bytes without decode_responses)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _commit_args(commit: Commit, maxlen: int) -> list[object]:
     """Flatten a commit into the argument layout ``commit.lua`` documents."""
     args: list[object] = [
@@ -367,6 +372,30 @@ class RedisStore:
         """SET the marker, with no expiry."""
         async with guard(self._redis, self._where, "generation"):
             await self._redis.set(self._generation, generation)
+
+    async def persistence_problems(self) -> list[str]:
+        """What the server's settings risk, against AOF (``everysec`` or better) and noeviction.
+
+        A server that refuses CONFIG (a managed Redis) cannot be checked: that is said instead.
+        """
+        try:
+            async with guard(self._redis, self._where, "config"):
+                found = await self._redis.config_get("appendonly", "appendfsync",
+                                                     "maxmemory-policy")
+        except (aioredis.ResponseError, StoreUnavailable) as exc:
+            return [f"could not read the server's settings ({exc}); make sure it keeps an "
+                    "append-only file (appendfsync everysec) and evicts nothing (noeviction)"]
+        settings = {_text(k): _text(v) for k, v in found.items()}
+        problems = []
+        if settings.get("appendonly") != "yes":
+            problems.append("appendonly is not yes: a Redis restart loses every cluster and "
+                            "offset (the workers then rebuild from scratch)")
+        elif settings.get("appendfsync") == "no":
+            problems.append("appendfsync is no: a crash can lose the last commits; use everysec")
+        if settings.get("maxmemory-policy", "noeviction") != "noeviction":
+            problems.append(f"maxmemory-policy is {settings['maxmemory-policy']}: Redis may "
+                            "evict clusters or offsets under memory pressure; use noeviction")
+        return problems
 
     async def count(self) -> int:
         """Number of clusters (HLEN)."""

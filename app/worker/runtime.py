@@ -97,6 +97,8 @@ class Runtime:
         """
         await self.store.start()
         if recover:
+            for problem in await self.store.persistence_problems():
+                log.warning("redis settings: %s", problem)
             await self._rebuild_if_empty()
         self.pipeline.generation = await self.store.claim_generation(uuid.uuid4().hex)
         await self.bootstrap()
@@ -110,20 +112,21 @@ class Runtime:
         worker to claim ``rebuilding:...`` (for ``REBUILD_CLAIM_S``, so a worker that dies
         rebuilding does not block the others) rebuilds, then writes the new generation.
         """
-        deadline = time.monotonic() + REBUILD_CLAIM_S
         while (marker := await self.store.generation()) is None or marker.startswith(REBUILDING):
-            if marker is None and await self.store.count() == 0:
+            if marker is None:
+                if not await self._empty():
+                    return  # a store written before generation markers: claimed in start()
                 mine = f"{REBUILDING}{uuid.uuid4().hex}"
                 if await self.store.claim_generation(mine, ttl_s=REBUILD_CLAIM_S) == mine:
+                    log.info("the store is empty; this worker rebuilds it")
                     await self._recover()
                     await self.store.set_generation(uuid.uuid4().hex)
                     return
-            elif marker is None:
-                return  # a store written before generation markers: claimed in start()
-            if time.monotonic() > deadline:
-                log.warning("no generation after %.0fs of waiting; rebuilding", REBUILD_CLAIM_S)
-                deadline = time.monotonic() + REBUILD_CLAIM_S
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # another worker rebuilds: wait for its generation
+
+    async def _empty(self) -> bool:
+        """Neither clusters nor offsets: nothing was ever built here, or it was all lost."""
+        return await self.store.count() == 0 and not await self.store.offsets()
 
     async def _recover(self) -> None:
         from app.worker.internal_state import restore, rewind_group

@@ -14,7 +14,6 @@ import msgpack
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from cutting_proxy import CuttingProxy
 
 from app.engine.types import Cluster, ClusterId
 from app.errors import AlreadyApplied, StoreLost, StoreUnavailable, VersionConflict
@@ -22,6 +21,7 @@ from app.store import Commit, MemoryStore, OutboxRecord, StateStore, create_stor
 from app.store.codec import LAYOUT, decode_cluster, encode_cluster
 from app.store.guard import classify, safe_url
 from app.store.redis import RedisStore
+from tests.support.cutting_proxy import CuttingProxy
 
 MakeStore = Callable[..., Awaitable[StateStore]]
 
@@ -479,6 +479,18 @@ async def test_commit_applied_but_reply_lost_is_not_applied_twice(
     finally:
         await store.clear()
         await store.close()
+
+
+async def test_the_servers_persistence_settings_are_checked(redis_url: str, unique: str) -> None:
+    """The local Redis keeps nothing on disk: a worker must be told what that risks."""
+    store = RedisStore(redis_url, unique)
+    await store.start()
+    try:
+        problems = await store.persistence_problems()
+    finally:
+        await store.close()
+    assert any("appendonly is not yes" in p for p in problems)
+    assert await MemoryStore().persistence_problems() == []
 
 
 async def test_connection_closed_while_idle_is_replaced(redis_url: str, unique: str) -> None:

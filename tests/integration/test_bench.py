@@ -33,9 +33,12 @@ def test_bench_counts_redis_round_trips_and_plots(kafka_bootstrap, redis_url, tm
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout)
-    # one commit per batch, plus the worker's timed calls (change stream, outbox)
-    assert 1 <= figures["redis_round_trips_per_batch"] < 50
-    assert figures["redis_round_trips_per_batch_by_call"]["commit"] >= 1
+    # one commit per batch, plus the worker's timer calls (change stream, outbox), whose count
+    # per batch grows with how long a batch takes on this machine
+    by_call = figures["redis_round_trips_per_batch_by_call"]
+    assert by_call["commit"] == pytest.approx(1.0, abs=0.5)
+    assert set(by_call) <= {"commit", "changes", "outbox_pending", "outbox_ack", "get"}
+    assert figures["redis_round_trips_per_batch"] == pytest.approx(sum(by_call.values()), rel=0.05)
     assert (figures["ingest"], figures["output_format"]) == ("bulk", "msgpack")
     # who used the cores in the msgpack phase: the worker, the local Redis and Kafka, the producer
     cpu = figures["cpu_ms_per_1000_vectors"]

@@ -190,6 +190,10 @@ class FlakyStore:
         self._enter("set_generation")
         await self.inner.set_generation(generation)
 
+    async def persistence_problems(self) -> list[str]:
+        """The inner store's (none)."""
+        return await self.inner.persistence_problems()
+
     async def get(self, keys: Sequence[str]) -> dict[str, Cluster]:
         """Current clusters for ``keys``."""
         self._enter("get")

@@ -1,0 +1,184 @@
+"""Faults of the services around the workers, mid-run with two workers: nothing lost or doubled.
+
+Each test gives the deployment a Redis of its own (the shared one must live on), or a whole
+stack of its own for the broker, then kills or freezes it while records arrive. A worker that
+exits because the store lost its data (status 75) is restarted, as Kubernetes would; any other
+exit fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from worker_support import Deployment, free_port, http, wait_for
+
+from app.dev.local import stack
+from app.dev.local.redis import RedisService
+from app.dev.local.stack import StackConfig
+from app.offline.synth import make_scene
+from app.worker.outage import EXIT_STORE_LOST
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RECORDS = 3000
+RATE = 300  # records/s: the fault lands while records still arrive
+
+
+class OwnRedis:
+    """A redis-server for one test, restartable on the same port and folder."""
+
+    def __init__(self, home: Path, persist: bool) -> None:
+        self.service = RedisService(home, free_port(), persist)
+        self.service.prepare(lambda _line: None)
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return self.service.address
+
+    def start(self) -> None:
+        self.service.launch()
+        self.service.wait_ready(30)
+
+    def signal(self, sig: int) -> None:
+        pid = self.service.pid()
+        assert pid is not None
+        os.kill(pid, sig)
+
+    def kill_and_restart(self, down_s: float) -> None:
+        self.signal(signal.SIGKILL)
+        wait_for(lambda: self.service.pid() is None, 10, "redis to die")
+        time.sleep(down_s)
+        self.start()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path / "redis", persist=getattr(request, "param", False))
+    yield server
+    server.service.stop(grace=5)
+
+
+@pytest.fixture
+def faulty(tmp_path: Path, unique: str, kafka_bootstrap: str, own_redis: OwnRedis) -> Iterator[
+    Deployment
+]:
+    d = Deployment(tmp_path, unique, kafka_bootstrap, own_redis.url, cameras=1, partitions=4)
+    yield d
+    d.stop_all()
+
+
+def _run_with_fault(
+    deployment: Deployment, ingest: str, fault: Callable[[], None]
+) -> list[int]:
+    """Two workers, records arriving, ``fault()`` mid-run; restarts store-lost exits."""
+    scene = make_scene(RECORDS, seed=21, dim=48, cameras=1)
+    env = {"FVC_INGEST": ingest, "FVC_STORE_OUTAGE_S": "120"}
+    for _ in range(2):
+        deployment.start_worker(**env)
+    producing = threading.Thread(target=deployment.produce, args=(scene,), kwargs={"rate": RATE})
+    producing.start()
+    wait_for(lambda: deployment.observations_stored() > RECORDS // 4, 60, "processing under way")
+    fault()
+    restarted: list[int] = []
+
+    def counted() -> bool:
+        for i, proc in enumerate(list(deployment.workers)):
+            if proc.poll() is not None and i not in restarted:
+                assert proc.returncode == EXIT_STORE_LOST, deployment.log(i)[-3000:]
+                restarted.append(i)
+                deployment.start_worker(wait=False, **env)
+        try:
+            stored = deployment.observations_stored()
+        except Exception:  # noqa: BLE001 - the store may be down or rebuilding: ask again
+            return False
+        assert stored <= RECORDS, f"{stored} observations stored for {RECORDS} records"
+        return stored == RECORDS
+
+    producing.join()
+    wait_for(counted, 240, "every record counted exactly once")
+    alive = [i for i, p in enumerate(deployment.workers) if p.poll() is None]
+    assert len(alive) == 2, [(i, p.returncode) for i, p in enumerate(deployment.workers)]
+    return restarted
+
+
+def _ready(deployment: Deployment, index: int) -> dict:
+    """The worker's /ready body (503 while not ready)."""
+    return json.loads(http("GET", deployment.url(index, "/ready"))[1])
+
+
+@pytest.mark.parametrize("ingest", ["faust", "bulk"])
+@pytest.mark.parametrize("own_redis", [True], indirect=True)
+def test_redis_sigkill_with_persistence_is_waited_out(
+    faulty: Deployment, own_redis: OwnRedis, ingest: str
+) -> None:
+    restarted = _run_with_fault(faulty, ingest, lambda: own_redis.kill_and_restart(3.0))
+    assert restarted == []  # the AOF kept the state: no rebuild, no restart
+
+
+@pytest.mark.parametrize("ingest", ["faust", "bulk"])
+def test_redis_sigkill_without_persistence_is_rebuilt(
+    faulty: Deployment, own_redis: OwnRedis, ingest: str
+) -> None:
+    restarted = _run_with_fault(faulty, ingest, lambda: own_redis.kill_and_restart(1.0))
+    assert restarted, "an emptied store must be noticed"
+
+
+@pytest.mark.parametrize("ingest", ["faust", "bulk"])
+def test_redis_sigstop_pauses_the_workers(
+    faulty: Deployment, own_redis: OwnRedis, ingest: str
+) -> None:
+    def freeze() -> None:
+        own_redis.signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: not _ready(faulty, 0)["store_available"], 30, "/ready to say so")
+            assert _ready(faulty, 0)["ready"] is False
+        finally:
+            time.sleep(2)
+            own_redis.signal(signal.SIGCONT)
+
+    restarted = _run_with_fault(faulty, ingest, freeze)
+    assert restarted == []
+    wait_for(lambda: _ready(faulty, 0)["store_available"], 30, "the store to be back")
+
+
+@pytest.fixture
+def private_stack(tmp_path: Path) -> Iterator[StackConfig]:
+    """A Kafka broker and a Redis of this test's own, on free ports."""
+    config = StackConfig(
+        tmp_path / "stack", free_port(), free_port(), free_port(), timeout=120
+    )
+    stack.up(config, report=lambda _line: None)
+    yield config
+    stack.down(config, report=lambda _line: None)
+
+
+@pytest.mark.parametrize("ingest", ["faust", "bulk"])
+def test_broker_sigkill_and_restart_is_waited_out(
+    tmp_path: Path, unique: str, private_stack: StackConfig, ingest: str
+) -> None:
+    kafka_service, redis_service = stack.services(private_stack)
+    deployment = Deployment(
+        tmp_path, unique, f"127.0.0.1:{private_stack.kafka_port}", redis_service.address,
+        cameras=1, partitions=4,
+    )
+
+    def kill_broker() -> None:
+        pid = kafka_service.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: kafka_service.pid() is None, 10, "the broker to die")
+        time.sleep(2)
+        stack.up(private_stack, report=lambda _line: None)
+
+    try:
+        assert _run_with_fault(deployment, ingest, kill_broker) == []
+    finally:
+        deployment.stop_all()

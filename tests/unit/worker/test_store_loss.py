@@ -1,0 +1,80 @@
+"""A store that lost its data is noticed, never written over, and rebuilt by one worker."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from fakes import identities, records, sightings, write_config
+
+from app.config import ClusteringConfig
+from app.errors import StoreLost
+from app.settings import Settings
+from app.store import MemoryStore
+from app.worker.outage import EXIT_STORE_LOST
+from app.worker.runtime import REBUILDING, Runtime
+
+
+def runtime_over(store: MemoryStore, tmp_path: Path, settings: Settings,
+                 config: ClusteringConfig) -> tuple[Runtime, list[int]]:
+    """A runtime whose process exits are recorded instead of taken."""
+    runtime = Runtime(settings, write_config(tmp_path, config), store=store)
+    exits: list[int] = []
+    runtime.exit_process = exits.append
+    return runtime, exits
+
+
+def batch(count: int, first_offset: int = 0) -> list:
+    """``count`` sightings of three people from offset ``first_offset`` of partition 0."""
+    centres = identities(seed=4, count=3)
+    vectors = sightings(centres, [i % 3 for i in range(count)], seed=first_offset)
+    return records(vectors, first=first_offset)
+
+
+async def test_two_workers_on_an_empty_store_rebuild_it_once(
+    tmp_path: Path, settings: Settings, config: ClusteringConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, rebuilds = MemoryStore(), []
+
+    async def recover(self: Runtime) -> None:
+        rebuilds.append(await self.store.generation())
+        await asyncio.sleep(0.05)  # the other worker asks meanwhile, and must wait
+
+    monkeypatch.setattr(Runtime, "_recover", recover)
+    one, _ = runtime_over(store, tmp_path, settings, config)
+    two, _ = runtime_over(store, tmp_path, settings, config)
+    await asyncio.gather(one.start(recover=True), two.start(recover=True))
+    assert len(rebuilds) == 1 and rebuilds[0].startswith(REBUILDING)
+    generation = await store.generation()
+    assert generation and not generation.startswith(REBUILDING)
+    assert one.pipeline.generation == two.pipeline.generation == generation
+
+
+async def test_a_commit_over_a_lost_store_exits_and_writes_nothing(
+    tmp_path: Path, settings: Settings, config: ClusteringConfig
+) -> None:
+    store = MemoryStore()
+    runtime, exits = runtime_over(store, tmp_path, settings, config)
+    await runtime.start()
+    await runtime.handle(batch(6))
+    await store.clear()  # Redis restarted empty
+    with pytest.raises(StoreLost):
+        await runtime.handle(batch(6, first_offset=6))
+    assert exits == [EXIT_STORE_LOST]
+    assert await store.count() == 0 and await store.offsets() == {}
+
+
+async def test_the_change_follower_notices_a_lost_store(
+    tmp_path: Path, settings: Settings, config: ClusteringConfig
+) -> None:
+    store = MemoryStore()
+    runtime, exits = runtime_over(store, tmp_path, settings, config)
+    await runtime.start()
+    await runtime.handle(batch(6))
+    assert await runtime.follow_changes() == 0 and exits == []
+    await store.clear()
+    await runtime.follow_changes()
+    assert exits == [EXIT_STORE_LOST]
+    assert len(runtime.engine.clusters) == 3  # nothing reloaded from the empty store
