@@ -9,8 +9,16 @@ import time
 from datetime import UTC, datetime
 
 import orjson
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
 
-from app.errors import FvcError
+from app.errors import FvcError, StoreUnavailable
 
 DESCRIPTION = """\
 Inspect the clusters a deployment keeps in Redis (FVC_REDIS_URL, FVC_NAMESPACE), find
@@ -83,7 +91,6 @@ async def _run(args: argparse.Namespace) -> int:
     from app.config import load_config
     from app.settings import Settings
     from app.store import store_for
-    from app.worker import clusters as operations
 
     settings = Settings.from_env(redis_url=args.redis_url, namespace=args.namespace)
     config_path = args.config or settings.config_path
@@ -92,37 +99,60 @@ async def _run(args: argparse.Namespace) -> int:
         config = _config_for_delete(config_path)
     elif config_path:
         config = load_config(config_path)
-    method = config.method if config else None
     store = store_for(settings)
-    await store.start()
+    # A Redis outage (a restart, a failover) is waited out as a worker waits it out.
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(StoreUnavailable),
+        stop=stop_after_delay(settings.store_outage_s),
+        wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.2),
+        before_sleep=_say_waiting,
+        reraise=True,
+    )
     try:
-        if args.action == "list":
-            clusters = await operations.all_clusters(store)
-            if args.realized:
-                clusters = [c for c in clusters if c.realized]
-            _print_list(clusters, method, args.limit, args.json)
-        elif args.action == "show":
-            _print_one(await operations.get_cluster(store, args.cluster_id), method, args.json)
-        elif args.action == "duplicates":
-            pairs = await operations.near_duplicates(store, settings, args.threshold, args.k)
-            _print_pairs(pairs, method, args.threshold, args.json)
-        elif args.action == "merge":
-            if config is None:
-                message = ("merge needs the deployment's clustering config (method and "
-                           "realization rules): pass --config FILE or set FVC_CONFIG")
-                raise FvcError(message)
-            result = await operations.merge_clusters(
-                store, settings, config, args.cluster_a, args.cluster_b)
-            _print_merge(result, method)
-        else:
-            now = int(time.time() * 1000)
-            gone = await operations.delete_cluster(
-                store, settings, args.cluster_id, now, config)
-            print(f"deleted {gone.key} ({gone.num_observations} observations); "
-                  "DELETE_EVENT REMOVED queued for the downstream topic")
+        async for attempt in retrying:
+            with attempt:
+                await store.start()
+                await _act(args, store, settings, config)
     finally:
         await store.close()
     return 0
+
+
+async def _act(args: argparse.Namespace, store, settings, config) -> None:  # noqa: ANN001
+    """Run the asked action against the started store."""
+    from app.worker import clusters as operations
+
+    method = config.method if config else None
+    if args.action == "list":
+        clusters = await operations.all_clusters(store)
+        if args.realized:
+            clusters = [c for c in clusters if c.realized]
+        _print_list(clusters, method, args.limit, args.json)
+    elif args.action == "show":
+        _print_one(await operations.get_cluster(store, args.cluster_id), method, args.json)
+    elif args.action == "duplicates":
+        pairs = await operations.near_duplicates(store, settings, args.threshold, args.k)
+        _print_pairs(pairs, method, args.threshold, args.json)
+    elif args.action == "merge":
+        if config is None:
+            message = ("merge needs the deployment's clustering config (method and "
+                       "realization rules): pass --config FILE or set FVC_CONFIG")
+            raise FvcError(message)
+        result = await operations.merge_clusters(
+            store, settings, config, args.cluster_a, args.cluster_b)
+        _print_merge(result, method)
+    else:
+        now = int(time.time() * 1000)
+        gone = await operations.delete_cluster(
+            store, settings, args.cluster_id, now, config)
+        print(f"deleted {gone.key} ({gone.num_observations} observations); "
+              "DELETE_EVENT REMOVED queued for the downstream topic")
+
+
+def _say_waiting(state: RetryCallState) -> None:
+    """One line on stderr per wait, so a user knows why nothing happens yet."""
+    error = state.outcome.exception() if state.outcome else None
+    print(f"store unavailable, retrying in {state.upcoming_sleep:.1f}s: {error}", file=sys.stderr)
 
 
 def _coherence(c, method: str | None) -> float | None:  # noqa: ANN001 - a Cluster

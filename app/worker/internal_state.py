@@ -109,7 +109,11 @@ def rewind_group(
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
+            done = admin.alter_consumer_group_offsets([request])[group].result(timeout=30)
+            # A group with members refuses per partition (UNKNOWN_MEMBER_ID), not as a whole.
+            refused = [tp for tp in done.topic_partitions if tp.error is not None]
+            if refused:
+                raise KafkaException(refused[0].error)
             break
         except Exception as exc:  # noqa: BLE001 - an active group refuses; replay is best effort
             if time.monotonic() < deadline:

@@ -235,3 +235,12 @@ def test_a_running_worker_follows_a_merge_and_publishes_it(deployment: Deploymen
     (event,) = events
     assert event["merge_event"]["cluster"]["num_observations"] == 6
     assert "coherence" in event["merge_event"]["cluster"]
+
+
+def test_an_unreachable_store_is_waited_for_then_named(unique: str) -> None:
+    """Retries with back-off for FVC_STORE_OUTAGE_S, saying so, then one clear error."""
+    closed = "redis://127.0.0.1:1/0"
+    done = fvc(closed, unique, "list", env={**os.environ, "FVC_STORE_OUTAGE_S": "1.5"})
+    assert done.returncode != 0
+    assert "store unavailable, retrying in" in done.stderr
+    assert "127.0.0.1:1" in done.stderr.splitlines()[-1]
