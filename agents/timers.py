@@ -7,11 +7,13 @@ under ``survives``: the error is logged and counted, and the timer runs again at
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
 
 import faust
+from confluent_kafka import KafkaException
 
 from app.errors import StoreUnavailable
 from app.worker.metrics import WorkerMetrics
@@ -25,6 +27,7 @@ FOLLOW_INTERVAL_S = 0.1
 PUBLISH_INTERVAL_S = 0.05
 ADVANCE_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 5.0
+BROKER_PROBE_INTERVAL_S = 5.0
 
 Tick = Callable[[], Awaitable[None]]
 
@@ -90,6 +93,16 @@ def attach(app: faust.App, runtime: Runtime) -> None:
             position = f"{tp.topic}:{tp.partition}"
             behind = highwater - runtime.pipeline.applied.get(position, -1) - 1
             runtime.metrics.lag.labels(position).set(max(behind, 0))
+
+    @app.timer(BROKER_PROBE_INTERVAL_S, name="fvc.broker")
+    @survives("broker", metrics, outage)
+    async def broker() -> None:
+        try:
+            await asyncio.to_thread(publisher.probe)
+        except KafkaException as exc:
+            runtime.broker_outage.failed(exc)
+        else:
+            runtime.broker_outage.recovered()
 
     merging = runtime.config.merging
     if merging is not None:

@@ -31,12 +31,12 @@ def attach(app: faust.App, runtime: Runtime) -> None:
 
     @app.page("/ready")
     async def ready(web: View, request: Request) -> Response:
-        available = runtime.outage.available
+        store, broker = runtime.outage.available, runtime.broker_outage.available
         ok = runtime.ready and not runtime.config_errors and runtime.assigned is not None
-        ok = ok and available
+        ok = ok and store and broker
         body = {
             "ready": ok, "index_loaded": runtime.ready, "assigned": runtime.assigned,
-            "store_available": available,
+            "store_available": store, "broker_available": broker,
         }
         return web.json(body, status=200 if ok else 503)
 

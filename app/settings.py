@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     batch_timeout_s: Seconds = Field(0.05, validation_alias="FVC_BATCH_TIMEOUT")
     search_threads: Annotated[int, _integer(1)] = 1
     store_outage_s: Seconds = 300.0
+    broker_outage_s: Seconds = 300.0
     group_session_timeout_s: Seconds = 10.0
     ingest: Annotated[str, _choice("faust", "bulk")] = "faust"
     web_port: Annotated[int, _integer(1, 65535)] = 6066

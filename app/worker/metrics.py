@@ -70,6 +70,10 @@ class WorkerMetrics:
             "fvc_store_available", "1 while the state store answers, 0 during an outage",
             registry=r,
         )
+        self.broker_available = Gauge(
+            "fvc_broker_available", "1 while a Kafka broker answers, 0 during an outage",
+            registry=r,
+        )
         self.timer_errors = Counter(
             "fvc_timer_errors", "Timer ticks that failed (logged; the timer runs on)", ["timer"],
             registry=r,

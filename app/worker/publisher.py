@@ -17,6 +17,7 @@ from app.settings import Settings
 from app.store.base import OutboxRecord
 
 FLUSH_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 3.0
 # Only failed deliveries call back into Python. A callback per record makes the flushing thread
 # take the GIL once per record from the busy event loop: flushes of 300-1,500 records took
 # 90-215 ms in a loaded worker with callbacks for every record, mostly 8-30 ms without.
@@ -55,6 +56,13 @@ class Publisher:
             first = failures[0] if failures else f"{left} still queued after {FLUSH_TIMEOUT_S}s"
             message = f"{len(failures) + left} records not published: {first}"
             raise PublishFailed(message)
+
+    def probe(self, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        """Ask a broker for the cluster's metadata; raises KafkaException when none answers.
+
+        Blocks up to ``timeout_s``: call it off the event loop.
+        """
+        self.producer.list_topics(timeout=timeout_s)
 
     def _delivered(self, error: object, _message: object) -> None:
         if error is not None:

@@ -62,6 +62,9 @@ class Runtime:
         self.pipeline = Pipeline(self.engine, self.store, config, settings, stages)
         self.metrics.watch(self.engine)
         self.outage = Outage(settings.store_outage_s, self.metrics.store_available)
+        self.broker_outage = Outage(
+            settings.broker_outage_s, self.metrics.broker_available, service="broker"
+        )
         self.exit_process: Callable[[int], object] = os._exit
         self.coherence = CoherenceSummary()
         self.config_errors: list[str] = []

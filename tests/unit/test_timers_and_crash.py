@@ -12,7 +12,7 @@ from agents.timers import survives
 from agents.watchdog import EXIT_CRASHED, watch
 from app.errors import StoreUnavailable
 from app.worker.metrics import WorkerMetrics
-from app.worker.outage import EXIT_STORE_OUTAGE, Outage
+from app.worker.outage import EXIT_OUTAGE, Outage
 
 
 def _failures(metrics: WorkerMetrics, timer: str) -> float:
@@ -98,4 +98,17 @@ async def test_a_store_outage_pauses_then_stops_the_worker_past_its_limit() -> N
     await tick()
     now[0] = 161.0
     await tick()
-    assert codes == [EXIT_STORE_OUTAGE]
+    assert codes == [EXIT_OUTAGE]
+
+
+def test_a_broker_outage_names_its_own_limit(caplog: pytest.LogCaptureFixture) -> None:
+    metrics, now, codes = WorkerMetrics(), [0.0], []
+    outage = Outage(30, metrics.broker_available, clock=lambda: now[0],
+                    exit_process=codes.append, service="broker")
+    outage.failed(RuntimeError("all brokers down"))
+    assert metrics.registry.get_sample_value("fvc_broker_available") == 0
+    now[0] = 31.0
+    with caplog.at_level(logging.CRITICAL):
+        outage.failed(RuntimeError("all brokers down"))
+    assert codes == [EXIT_OUTAGE]
+    assert "broker unavailable for 31s (FVC_BROKER_OUTAGE_S=30)" in caplog.text
