@@ -37,7 +37,7 @@ CONFIG = {
     "clustering_config": {"method": "SIMPLE_AVERAGE"},
     "input_stream_configs": [
         {
-            "stream_id": "cam",
+            "stream_id": "camera_0",
             "fv_field_selector": {"feature_vector_path": "features"},
             "reg_stream_config": {"reg_threshold": 0.5},
         }
