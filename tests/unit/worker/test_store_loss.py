@@ -52,14 +52,23 @@ async def test_two_workers_on_an_empty_store_rebuild_it_once(
     assert one.pipeline.generation == two.pipeline.generation == generation
 
 
-async def test_a_commit_over_a_lost_store_exits_and_writes_nothing(
+async def emptied_under_a_worker(
     tmp_path: Path, settings: Settings, config: ClusteringConfig
-) -> None:
+) -> tuple[MemoryStore, Runtime, list[int]]:
+    """A worker that applied a batch, and then its store lost everything (Redis restarted empty)."""
     store = MemoryStore()
     runtime, exits = runtime_over(store, tmp_path, settings, config)
     await runtime.start()
     await runtime.handle(batch(6))
-    await store.clear()  # Redis restarted empty
+    assert await runtime.follow_changes() == 0 and exits == []
+    await store.clear()
+    return store, runtime, exits
+
+
+async def test_a_commit_over_a_lost_store_exits_and_writes_nothing(
+    tmp_path: Path, settings: Settings, config: ClusteringConfig
+) -> None:
+    store, runtime, exits = await emptied_under_a_worker(tmp_path, settings, config)
     with pytest.raises(StoreLost):
         await runtime.handle(batch(6, first_offset=6))
     assert exits == [EXIT_STORE_LOST]
@@ -69,12 +78,7 @@ async def test_a_commit_over_a_lost_store_exits_and_writes_nothing(
 async def test_the_change_follower_notices_a_lost_store(
     tmp_path: Path, settings: Settings, config: ClusteringConfig
 ) -> None:
-    store = MemoryStore()
-    runtime, exits = runtime_over(store, tmp_path, settings, config)
-    await runtime.start()
-    await runtime.handle(batch(6))
-    assert await runtime.follow_changes() == 0 and exits == []
-    await store.clear()
+    _, runtime, exits = await emptied_under_a_worker(tmp_path, settings, config)
     await runtime.follow_changes()
     assert exits == [EXIT_STORE_LOST]
     assert len(runtime.engine.clusters) == 3  # nothing reloaded from the empty store
