@@ -28,6 +28,7 @@ PUBLISH_INTERVAL_S = 0.05
 ADVANCE_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 5.0
 BROKER_PROBE_INTERVAL_S = 5.0
+MIN_MERGE_INTERVAL_S = 0.1
 
 Tick = Callable[[], Awaitable[None]]
 
@@ -107,7 +108,11 @@ def attach(app: faust.App, runtime: Runtime) -> None:
     merging = runtime.config.merging
     if merging is not None:
 
-        @app.timer(merging.time_interval_ms / 1000.0, on_leader=True, name="fvc.merge")
+        # 0 is UVAP's "a merge attempt at every input": every batch interval here, not a loop
+        # that never yields.
+        interval = max(merging.time_interval_ms / 1000.0, MIN_MERGE_INTERVAL_S)
+
+        @app.timer(interval, on_leader=True, name="fvc.merge")
         @survives("merge", metrics, outage)
         async def merge() -> None:
             await runtime.merge()

@@ -1,20 +1,34 @@
 """The clustering configuration: UVAP-style JSON turned into one frozen, validated value.
 
-Validation collects every problem at once (schema and cross-field rules) so an operator fixes a
-file in one go; each problem names the JSON path, the value found and the rule it breaks.
+Every form a UVAP deployment writes is accepted: the FVClusteringConfigRecord itself, the FVC
+microservice form around it (``sources``, ``target``, ``config_data``...), proto3 JSON
+(lowerCamelCase names, enum numbers, integers as strings). ``normalise_config`` turns any of
+them into the one canonical form first, noting what it did, and the JSON Schema then validates
+that canonical form only.
+
+Validation collects every problem at once (normalising, schema and cross-field rules) so an
+operator fixes a file in one go; each problem names the JSON path as the file wrote it, the value
+found and the rule it breaks.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, TypeGuard, cast
 
 from app.errors import ConfigError
+from schemas import load_schema
 from schemas.problems import (
+    MISSING,
     Problem,
+    json_path,
     non_finite_problems,
     read_json_file,
     schema_problems,
@@ -23,6 +37,18 @@ from schemas.problems import (
 
 METHODS = ("USE_LAST", "SIMPLE_AVERAGE", "EXP_AVERAGE")
 ACTIONS = ("KEEP_REALIZED", "UNREALIZE", "REMOVE")
+# UVAP's enum numbers, as proto3 JSON may give them: kafka_config.proto of UVAP
+# (github.com/Ultinous/uvap, proto_files/ultinous/proto/common/kafka_config.proto, message
+# FVClusteringConfig): ClusteringMethod INVALID = 0, USE_LAST = 1, SIMPLE_AVERAGE = 2;
+# ClusterRealizationConfig.RealizedClusterAction INVALID = 0, REMOVE = 1, UNREALIZE = 2,
+# KEEP_REALIZED = 3. EXP_AVERAGE is fvc's own method: it has no number, only its name.
+ENUM_NUMBERS: Mapping[str, Mapping[int, str]] = {
+    "method": {0: "INVALID", 1: "USE_LAST", 2: "SIMPLE_AVERAGE"},
+    "realized_cluster_action": {0: "INVALID", 1: "REMOVE", 2: "UNREALIZE", 3: "KEEP_REALIZED"},
+}
+_ENUM_TYPES = {"method": "ClusteringMethod", "realized_cluster_action": "RealizedClusterAction"}
+UNSET_ENUM = "INVALID"  # proto3's zero value of both enums: UVAP refuses it, and so does fvc
+DEFAULT_REG_THRESHOLD = 0.0  # UVAP's default when reg_threshold is left out
 DEFAULT_EMA_ALPHA = 0.1
 DEFAULT_SIZE_DISCOUNT = 0.03  # improved mode: how far thresholds fall for large clusters
 DEFAULT_TRACK_WINDOW_MS = 5000  # a track unseen this long starts over (a tracker reuses ids)
@@ -38,7 +64,7 @@ def default_topic(stream_id: str) -> str:
 class RealizationConfig:
     """When a new cluster becomes an identity, and what happens to it then."""
 
-    num_samples: int
+    num_samples: int  # 0 (UVAP's default): a cluster realizes at its first observation
     time_limit_ms: int = 0
     action: str = "KEEP_REALIZED"
 
@@ -50,7 +76,12 @@ class MergingConfig:
     initial_threshold: float
     threshold_discount_rate: float
     min_threshold: float
-    time_interval_ms: int
+    time_interval_ms: int  # 0: UVAP's "a merge attempt at every input"
+
+    @property
+    def at_every_input(self) -> bool:
+        """Whether UVAP would try a merge at every input (``time_interval_ms`` 0)."""
+        return self.time_interval_ms == 0
 
     def threshold(self, n_a: int, n_b: int) -> float:
         """Similarity two clusters of ``n_a`` and ``n_b`` observations need to merge."""
@@ -122,7 +153,11 @@ class StreamConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClusteringConfig:
-    """The whole clustering configuration, immutable once validated."""
+    """The whole clustering configuration, immutable once validated.
+
+    ``output_topic`` and ``internal_state_topic`` are set when the file names them (the
+    microservice form's ``target`` and ``internal_state``); see ``settings_overrides``.
+    """
 
     method: str
     ema_alpha: float
@@ -134,6 +169,19 @@ class ClusteringConfig:
     min_update_interval_ms: int
     streams: tuple[StreamConfig, ...]
     improved: ImprovedModeConfig | None = None
+    output_topic: str | None = None
+    internal_state_topic: str | None = None
+
+    def settings_overrides(self, explicit: Collection[str] = ()) -> dict[str, str]:
+        """Service settings this config names, less those set ``explicit``-ly (they win).
+
+        A worker applies them to its Settings: the microservice form's ``target`` becomes
+        ``output_topic`` unless FVC_OUTPUT_TOPIC (or ``--output-topic``) was given, and likewise
+        ``internal_state`` for FVC_INTERNAL_STATE_TOPIC.
+        """
+        named = {"output_topic": self.output_topic}
+        named["internal_state_topic"] = self.internal_state_topic
+        return {k: v for k, v in named.items() if v is not None and k not in explicit}
 
     @property
     def improved_mode(self) -> ImprovedModeConfig | None:
@@ -219,7 +267,8 @@ class ClusteringConfig:
                 "size_discount": self.improved.size_discount,
             }
         streams = [_stream_dict(s) for s in self.streams]
-        return {"clustering_config": clustering, "input_stream_configs": streams}
+        canonical = {"clustering_config": clustering, "input_stream_configs": streams}
+        return canonical | self.settings_overrides()
 
 
 def _stream_dict(stream: StreamConfig) -> dict[str, Any]:
@@ -248,26 +297,561 @@ def _stream_dict(stream: StreamConfig) -> dict[str, Any]:
     return entry
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigReading:
+    """How a config was read: the config (None when refused), its problems, form and notes.
+
+    ``form`` names what was not canonical (empty: the canonical form); ``notes`` say, field by
+    field, what normalising did (a topic taken from ``sources[i]``, a default UVAP fills in...).
+    """
+
+    config: ClusteringConfig | None
+    problems: tuple[Problem, ...] = ()
+    form: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def read_as(self) -> str:
+        """The form in words, e.g. ``microservice form, proto3 JSON names``."""
+        return ", ".join(self.form) or "canonical form"
+
+
 def load_config(path: str | Path) -> ClusteringConfig:
     """Read, validate and build the config in file ``path``; ConfigError lists every problem."""
+    reading = read_config(path)
+    if reading.config is None:
+        raise ConfigError(list(reading.problems))
+    return reading.config
+
+
+def read_config(path: str | Path) -> ConfigReading:
+    """Read file ``path`` in any accepted form; problems are returned, not raised."""
     data, problems = read_json_file(path)
     if problems:
-        raise ConfigError(problems)
-    return parse_config(data)
+        return ConfigReading(None, tuple(_explain_syntax(path, problems)))
+    return read_config_data(data)
 
 
 def parse_config(data: object) -> ClusteringConfig:
-    """Validate ``data`` (parsed JSON) against the schema and the cross-field rules, then build.
+    """Normalise, validate (schema and cross-field rules) and build ``data`` (parsed JSON).
 
     Raises ConfigError with every problem found, not just the first.
     """
-    problems = schema_problems("config", data)
-    seen = {path for path, _, _ in problems}
-    problems += [p for p in non_finite_problems(data) if p[0] not in seen]
-    problems += _cross_field_problems(data)
+    reading = read_config_data(data)
+    if reading.config is None:
+        raise ConfigError(list(reading.problems))
+    return reading.config
+
+
+def read_config_data(data: object) -> ConfigReading:
+    """``parse_config`` that returns its problems and says how ``data`` was read."""
+    normalised = normalise_config(data)
+    problems = list(normalised.problems)
+    if normalised.data is not MISSING:
+        found = schema_problems("config", normalised.data)
+        seen = {path for path, _, _ in found}
+        found += [p for p in non_finite_problems(normalised.data) if p[0] not in seen]
+        found += _cross_field_problems(normalised.data)
+        told = {path for path, _, _ in problems}  # normalising named these already
+        problems += [p for p in map(normalised.translate, found) if p[0] not in told]
     if problems:
-        raise ConfigError(sort_problems(problems))
-    return _build(cast(dict[str, Any], data))  # the schema made sure it is an object
+        problems = sort_problems(problems)
+        return ConfigReading(None, tuple(problems), normalised.form, normalised.notes)
+    config = _build(cast(dict[str, Any], normalised.data))  # the schema made sure it is an object
+    return ConfigReading(config, (), normalised.form, normalised.notes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalising: every accepted form to the canonical one
+
+
+MICROSERVICE = "microservice form"
+JSON_NAMES = "proto3 JSON names"
+ENUM_NUMBER_FORM = "enum numbers"
+NUMBER_STRINGS = "numbers as strings"
+NULLS = "null as absent"
+UVAP_DEFAULTS = "UVAP defaults"
+_FORMS = (MICROSERVICE, JSON_NAMES, ENUM_NUMBER_FORM, NUMBER_STRINGS, NULLS, UVAP_DEFAULTS)
+
+# FeatureVectorClusteringMSConfig (UVAP's kafka_superconfig.proto) and its Topic message.
+_MS_FIELDS = (
+    "source_options",
+    "sources",
+    "target_options",
+    "target",
+    "internal_state",
+    "config_data",
+)
+_TOPIC_FIELDS = ("broker_list", "name", "user_name", "password", "auth_ref")
+_IGNORED_OPTIONS = {
+    "source_options": "fvc resumes from its consumer group's offsets (fvc run --since: a time)",
+    "target_options": "fvc appends to its output topic and never deletes it",
+}
+_INTEGER = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_SPECIAL_FLOATS = ("NaN", "Infinity", "-Infinity")
+_PATH_IN_TEXT = re.compile(r"\$(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])+")
+
+
+def json_name(name: str) -> str:
+    """The protobuf JSON name of field ``name``: lowerCamelCase (``stream_id`` -> ``streamId``)."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    """What ``normalise_config`` made of a config.
+
+    ``data`` is the canonical form (MISSING when nothing could be made of it); ``paths`` maps a
+    canonical JSON path to the path as the file wrote it, for naming problems the way the
+    operator reads the file.
+    """
+
+    data: object
+    form: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    paths: Mapping[str, str] = dataclass_field(default_factory=dict)
+
+    def written(self, path: str) -> str:
+        """Canonical JSON ``path`` as the file wrote it (its longest known prefix replaced)."""
+        for canonical in sorted(self.paths, key=len, reverse=True):
+            if path == canonical or path.startswith((canonical + ".", canonical + "[")):
+                return self.paths[canonical] + path[len(canonical) :]
+        return path
+
+    def translate(self, problem: Problem) -> Problem:
+        """A problem found on the canonical form, its paths (also in the rule) as written."""
+        path, value, rule = problem
+        rule = _PATH_IN_TEXT.sub(lambda m: self.written(m[0]), rule)
+        return self.written(path), value, rule
+
+
+def normalise_config(data: object) -> Normalised:
+    """Any accepted form of a config (parsed JSON) in the canonical form, and how it was read.
+
+    Accepted: the canonical form (UVAP's FVClusteringConfigRecord with fvc's extensions); the
+    FVC microservice form around it, whose ``sources[i]`` becomes the topic of
+    ``input_stream_configs[i]``, ``target`` the output topic and ``internal_state`` the
+    internal-state topic; proto3 JSON (lowerCamelCase field names, UVAP's enum numbers, numbers
+    as strings, null for an absent field). What cannot be normalised is left as found for the
+    schema to refuse, or refused here when only the original form can say why.
+    """
+    reader = _Normaliser()
+    canonical = reader.read(data)
+    if reader.renamed:
+        names = ", ".join(f"{k} -> {v}" for k, v in sorted(reader.renamed.items()))
+        reader.notes.insert(0, f"proto3 JSON names read as field names: {names}")
+    form = tuple(f for f in _FORMS if f in reader.form)
+    return Normalised(
+        canonical, form, tuple(reader.notes), tuple(reader.problems), dict(reader.paths)
+    )
+
+
+class _Normaliser:
+    """One normalisation: the schema-guided walk and what it found."""
+
+    def __init__(self) -> None:
+        self.schema = load_schema("config")
+        self.form: set[str] = set()
+        self.notes: list[str] = []
+        self.problems: list[Problem] = []
+        self.paths: dict[str, str] = {}
+        self.renamed: dict[str, str] = {}
+        self.connection: list[str] = []  # the Topic fields fvc does not use
+
+    def read(self, data: object) -> object:
+        if isinstance(data, dict) and any(_ms_name(key) in _MS_FIELDS for key in data):
+            return self._microservice(data)
+        canonical = self._value(data, self.schema, (), ())
+        self._defaults(canonical)
+        return canonical
+
+    # -- the walk ---------------------------------------------------------------------------
+
+    def _resolve(self, schema: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``schema`` with its local ``$ref`` (``#/$defs/Name``) merged in."""
+        ref = schema.get("$ref")
+        if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
+            return schema
+        target = self.schema["$defs"][ref.removeprefix("#/$defs/")]
+        return {**self._resolve(target), **{k: v for k, v in schema.items() if k != "$ref"}}
+
+    def _value(
+        self,
+        value: object,
+        schema: Mapping[str, Any],
+        canon: tuple[str | int, ...],
+        written: tuple[str | int, ...],
+    ) -> object:
+        schema = self._resolve(schema)
+        if canon != written:
+            self.paths[json_path(canon)] = json_path(written)
+        if isinstance(value, dict) and "properties" in schema:
+            return self._object(value, schema["properties"], canon, written)
+        if isinstance(value, list) and "items" in schema:
+            items = schema["items"]
+            return [
+                self._value(item, items, (*canon, i), (*written, i)) for i, item in enumerate(value)
+            ]
+        return self._scalar(value, schema, canon, written)
+
+    def _object(
+        self,
+        value: dict[Any, Any],
+        properties: Mapping[str, Any],
+        canon: tuple[str | int, ...],
+        written: tuple[str | int, ...],
+    ) -> dict[Any, Any]:
+        names = {json_name(name): name for name in properties if json_name(name) != name}
+        result: dict[Any, Any] = {}
+        for key, item in value.items():
+            name = names.get(key, key)
+            where = json_path((*written, key))
+            if name != key:
+                self.form.add(JSON_NAMES)
+                self.renamed[key] = name
+                if name in value:
+                    self.problems.append((where, item, f"is given twice: also as {name}"))
+                    continue
+            if item is None and name in properties:
+                self.form.add(NULLS)
+                self.notes.append(f"{where}: null read as absent, as proto3 JSON does")
+                if canon + (name,) != written + (key,):
+                    self.paths[json_path((*canon, name))] = where
+                continue
+            schema = properties.get(name)
+            if schema is None:  # unknown: left for the schema to refuse
+                result[name] = item
+                if canon != written:
+                    self.paths[json_path((*canon, name))] = where
+                continue
+            result[name] = self._value(item, schema, (*canon, name), (*written, key))
+        return result
+
+    def _scalar(
+        self,
+        value: object,
+        schema: Mapping[str, Any],
+        canon: tuple[str | int, ...],
+        written: tuple[str | int, ...],
+    ) -> object:
+        name, where = canon[-1] if canon else "", json_path(written)
+        numbers = ENUM_NUMBERS.get(str(name))
+        if numbers is not None:
+            return self._enum(value, str(name), numbers, where)
+        kind = schema.get("type")
+        if isinstance(value, str) and kind in ("integer", "number"):
+            pattern = _INTEGER if kind == "integer" else _NUMBER
+            if value in _SPECIAL_FLOATS:  # proto3 JSON's, but no bound or rule holds for them
+                self.problems.append((where, value, "must be a finite number"))
+            elif pattern.fullmatch(value):
+                number: int | float = int(value) if kind == "integer" else float(value)
+                self.form.add(NUMBER_STRINGS)
+                self.notes.append(f'{where}: "{value}" read as {number}')
+                return number
+        return value
+
+    def _enum(self, value: object, name: str, numbers: Mapping[int, str], where: str) -> object:
+        """An enum given by number as its name; INVALID (UVAP's unset value) refused."""
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            return value  # the schema refuses it
+        label = numbers.get(value) if isinstance(value, int) else value
+        if label == UNSET_ENUM:
+            allowed = ", ".join(METHODS if name == "method" else ACTIONS)
+            rule = f"is INVALID, UVAP's unset value: give one of [{allowed}]"
+            self.problems.append((where, value, rule))
+        elif label is None:
+            choices = ", ".join(f"{n} = {text}" for n, text in numbers.items() if n)
+            enum = _ENUM_TYPES[name]
+            self.problems.append((where, value, f"is not a UVAP {enum} number ({choices})"))
+        elif isinstance(value, int):
+            self.form.add(ENUM_NUMBER_FORM)
+            self.notes.append(f"{where}: {value} read as {label}")
+            return label
+        return value
+
+    # -- UVAP defaults ----------------------------------------------------------------------
+
+    def _note_default(self, canon: tuple[str | int, ...], what: str) -> None:
+        self.form.add(UVAP_DEFAULTS)
+        where = Normalised(None, paths=self.paths).written(json_path(canon))
+        self.notes.append(f"{where} {what}")
+
+    def _defaults(self, canonical: object) -> None:
+        """Notes on the fields UVAP fills in with defaults that matter (fvc does the same)."""
+        if not isinstance(canonical, dict):
+            return
+        clustering = canonical.get("clustering_config")
+        if isinstance(clustering, dict):
+            realization = clustering.get("cluster_realization")
+            if isinstance(realization, dict) and not (
+                {"num_samples", "min_num_samples"} & realization.keys()
+            ):
+                self._note_default(
+                    ("clustering_config", "cluster_realization", "num_samples"),
+                    "absent: UVAP's default 0, so a cluster realizes at its first observation",
+                )
+            merging = clustering.get("cluster_merging")
+            if isinstance(merging, dict) and merging.get("time_interval_ms") == 0:
+                self._note_default(
+                    ("clustering_config", "cluster_merging", "time_interval_ms"),
+                    "0: UVAP tries a merge at every input; fvc runs merge passes back to back",
+                )
+        streams = canonical.get("input_stream_configs")
+        for index, stream in enumerate(streams if isinstance(streams, list) else []):
+            reg = stream.get("reg_stream_config") if isinstance(stream, dict) else None
+            if isinstance(reg, dict) and "reg_threshold" not in reg:
+                self._note_default(
+                    ("input_stream_configs", index, "reg_stream_config", "reg_threshold"),
+                    f"absent: UVAP's default {DEFAULT_REG_THRESHOLD}",
+                )
+
+    # -- the microservice form --------------------------------------------------------------
+
+    def _microservice(self, data: dict[Any, Any]) -> object:
+        """FeatureVectorClusteringMSConfig: the record in ``config_data``, topics around it."""
+        self.form.add(MICROSERVICE)
+        fields: dict[str, tuple[str, object]] = {}
+        for key, value in data.items():
+            name = _ms_name(key)
+            where = json_path((key,))
+            if name not in _MS_FIELDS:
+                self.problems.append((where, value, _ms_unknown(str(key))))
+                continue
+            if name != key:
+                self.form.add(JSON_NAMES)
+                self.renamed[key] = name
+                if name in data:
+                    self.problems.append((where, value, f"is given twice: also as {name}"))
+                    continue
+            if value is None:
+                self.form.add(NULLS)
+                self.notes.append(f"{where}: null read as absent, as proto3 JSON does")
+                continue
+            fields[name] = (key, value)
+        if "config_data" not in fields:
+            rule = "is required: the microservice form carries the clustering config in it"
+            self.problems.append(("$.config_data", MISSING, rule))
+            return MISSING
+        key, config_data = fields["config_data"]
+        canonical = self._value(config_data, self.schema, (), (key,))
+        self._defaults(canonical)
+        if not isinstance(canonical, dict):
+            return canonical  # the schema refuses it, at config_data
+        self._sources(fields.get("sources"), canonical)
+        self._topic_setting(fields.get("target"), canonical, "output_topic", "FVC_OUTPUT_TOPIC")
+        self._topic_setting(
+            fields.get("internal_state"),
+            canonical,
+            "internal_state_topic",
+            "FVC_INTERNAL_STATE_TOPIC",
+        )
+        if self.connection:
+            self.notes.append(
+                "ignored, fvc connects with FVC_KAFKA_BOOTSTRAP and FVC_SASL_* / FVC_SSL_*: "
+                + ", ".join(self.connection)
+            )
+        for name, why in _IGNORED_OPTIONS.items():
+            if name in fields:
+                key, value = fields[name]
+                if isinstance(value, dict):
+                    self.notes.append(f"{json_path((key,))} ignored: {why}")
+                else:
+                    self.problems.append((json_path((key,)), value, "must be an object"))
+        return canonical
+
+    def _sources(self, entry: tuple[str, object] | None, canonical: dict[str, Any]) -> None:
+        """``sources[i]`` is the topic of ``input_stream_configs[i]``, as in UVAP."""
+        streams = canonical.get("input_stream_configs")
+        if entry is None:
+            self.notes.append(
+                f"no sources: each stream reads its topic (or <stream_id>{TOPIC_SUFFIX})"
+            )
+            return
+        key, sources = entry
+        if not isinstance(sources, list):
+            self.problems.append((json_path((key,)), sources, "must be an array of topics"))
+            return
+        if not isinstance(streams, list):
+            return  # the schema refuses it
+        if len(sources) != len(streams):
+            where = Normalised(None, paths=self.paths).written("$.input_stream_configs")
+            rule = (
+                f"must name one topic per input stream: {where} has {len(streams)} "
+                "(UVAP feeds sources[i] to input_stream_configs[i])"
+            )
+            self.problems.append((json_path((key,)), len(sources), rule))
+            return
+        for index, (source, stream) in enumerate(zip(sources, streams, strict=True)):
+            found = self._topic(source, (key, index))
+            if found is None or not isinstance(stream, dict):
+                continue
+            topic, where = found
+            canon = json_path(("input_stream_configs", index, "topic"))
+            if "topic" in stream and stream["topic"] != topic:
+                given = Normalised(None, paths=self.paths).written(canon)
+                rule = f"names another topic than {given} ({stream['topic']!r}): give it once"
+                self.problems.append((where, topic, rule))
+                continue
+            stream["topic"] = topic
+            self.paths[canon] = where
+            stream_id = stream.get("stream_id")
+            self.notes.append(
+                f"{json_path((key, index))} -> topic of input_stream_configs[{index}] "
+                f"({stream_id}): {topic}"
+            )
+
+    def _topic_setting(
+        self,
+        entry: tuple[str, object] | None,
+        canonical: dict[str, Any],
+        field_name: str,
+        variable: str,
+    ) -> None:
+        """``target`` or ``internal_state``: a topic the worker uses unless ``variable`` is set."""
+        if entry is None:
+            return
+        key, value = entry
+        found = self._topic(value, (key,))
+        if found is None:
+            return
+        topic, where = found
+        given = canonical.get(field_name)
+        if given is not None and given != topic:
+            rule = f"names another topic than config_data.{field_name} ({given!r}): give it once"
+            self.problems.append((where, topic, rule))
+            return
+        canonical[field_name] = topic
+        self.paths[json_path((field_name,))] = where
+        label = field_name.removesuffix("_topic").replace("_", "-")
+        note = f"{json_path((key,))} -> {label} topic {topic} (unless {variable} is set)"
+        self.notes.append(note)
+
+    def _topic(self, value: object, written: tuple[str | int, ...]) -> tuple[str, str] | None:
+        """The name of a topic given as a string or a UVAP Topic, and where it was written."""
+        where = json_path(written)
+        if isinstance(value, str):
+            if value:
+                return value, where
+            self.problems.append((where, value, "must not be empty"))
+            return None
+        if not isinstance(value, dict):
+            rule = "must be a topic name or a Topic object ({broker_list, name, ...})"
+            self.problems.append((where, value, rule))
+            return None
+        fields: dict[str, tuple[str, object]] = {}
+        for key, item in value.items():
+            name = {json_name(f): f for f in _TOPIC_FIELDS}.get(key, key)
+            if name not in _TOPIC_FIELDS:
+                close = difflib.get_close_matches(str(key), _TOPIC_FIELDS, n=1)
+                rule = f"unknown field (did you mean {close[0]!r}?)" if close else "unknown field"
+                self.problems.append((json_path((*written, key)), item, rule))
+                continue
+            if name != key:
+                self.form.add(JSON_NAMES)
+                self.renamed[key] = name
+            fields[name] = (key, item)
+        self.connection += [  # paths only: a password never reaches a note
+            json_path((*written, key))
+            for name, (key, item) in fields.items()
+            if name != "name" and item
+        ]
+        if "name" not in fields:
+            self.problems.append((f"{where}.name", MISSING, "is required"))
+            return None
+        key, topic = fields["name"]
+        if not isinstance(topic, str) or not topic:
+            self.problems.append((json_path((*written, key)), topic, "must be a non-empty string"))
+            return None
+        return topic, json_path((*written, key))
+
+
+def _ms_name(key: object) -> str:
+    """A microservice-form key by its field name (proto3 JSON names accepted)."""
+    return {json_name(f): f for f in _MS_FIELDS}.get(str(key), str(key))
+
+
+def _ms_unknown(key: str) -> str:
+    """The rule for a key the microservice form does not have."""
+    record = {"clustering_config", "input_stream_configs"}
+    if key in record or key in {json_name(k) for k in record}:
+        return "belongs inside config_data in the microservice form"
+    close = difflib.get_close_matches(key, _MS_FIELDS, n=1)
+    return f"unknown field (did you mean {close[0]!r}?)" if close else "unknown field"
+
+
+# -- JSON syntax: name the field before a trailing comma --------------------------------------
+
+
+def _explain_syntax(path: str | Path, problems: list[Problem]) -> list[Problem]:
+    """A trailing comma named by the field it follows; other problems as they are."""
+    if len(problems) != 1 or not problems[0][2].startswith("is not valid JSON"):
+        return problems
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        pos = exc.pos
+    except (OSError, ValueError):
+        return problems
+    else:
+        return problems
+    before = text[:pos].rstrip()
+    if not before.endswith(",") or text[pos : pos + 1] not in ("}", "]"):
+        return problems
+    comma = len(before) - 1
+    line_no = text.count("\n", 0, comma) + 1
+    column = comma - (text.rfind("\n", 0, comma) + 1) + 1
+    rule = (
+        f"is followed by a trailing comma at line {line_no}, column {column}: "
+        "JSON allows none, and UVAP refuses it too"
+    )
+    line = text[text.rfind("\n", 0, comma) + 1 :].split("\n", 1)[0].strip()[:80]
+    return [(_path_before(text, comma), line, rule)]
+
+
+@dataclass(slots=True)
+class _Frame:
+    """An open object or array while scanning JSON text."""
+
+    is_object: bool
+    at: str | int | None  # the key of an object's current member, an array's current index
+    expecting_key: bool = False
+
+
+def _path_before(text: str, end: int) -> str:
+    """The JSON path of the value that ends just before ``text[end]`` (a scan, not a parse)."""
+    frames: list[_Frame] = []
+    i = 0
+    while i < end:
+        char = text[i]
+        if char == '"':
+            j = i + 1
+            while j < len(text) and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            if frames and frames[-1].is_object and frames[-1].expecting_key:
+                try:
+                    frames[-1].at = str(json.loads(text[i : j + 1]))
+                except ValueError:
+                    frames[-1].at = text[i + 1 : j]
+            i = j + 1
+            continue
+        if char in "{[":
+            frames.append(_Frame(char == "{", None if char == "{" else 0, char == "{"))
+        elif char in "}]" and frames:
+            frames.pop()
+        elif char == "," and frames:
+            frame = frames[-1]
+            if frame.is_object:
+                frame.expecting_key = True
+            elif isinstance(frame.at, int):
+                frame.at += 1
+        elif char == ":" and frames and frames[-1].is_object:
+            frames[-1].expecting_key = False
+        i += 1
+    return json_path([f.at for f in frames if f.at is not None])
 
 
 def _cross_field_problems(data: object) -> list[Problem]:
@@ -378,6 +962,8 @@ def _build(data: dict[str, Any]) -> ClusteringConfig:
         min_update_interval_ms=int(c.get("min_update_interval_ms", 0)),
         streams=tuple(_build_stream(s) for s in data["input_stream_configs"]),
         improved=_build_improved(c.get("improved_mode")),
+        output_topic=data.get("output_topic"),
+        internal_state_topic=data.get("internal_state_topic"),
     )
 
 
@@ -392,7 +978,7 @@ def _build_improved(m: dict[str, Any] | None) -> ImprovedModeConfig | None:
 def _build_realization(r: dict[str, Any] | None) -> RealizationConfig | None:
     if r is None:
         return None
-    samples = r["num_samples"] if "num_samples" in r else r["min_num_samples"]
+    samples = r.get("num_samples", r.get("min_num_samples", 0))  # 0: UVAP's default
     action = r.get("realized_cluster_action", "KEEP_REALIZED")
     return RealizationConfig(int(samples), int(r.get("time_limit_ms", 0)), action)
 
@@ -415,7 +1001,7 @@ def _build_stream(s: dict[str, Any]) -> StreamConfig:
         topic=s.get("topic", default_topic(s["stream_id"])),
         feature_vector_path=selector.get("feature_vector_path"),
         fv_cluster_path=selector.get("fv_cluster_path"),
-        reg_threshold=float(reg["reg_threshold"]),
+        reg_threshold=float(reg.get("reg_threshold", DEFAULT_REG_THRESHOLD)),
         retention_ms=int(reg.get("cluster_retention_period_ms", 0)),
         track_linking=_build_track_linking(s.get("track_linking")),
     )

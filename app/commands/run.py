@@ -53,6 +53,6 @@ def handler(args: argparse.Namespace) -> int:
     print(
         f"processed {report.records} records ({report.dead_letters} dead letters), "
         f"{report.clusters} clusters, {report.events} records published "
-        f"to {settings.output_topic} ending with END_OF_INPUT_RECORD"
+        f"to {runtime.settings.output_topic} ending with END_OF_INPUT_RECORD"
     )
     return 0

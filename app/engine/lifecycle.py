@@ -88,7 +88,7 @@ class Lifecycle:
         """``due`` on the values a change is about to give a cluster."""
         if realized or pending <= 0:
             return False
-        if pending >= self.num_samples:
+        if 0 < self.num_samples <= pending:  # 0 (UVAP's unset): realization by time only
             return True
         return self.time_limit_ms > 0 and watermark - pending_since >= self.time_limit_ms
 

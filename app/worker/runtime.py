@@ -51,9 +51,13 @@ class Runtime:
     def __init__(
         self, settings: Settings, config_path: str, store: StateStore | None = None
     ) -> None:
+        config = load_config(config_path)
+        # A UVAP microservice config names its output (target) and internal-state topics;
+        # an FVC_* variable or flag that sets one explicitly wins.
+        if overrides := config.settings_overrides(settings.model_fields_set):
+            settings = settings.with_overrides(**overrides)
         self.settings = settings
         self.config_path = config_path
-        config = load_config(config_path)
         self.store = store or store_for(settings)
         self.metrics = WorkerMetrics()
         stages = self.metrics.stage_seconds

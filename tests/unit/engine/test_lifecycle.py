@@ -42,6 +42,15 @@ def test_a_cluster_realizes_by_event_time() -> None:
     assert engine.advance(5000).events == ()
 
 
+def test_num_samples_0_realizes_by_time_only() -> None:
+    """UVAP's unset num_samples (a config with only time_limit_ms): no count makes it due."""
+    engine = Engine(realizing(0, limit=1000))
+    assert engine.step([obs(E1, 0), obs(NEAR_E1, 10), obs(E1, 20)]).events == ()
+    result = engine.advance(1000)
+    assert types(result) == ["REG_EVENT"]
+    assert result.upserts[0].num_observations == 3
+
+
 def test_an_update_past_the_time_limit_realizes_at_once() -> None:
     engine = Engine(realizing(10, limit=1000))
     result = engine.step([obs(E1, 0), obs(NEAR_E1, 1500)])
