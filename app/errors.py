@@ -38,6 +38,15 @@ class DecodeError(FvcError):
         super().__init__(message)
 
 
+class SkippedRecord(DecodeError):
+    """An input record that holds nothing to cluster, skipped as UVAP skips it: not a dead letter.
+
+    The worker counts it in ``fvc_skipped_records_total{reason}`` and applies its offset like any
+    other record's; ``FVC_STRICT_INPUT=true`` makes such records dead letters instead. A
+    DecodeError, so callers that do not tell the two apart still treat the record as unusable.
+    """
+
+
 class StoreUnavailable(FvcError):
     """The state store cannot be reached: the worker retries with backoff; check Redis."""
 

@@ -136,6 +136,7 @@ class Settings(BaseSettings):
     input_format: Annotated[str, _choice("auto", "json", "msgpack")] = "auto"
     output_format: Annotated[str, _choice("json", "msgpack")] = "json"
     max_record_bytes: Annotated[int, _integer(1)] = 1 << 20
+    strict_input: Flag = False
     expected_dimension: Annotated[int, _integer(0)] = Field(0, validation_alias="FVC_DIMENSION")
     security_protocol: Annotated[
         str, _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", upper=True)

@@ -4,6 +4,10 @@ Camera topics are read as raw bytes and decoded here, so that a bad record becom
 ``DecodeError`` with a machine-readable reason and the original bytes, bound for the dead-letter
 topic, instead of an exception that would stop or silently skip it. The msgpack variant carries
 the same fields with ``feature`` as raw little-endian float32 bytes (a list is accepted too).
+
+Records are read as UVAP reads them unless ``strict``: a record without the selected field is
+skipped (``SkippedRecord``, not a dead letter), an FVCluster without ``num_observations`` counts
+one observation, and the FeatureVector ``type`` enum is taken by name or by number.
 """
 
 from __future__ import annotations
@@ -17,13 +21,17 @@ import numpy as np
 import orjson
 
 from app.engine.types import Observation
-from app.errors import DecodeError
+from app.errors import DecodeError, SkippedRecord
 
 FEATURE_PATH = "features"
 CLUSTER_PATH = "cluster"
 MAX_RECORD_BYTES = 1 << 20
 _JSON_FIRST_BYTES = frozenset(b'{[" \t\r\n')  # never the first byte of a msgpack map
 _ABSENT = object()
+
+# UVAP's FeatureVector.FeatureType, by number, as in Ultinous/uvap
+# proto_files/ultinous/proto/common/kafka_data.proto (message FeatureVector, enum FeatureType).
+FEATURE_TYPES = {0: "PERSON_FACE", 1: "PERSON_FULL_BODY"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +71,14 @@ DEFAULT_SELECTOR = Selector((FEATURE_PATH,))
 class _Invalid(Exception):
     """Raised below ``decode``, which turns it into a DecodeError carrying the raw bytes."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        self.reason, self.detail = reason, detail
+    def __init__(self, reason: str, detail: str, *, skip: bool = False) -> None:
+        self.reason, self.detail, self.skip = reason, detail, skip
         super().__init__(detail)
+
+    def error(self, raw: bytes | None) -> DecodeError:
+        """The DecodeError (a SkippedRecord when the record is skipped) for the raw bytes."""
+        kind = SkippedRecord if self.skip else DecodeError
+        return kind(self.reason, self.detail, bytes(raw or b""))
 
 
 def _fail(reason: str, detail: str) -> NoReturn:
@@ -82,20 +95,23 @@ def decode(
     timestamp: int = 0,
     max_bytes: int = MAX_RECORD_BYTES,
     dimension: int = 0,
+    strict: bool = False,
 ) -> Observation | None:
     """The observation in one input record, or None for an end-of-frame record.
 
     The vector is float32 and not normalised (the engine does that). Any unusable input raises
-    DecodeError and nothing else, whatever the bytes.
+    DecodeError and nothing else, whatever the bytes: a SkippedRecord (a DecodeError) for a
+    record without the selected field, unless ``strict``, which makes that a plain DecodeError
+    and also refuses an FVCluster without ``num_observations`` (else counted as 1).
 
     >>> decode(b'{"features": {"feature": [3, 4]}}', key="k", timestamp=5).vector.tolist()
     [3.0, 4.0]
     """
     sel = Selector.of(selector)
     try:
-        return _decode(raw, fmt, sel, stream_id, key, timestamp, max_bytes, dimension)
+        return _decode(raw, fmt, sel, stream_id, key, timestamp, max_bytes, dimension, strict)
     except _Invalid as exc:
-        raise DecodeError(exc.reason, exc.detail, bytes(raw or b"")) from None
+        raise exc.error(raw) from None
 
 
 def decode_batch(
@@ -108,24 +124,31 @@ def decode_batch(
     timestamps: Sequence[int] | None = None,
     max_bytes: int = MAX_RECORD_BYTES,
     dimension: int = 0,
+    strict: bool = False,
 ) -> list[Observation | DecodeError | None]:
-    """Decode many records of one stream; a bad record yields its DecodeError in its place."""
+    """Decode many records of one stream; a bad record yields its DecodeError in its place.
+
+    A skipped record yields its SkippedRecord (a DecodeError), as ``decode`` raises it.
+    """
     sel = Selector.of(selector)
     keys = [""] * len(raws) if keys is None else keys
     timestamps = [0] * len(raws) if timestamps is None else timestamps
     results: list[Observation | DecodeError | None] = []
     for raw, key, time in zip(raws, keys, timestamps, strict=True):
         try:
-            results.append(_decode(raw, fmt, sel, stream_id, key, time, max_bytes, dimension))
+            obs = _decode(raw, fmt, sel, stream_id, key, time, max_bytes, dimension, strict)
         except _Invalid as exc:
-            results.append(DecodeError(exc.reason, exc.detail, bytes(raw or b"")))
+            results.append(exc.error(raw))
+        else:
+            results.append(obs)
     return results
 
 
 def _decode(
-    raw: bytes, fmt: str, sel: Selector, stream_id: str, key: str, time: int, limit: int, dim: int
+    raw: bytes, fmt: str, sel: Selector, stream_id: str, key: str, time: int, limit: int, dim: int,
+    strict: bool,
 ) -> Observation | None:
-    return _observation(_parse(raw, fmt, limit), sel, stream_id, key, time, dim)
+    return _observation(_parse(raw, fmt, limit), sel, stream_id, key, time, dim, strict)
 
 
 def _parse(raw: bytes, fmt: str, max_bytes: int) -> object:
@@ -151,7 +174,13 @@ def _parse(raw: bytes, fmt: str, max_bytes: int) -> object:
 
 
 def _observation(
-    record: object, sel: Selector, stream_id: str, key: str, time: int, dimension: int
+    record: object,
+    sel: Selector,
+    stream_id: str,
+    key: str,
+    time: int,
+    dimension: int,
+    strict: bool,
 ) -> Observation | None:
     """The observation a parsed record holds at the selector's path."""
     if not isinstance(record, dict):
@@ -163,10 +192,11 @@ def _observation(
     if end_of_frame and _holds_no_vector(target, sel):
         return None
     if target is _ABSENT or target is None:
-        _fail("missing_field", f"{sel.dotted} is missing")
+        # UVAP skips a record without the selected field; strict input makes it a dead letter
+        raise _Invalid("missing_field", f"{sel.dotted} is missing", skip=not strict)
     count, fv, where = 1, target, sel.dotted
     if sel.cluster:
-        count, fv = _cluster_parts(target, sel.dotted)
+        count, fv = _cluster_parts(target, sel.dotted, strict)
         where = f"{sel.dotted}.representative_fv"
     vector, model_id, type_ = _feature_vector(fv, where, dimension)
     track = _track_id(record, sel.track_path) if sel.track_path else ""
@@ -210,8 +240,11 @@ def _holds_no_vector(target: object, sel: Selector) -> bool:
     return feature is None or (isinstance(feature, list | bytes) and len(feature) == 0)
 
 
-def _cluster_parts(target: object, where: str) -> tuple[int, object]:
-    """An FVCluster's count and representative FeatureVector."""
+def _cluster_parts(target: object, where: str, strict: bool) -> tuple[int, object]:
+    """An FVCluster's count and representative FeatureVector.
+
+    A missing ``num_observations`` counts 1, as in UVAP; strict input refuses it.
+    """
     if not isinstance(target, dict):
         _fail("wrong_type", f"{where} is {_kind(target)}, not an FVCluster object")
     fv = target.get("representative_fv")
@@ -219,7 +252,9 @@ def _cluster_parts(target: object, where: str) -> tuple[int, object]:
     if fv is None:
         _fail("missing_field", f"{where}.representative_fv is missing")
     if count is None:
-        _fail("missing_field", f"{where}.num_observations is missing")
+        if strict:
+            _fail("missing_field", f"{where}.num_observations is missing")
+        count = 1
     if not isinstance(count, int) or isinstance(count, bool):
         _fail("wrong_type", f"{where}.num_observations is {_kind(count)}, not an integer")
     if count < 1:
@@ -231,15 +266,31 @@ def _feature_vector(fv: object, where: str, dimension: int) -> tuple[np.ndarray,
     """A FeatureVector's checked float32 vector, model id and type."""
     if not isinstance(fv, dict):
         _fail("wrong_type", f"{where} is {_kind(fv)}, not a FeatureVector object")
-    model_id, type_ = fv.get("model_id") or "", fv.get("type") or ""
-    if not isinstance(model_id, str) or not isinstance(type_, str):
-        _fail("wrong_type", f"{where}.model_id and {where}.type must be strings")
+    model_id = fv.get("model_id")
+    model_id = "" if model_id is None else model_id
+    if not isinstance(model_id, str):
+        _fail("wrong_type", f"{where}.model_id is {_kind(model_id)}, must be a string")
+    type_ = _feature_type(fv.get("type"), f"{where}.type")
     feature = fv.get("feature")
     if feature is None:
         _fail("missing_field", f"{where}.feature is missing")
     vector = _as_float32(feature, f"{where}.feature")
     _check_vector(vector, f"{where}.feature", dimension)
     return vector, model_id, type_
+
+
+def _feature_type(value: object, where: str) -> str:
+    """The FeatureVector type by name: given as a name, or as UVAP's enum number."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value in FEATURE_TYPES:
+            return FEATURE_TYPES[value]
+        known = ", ".join(f"{name} = {number}" for number, name in FEATURE_TYPES.items())
+        _fail("wrong_type", f"{where} is {value}, not a FeatureVector.FeatureType ({known})")
+    _fail("wrong_type", f"{where} is {_kind(value)}, must be an enum name or number")
 
 
 def _as_float32(feature: object, where: str) -> np.ndarray:

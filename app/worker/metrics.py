@@ -43,6 +43,11 @@ class WorkerMetrics:
             "fvc_dead_letters", "Bad input records sent to the dead-letter topic", ["reason"],
             registry=r,
         )
+        self.skipped_records = Counter(
+            "fvc_skipped_records",
+            "Input records skipped as UVAP skips them (no selected field), by reason",
+            ["reason"], registry=r,
+        )
         self.events_out = Counter(
             "fvc_events_out", "Cluster events published downstream, by type", ["type"], registry=r
         )

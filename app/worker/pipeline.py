@@ -1,7 +1,8 @@
 """The processing core shared by the Faust worker and batch mode: records in, one commit out.
 
 For a batch of raw input records: drop those at or below the partition offsets already stored
-(a replay changes nothing), decode the rest (bad ones become dead letters), run the engine,
+(a replay changes nothing), decode the rest (bad ones become dead letters, ones without the
+selected field are skipped as UVAP skips them; both still count as applied), run the engine,
 and store clusters, events, dead letters and the new offsets in one atomic commit. Events and
 dead letters reach Kafka later, from the outbox, so none is lost if the process dies here.
 """
@@ -19,7 +20,7 @@ from prometheus_client import Histogram
 from app.codec.decode import decode
 from app.config import ClusteringConfig
 from app.engine import Engine, Observation, StepResult
-from app.errors import AlreadyApplied, DecodeError, VersionConflict
+from app.errors import AlreadyApplied, DecodeError, SkippedRecord, VersionConflict
 from app.settings import Settings
 from app.store.base import Commit, StateStore
 from app.worker.metrics import stage_histogram
@@ -57,13 +58,18 @@ class RawRecord:
 
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
-    """What one batch did, for metrics and tests."""
+    """What one batch did, for metrics and tests.
+
+    ``skipped`` counts records dropped as already applied (a replay); ``skipped_records`` are
+    the records skipped as UVAP skips them (no selected field), their offsets applied.
+    """
 
     observations: int = 0
     dead_letters: tuple[tuple[RawRecord, DecodeError], ...] = ()
     skipped: int = 0
     result: StepResult | None = None
     conflicts: int = 0
+    skipped_records: tuple[tuple[RawRecord, SkippedRecord], ...] = ()
 
 
 class Pipeline:
@@ -126,7 +132,7 @@ class Pipeline:
                 if not fresh:
                     return BatchOutcome(skipped=skipped_total)
                 with self.stage_seconds.labels("decode").time():
-                    observations, dead = self._decode(fresh)
+                    observations, dead, ignored = self._decode(fresh)
                 first_offsets, offsets = _offset_ranges(fresh)
                 try:
                     result, tries = await self._commit(
@@ -143,7 +149,8 @@ class Pipeline:
                 conflicts += tries
                 self.applied.update(offsets)
                 return BatchOutcome(
-                    len(observations), tuple(dead), skipped_total, result, conflicts
+                    len(observations), tuple(dead), skipped_total, result, conflicts,
+                    tuple(ignored),
                 )
             message = "input offsets kept moving under this batch; giving up on it"
             raise AlreadyApplied(message)
@@ -205,11 +212,15 @@ class Pipeline:
         gone = [k for k in keys if k not in current]
         self.engine.load(current.values(), deletions=gone, force=True)
 
-    def _decode(
-        self, records: Sequence[RawRecord]
-    ) -> tuple[list[Observation], list[tuple[RawRecord, DecodeError]]]:
+    def _decode(self, records: Sequence[RawRecord]) -> tuple[
+        list[Observation],
+        list[tuple[RawRecord, DecodeError]],
+        list[tuple[RawRecord, SkippedRecord]],
+    ]:
+        """Observations, dead letters and skipped records; every record is in the offset range."""
         observations: list[Observation] = []
         dead: list[tuple[RawRecord, DecodeError]] = []
+        ignored: list[tuple[RawRecord, SkippedRecord]] = []
         for record in records:
             stream = self._streams.get(record.topic)
             try:
@@ -225,7 +236,12 @@ class Pipeline:
                     timestamp=record.timestamp,
                     max_bytes=self.settings.max_record_bytes,
                     dimension=self.dimension,
+                    strict=self.settings.strict_input,
                 )
+            except SkippedRecord as exc:
+                log.debug("skipped %s: %s", record, exc)
+                ignored.append((record, exc))
+                continue
             except DecodeError as exc:
                 log.debug("dead letter %s: %s", record, exc)
                 dead.append((record, exc))
@@ -233,7 +249,7 @@ class Pipeline:
             if obs is not None:
                 self.dimension = self.dimension or len(obs.vector)
                 observations.append(obs)
-        return observations, dead
+        return observations, dead, ignored
 
 
 def _key_text(record: RawRecord) -> str:

@@ -287,6 +287,8 @@ class Runtime:
         m.version_conflicts.inc(outcome.conflicts)
         for _, error in outcome.dead_letters:
             m.dead_letters.labels(error.reason).inc()
+        for _, skip in outcome.skipped_records:
+            m.skipped_records.labels(skip.reason).inc()
         by_topic = {s.topic: s.stream_id for s in self.config.streams}
         for topic, count in Counter(record.topic for record in records).items():
             m.records_in.labels(by_topic.get(topic, topic)).inc(count)

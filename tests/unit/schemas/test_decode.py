@@ -10,10 +10,10 @@ import orjson
 import pytest
 
 from app.codec.decode import Selector, decode, decode_batch
-from app.codec.encode import encode_observation
+from app.codec.encode import encode_observation, pack
 from app.config import ClusteringConfig, StreamConfig
 from app.engine.types import Observation
-from app.errors import DecodeError
+from app.errors import DecodeError, SkippedRecord
 from schemas import validator
 
 CLUSTER = Selector(("cluster",), cluster=True)
@@ -161,7 +161,7 @@ BAD = [
     (
         "missing_field",
         _json({"cluster": {"representative_fv": {"feature": [1]}}}),
-        {"selector": CLUSTER},
+        {"selector": CLUSTER, "strict": True},
         "cluster.num_observations is missing",
     ),
     ("wrong_type", _json({"features": "1,2,3"}), {}, "features is a string"),
@@ -171,7 +171,11 @@ BAD = [
     ("wrong_type", _fv([[1, 2], [3]]), {}, "not a flat list of numbers"),
     ("wrong_type", _fv([True, False]), {}, "not a flat list of numbers"),
     ("wrong_type", _fv([1, None]), {}, "not a flat list of numbers"),
-    ("wrong_type", _fv([1, 2], model_id=5), {}, "must be strings"),
+    ("wrong_type", _fv([1, 2], model_id=5), {}, "features.model_id is a number, must be a string"),
+    ("wrong_type", _fv([1, 2], type=2), {}, "features.type is 2, not a FeatureVector.FeatureType"),
+    ("wrong_type", _fv([1, 2], type=-1), {}, "PERSON_FACE = 0, PERSON_FULL_BODY = 1"),
+    ("wrong_type", _fv([1, 2], type=True), {}, "features.type is a boolean, must be an enum"),
+    ("wrong_type", _fv([1, 2], type=1.0), {}, "features.type is a number, must be an enum"),
     (
         "wrong_type",
         _json({"features": {"feature": [1]}, "end_of_frame": "yes"}),
@@ -260,3 +264,116 @@ def test_large_ints_and_floats_become_float32():
     obs = decode(_fv([2**63, -(2**62), 1.5]))
     assert obs.vector.dtype == np.float32
     assert math.isclose(float(obs.vector[0]), 2.0**63, rel_tol=1e-6)
+
+
+# UVAP's reading of camera records: skip a record without the selected field, count an FVCluster
+# without num_observations as 1, take the FeatureVector type enum by name or by number.
+
+FORMATS = ["json", "msgpack"]
+
+
+def _without(fmt: str) -> bytes:
+    """A record of the given format that lacks the selected field (it has another one)."""
+    return pack({"other": {"feature": [1.0, 2.0]}, "end_of_frame": False}, fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("selector", ["features", CLUSTER, "det.face"], ids=str)
+def test_a_record_without_the_selected_field_is_skipped_not_a_dead_letter(fmt, selector):
+    raw = _without(fmt)
+    with pytest.raises(SkippedRecord) as info:
+        decode(raw, "auto", selector)
+    assert (info.value.reason, info.value.raw) == ("missing_field", raw)
+    assert "is missing" in info.value.detail
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_null_selected_field_is_skipped_too(fmt):
+    raw = pack({"features": None}, fmt)
+    with pytest.raises(SkippedRecord, match="features is missing"):
+        decode(raw)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("selector", ["features", CLUSTER], ids=str)
+def test_strict_input_makes_a_record_without_the_field_a_dead_letter(fmt, selector):
+    raw = _without(fmt)
+    with pytest.raises(DecodeError) as info:
+        decode(raw, "auto", selector, strict=True)
+    assert type(info.value) is DecodeError
+    assert (info.value.reason, info.value.raw) == ("missing_field", raw)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_missing_part_inside_the_selected_field_is_a_dead_letter_in_both_modes(fmt):
+    no_feature = pack({"features": {"model_id": "m"}}, fmt)
+    no_fv = pack({"cluster": {"num_observations": 2}}, fmt)
+    for strict in (False, True):
+        for raw, selector in ((no_feature, "features"), (no_fv, CLUSTER)):
+            with pytest.raises(DecodeError) as info:
+                decode(raw, "auto", selector, strict=strict)
+            assert type(info.value) is DecodeError and info.value.reason == "missing_field"
+
+
+def _cluster_without_count(fmt: str, count: object = "absent") -> bytes:
+    v = np.array([1.0, 2.0], np.float32)
+    feature = v.astype("<f4").tobytes() if fmt == "msgpack" else v.tolist()
+    cluster: dict = {"representative_fv": {"model_id": "m", "feature": feature}}
+    if count != "absent":
+        cluster["num_observations"] = count
+    return pack({"cluster": cluster}, fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("count", ["absent", None], ids=["absent", "null"])
+def test_an_fv_cluster_without_num_observations_counts_one(fmt, count):
+    obs = decode(_cluster_without_count(fmt, count), "auto", CLUSTER)
+    assert obs is not None and obs.count == 1 and obs.vector.tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_strict_input_makes_an_fv_cluster_without_num_observations_a_dead_letter(fmt):
+    raw = _cluster_without_count(fmt)
+    with pytest.raises(DecodeError) as info:
+        decode(raw, "auto", CLUSTER, strict=True)
+    assert type(info.value) is DecodeError
+    assert info.value.reason == "missing_field"
+    assert "cluster.num_observations is missing" in info.value.detail
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [("PERSON_FACE", "PERSON_FACE"), ("PERSON_FULL_BODY", "PERSON_FULL_BODY"),
+     (0, "PERSON_FACE"), (1, "PERSON_FULL_BODY"), (None, "")],
+)
+def test_the_feature_type_is_read_by_name_or_by_uvap_number(strict, fmt, given, named):
+    raw = pack({"features": {"feature": [1.0, 0.0], "type": given}}, fmt)
+    assert decode(raw, "auto", strict=strict).type == named
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_unknown_feature_type_number_is_a_wrong_type_dead_letter(strict, fmt):
+    raw = pack({"features": {"feature": [1.0, 0.0], "type": 7}}, fmt)
+    with pytest.raises(DecodeError) as info:
+        decode(raw, "auto", strict=strict)
+    assert type(info.value) is DecodeError and info.value.reason == "wrong_type"
+    assert "features.type is 7, not a FeatureVector.FeatureType" in info.value.detail
+
+
+def test_an_fv_cluster_type_number_is_named_too():
+    raw = _json({"cluster": {"representative_fv": {"feature": [1, 0], "type": 1}}})
+    obs = decode(raw, "json", CLUSTER)
+    assert (obs.type, obs.count) == ("PERSON_FULL_BODY", 1)
+
+
+def test_decode_batch_returns_skipped_records_in_place():
+    good = encode_observation([1.0, 0.0])
+    missing = _json({"other": 1})
+    results = decode_batch([good, missing])
+    assert isinstance(results[0], Observation)
+    assert isinstance(results[1], SkippedRecord) and results[1].raw == missing
+    strict = decode_batch([good, missing], strict=True)
+    assert type(strict[1]) is DecodeError
