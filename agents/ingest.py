@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Coroutine
 
 import faust
 
@@ -29,6 +30,22 @@ def raw_record(message: faust.types.tuples.Message) -> RawRecord:
         value=message.value,
         timestamp=int(round(message.timestamp * 1000)),
     )
+
+
+async def _to_the_end(batch: Coroutine[object, object, object]) -> None:
+    """Run a batch to its end even when the agent is cancelled (the worker stopping).
+
+    ``take_events`` acknowledges a batch's records when the agent leaves it, cancelled or not,
+    and Faust commits acknowledged offsets as it stops: a batch cut short by SIGTERM would have
+    its records committed to Kafka but never stored, and the next owner of the partition would
+    start after them. So the batch finishes (or fails) first; only then does the stop go on.
+    """
+    task = asyncio.ensure_future(batch)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 def attach(app: faust.App, runtime: Runtime) -> None:
@@ -68,7 +85,7 @@ def _attach_agent(app: faust.App, runtime: Runtime) -> None:
         async for events in batches:
             records = [raw_record(event.message) for event in events]
             try:
-                await runtime.handle(records)
+                await _to_the_end(runtime.handle(records))
             except Exception:
                 # Faust would ack the batch if this raised; exiting keeps it unacknowledged, and
                 # the offsets stored with the state make the restart resume exactly.
