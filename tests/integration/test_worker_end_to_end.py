@@ -83,7 +83,7 @@ def test_every_bad_record_reaches_the_dead_letter_topic(deployment: Deployment) 
     bad = {
         "not_json": b"{not json",
         "not_an_object": b"[1, 2]",
-        "missing_field": b'{"other": 1}',
+        "missing_field": b'{"features": {"model_id": "m"}}',  # the field without its vector
         "wrong_type": b'{"features": {"feature": "abc"}}',
         "wrong_dimension": b'{"features": {"feature": [1.0, 2.0]}}',
         "non_finite": encode_observation(nan, fmt="msgpack"),
@@ -93,17 +93,20 @@ def test_every_bad_record_reaches_the_dead_letter_topic(deployment: Deployment) 
     producer = Producer({"bootstrap.servers": deployment.settings.kafka_bootstrap})
     for value in bad.values():
         producer.produce(topic, key=b"bad", value=value, timestamp=int(scene.t[-1]))
+    # no selected field at all: skipped as UVAP skips it, counted, not a dead letter
+    producer.produce(topic, key=b"other", value=b'{"other": 1}', timestamp=int(scene.t[-1]))
     producer.flush(30)
-    total = report.records + len(bad)
+    total = report.records + len(bad) + 1
     wait_for(lambda: len(deployment.dead_letters(timeout=1)) >= len(bad), 60, "dead letters")
     dead = deployment.dead_letters()
     assert {d["reason"] for d in dead} == set(bad)
     assert all(d["source.topic"] == topic and d["source.offset"].isdigit() for d in dead)
-    assert deployment.observations_stored() + len(dead) == total
+    assert deployment.observations_stored() + len(dead) + 1 == total
     status, metrics = http("GET", deployment.url(0, "/metrics"))
     assert status == 200
     for reason in bad:
         assert f'fvc_dead_letters_total{{reason="{reason}"}} 1.0' in metrics.decode()
+    assert 'fvc_skipped_records_total{reason="missing_field"} 1.0' in metrics.decode()
 
 
 def test_reload_pauses_on_an_invalid_config_and_resumes(deployment: Deployment) -> None:
