@@ -1,6 +1,7 @@
 """Timers: the change follower on every worker; the periodic steps on the leader only.
 
-The leader alone runs realization, merge, retention and the outbox publisher. A timer that
+The leader alone runs the event-time clock (realization, retention and merging as the watermark
+over every worker's partitions passes their times) and the outbox publisher. A timer that
 raises would crash the Faust app (and with it every partition of the worker), so each body runs
 under ``survives``: the error is logged and counted, and the timer runs again at its next tick.
 """
@@ -25,10 +26,9 @@ log = logging.getLogger(__name__)
 
 FOLLOW_INTERVAL_S = 0.1
 PUBLISH_INTERVAL_S = 0.05
-ADVANCE_INTERVAL_S = 1.0
+CLOCK_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 5.0
 BROKER_PROBE_INTERVAL_S = 5.0
-MIN_MERGE_INTERVAL_S = 0.1
 
 Tick = Callable[[], Awaitable[None]]
 
@@ -78,10 +78,12 @@ def attach(app: faust.App, runtime: Runtime) -> None:
         except PublishFailed as exc:
             log.warning("outbox publishing will be retried: %s", exc)
 
-    @app.timer(ADVANCE_INTERVAL_S, on_leader=True, name="fvc.advance")
-    @survives("advance", metrics, outage)
-    async def advance() -> None:
-        await runtime.advance()
+    # Batches run the timers their own event time brings; this catches the deployment up to
+    # the watermark over every worker's partitions, and lets idle inputs move it.
+    @app.timer(CLOCK_INTERVAL_S, on_leader=True, name="fvc.clock")
+    @survives("clock", metrics, outage)
+    async def clock() -> None:
+        await runtime.tick()
 
     @app.timer(LAG_INTERVAL_S, name="fvc.lag")
     @survives("lag", metrics, outage)
@@ -104,15 +106,3 @@ def attach(app: faust.App, runtime: Runtime) -> None:
             runtime.broker_outage.failed(exc)
         else:
             runtime.broker_outage.recovered()
-
-    merging = runtime.config.merging
-    if merging is not None:
-
-        # 0 is UVAP's "a merge attempt at every input": every batch interval here, not a loop
-        # that never yields.
-        interval = max(merging.time_interval_ms / 1000.0, MIN_MERGE_INTERVAL_S)
-
-        @app.timer(interval, on_leader=True, name="fvc.merge")
-        @survives("merge", metrics, outage)
-        async def merge() -> None:
-            await runtime.merge()

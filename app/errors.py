@@ -75,6 +75,14 @@ class AlreadyApplied(FvcError):
     """A commit's input offsets were stored before: the batch is a replay and changes nothing."""
 
 
+class ClockMoved(FvcError):
+    """Another worker moved the merge schedule first: its pass stands, this one is dropped."""
+
+    def __init__(self, held: int | None) -> None:
+        super().__init__(f"the merge schedule is at {held} already")
+        self.held = held
+
+
 class UnknownCluster(FvcError):
     """No cluster has that id: list them with ``fvc clusters list``."""
 
@@ -85,3 +93,31 @@ class UnknownStream(FvcError):
 
 class MergeRefused(FvcError):
     """Those clusters cannot be merged (one id twice, or a method that keeps no members)."""
+
+
+class RestoreIncomplete(FvcError):
+    """The internal-state topic could not be read to its end: nothing is restored, nothing runs.
+
+    A partial restore would silently lose the clusters of the unread offsets, so the store is
+    left empty and the worker exits; its restart tries again. Check the broker, or raise
+    ``FVC_BROKER_OUTAGE_S`` (how long the read may go without progress).
+
+    ``unfinished`` maps each partition not read to its end to ``(position, end)``; it is empty
+    when the failure came before any partition was known.
+    """
+
+    def __init__(
+        self, topic: str, reason: str, unfinished: dict[int, tuple[int, int]], records: int
+    ) -> None:
+        self.topic = topic
+        self.reason = reason
+        self.unfinished = unfinished
+        self.records = records
+        where = ", ".join(f"{p} at {pos}/{end}" for p, (pos, end) in sorted(unfinished.items()))
+        progress = f"partitions short of their end (position/end): {where}" if where else (
+            "no partition was read")
+        message = (
+            f"could not read internal-state topic {topic!r} to its end ({reason}); "
+            f"{records} records read, {progress}; nothing was restored"
+        )
+        super().__init__(message)

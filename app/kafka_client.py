@@ -76,19 +76,17 @@ def make_consumer(
 
     A one-off group leaves no state on the broker that a later run could resume from by
     accident, so "only new records" and "from the beginning" always mean what they say.
+    ``extra`` overrides these defaults (a reader that must know where a partition ends turns
+    ``enable.partition.eof`` on).
     """
     one_off = group is None
-    config = client_config(
-        settings,
-        **{
-            "group.id": group or f"fvc-oneoff-{uuid.uuid4().hex[:12]}",
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "enable.auto.commit": not one_off,
-            "enable.partition.eof": False,
-        },
-        **extra,
-    )
-    return Consumer(config)
+    defaults = {
+        "group.id": group or f"fvc-oneoff-{uuid.uuid4().hex[:12]}",
+        "auto.offset.reset": "earliest" if from_beginning else "latest",
+        "enable.auto.commit": not one_off,
+        "enable.partition.eof": False,
+    }
+    return Consumer(client_config(settings, **(defaults | extra)))
 
 
 def records_of(messages: Iterable[Message]) -> list[Message]:

@@ -10,8 +10,10 @@ import orjson
 from app.errors import FvcError
 
 DESCRIPTION = """\
-Cluster a labelled file of vectors offline, in file order, with the same engine the
-workers run, and score the result against the labels.
+Cluster a labelled file of vectors offline with the same engine, pipeline timers and
+event time as the workers, and score the result against the labels. Rows are taken in
+event-time order (time, then stream, then file order), as `fvc run` replays a recording,
+so `fvc run` over the records `fvc produce` sends for the file gives the same clusters.
 
 DATA.npz holds X (float32, n x d), y (int labels) and optionally t (event times in ms),
 s (stream ids) and k (tracker track ids); `fvc synth` writes such files and
@@ -30,6 +32,7 @@ examples:
   fvc evaluate scene.npz --threshold 0.55 --track-threshold 0.35
   fvc evaluate faces.npz --config config/four-cameras.json --realized-only
   fvc evaluate scene.npz --redis redis://127.0.0.1:6379/0 --namespace eval
+  fvc evaluate scene.npz --config config/four-cameras.json --assignments out.jsonl
 """
 
 DEFAULT_THRESHOLD = 0.5
@@ -84,6 +87,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--realized-only", action="store_true",
         help="score only realized clusters; items of unrealized ones count as singletons",
     )
+    parser.add_argument(
+        "--assignments", metavar="OUT.jsonl",
+        help='write {"stream", "key", "cluster_id"} per row, in file order: each '
+        "observation's cluster at the end of the run, after merges",
+    )
+    parser.add_argument(
+        "--allowed-lateness-ms", type=int, metavar="MS",
+        help="how far the watermark stays behind the newest event time, as a worker's "
+        "FVC_ALLOWED_LATENESS_MS (default: that variable, else 0)",
+    )
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
     parser.set_defaults(func=handler)
 
@@ -126,9 +139,21 @@ def handler(args: argparse.Namespace) -> int:
         figures = evaluate(
             scene, config, engine, store, batch_size=args.batch_size,
             realized_only=args.realized_only, progress=bar.update,
+            lateness_ms=_lateness(args.allowed_lateness_ms), assignments=args.assignments,
         )
     _print(figures, args.json)
     return 0
+
+
+def _lateness(given: int | None) -> int:
+    """``--allowed-lateness-ms``, else the worker setting, so both read time alike."""
+    if given is not None:
+        if given < 0:
+            raise FvcError(f"--allowed-lateness-ms must be 0 or more, got {given}")
+        return given
+    from app.settings import Settings
+
+    return Settings.from_env().allowed_lateness_ms
 
 
 def _clear(store: object) -> None:

@@ -12,6 +12,7 @@ Between the two a worker stores the result atomically, and can throw it away on 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -97,7 +98,7 @@ class Engine:
         decisions = []
         for i, obs in enumerate(observations):
             watermark = max(watermark, obs.time)
-            key, sim = self._best(units[i], sim_rows[i], slot_rows[i], scratch)
+            key, sim = self._best(units[i], sim_rows[i], slot_rows[i], scratch, obs.time)
             stream = self._stream(obs.stream_id)
             threshold = stream.reg_threshold
             track = ""
@@ -106,7 +107,7 @@ class Engine:
                 linked = tracks.linked(self, stream, track, obs.time, units[i], key, sim, scratch)
                 if linked is not None:
                     key, sim = linked
-                    self._update(key, obs, units[i], watermark, scratch, track)
+                    self._update(key, obs, units[i], scratch, track)
                     decisions.append(Decision(key, sim, False))
                     continue
             if (
@@ -114,10 +115,10 @@ class Engine:
                 and threshold < 1.0
                 and self._joins(key, sim, threshold, obs, scratch)
             ):
-                self._update(key, obs, units[i], watermark, scratch, track)
+                self._update(key, obs, units[i], scratch, track)
                 decisions.append(Decision(key, sim, False))
             else:
-                key = self._create(obs, units[i], watermark, scratch, track)
+                key = self._create(obs, units[i], scratch, track)
                 decisions.append(Decision(key, sim, True))
         return scratch.result(tuple(decisions), watermark)
 
@@ -156,12 +157,29 @@ class Engine:
     # -- timers and operator requests ---------------------------------------------------------
 
     def advance(self, watermark: int) -> StepResult:
-        """Realize clusters whose time limit passed and expire those past retention."""
-        return maintenance.advance(self, max(self.watermark, watermark))
+        """Realize clusters whose time limit passed by ``watermark``; expire those past retention.
 
-    def merge(self) -> StepResult:
-        """One merge pass over the candidates changed since the last pass."""
-        return maintenance.merge_pass(self)
+        Each event is stamped with the event time it is due at, not ``watermark``: the same
+        change made when an observation touches the cluster first (``_caught_up``), so when a
+        timer runs does not change what it emits.
+        """
+        return maintenance.advance(self, watermark)
+
+    def merge(self, time: int | None = None) -> StepResult:
+        """One merge pass at event time ``time`` (the watermark) over the changed candidates."""
+        return maintenance.merge_pass(self, self.watermark if time is None else time)
+
+    def alive_at(self, cluster: Cluster, time: int) -> bool:
+        """Whether an observation at ``time`` may join ``cluster`` (DESIGN.md section 4).
+
+        Not when its retention ran out before ``time`` (expired once strictly older), nor when
+        the REMOVE action took it out at its realization deadline: both hold whether or not the
+        timer that deletes it has run yet.
+        """
+        retention = cluster.retention_ms
+        if retention and cluster.last_time + retention < time:
+            return False
+        return not self.lifecycle.removed_by(cluster, time)
 
     def remove(self, key: str, time: int | None = None) -> StepResult:
         """Delete a cluster on request (DELETE_EVENT, reason REMOVED)."""
@@ -208,52 +226,62 @@ class Engine:
         return repair.joins(self, self.improved, key, sim, threshold, obs.count, scratch)
 
     def _best(
-        self, unit: np.ndarray, sims: list[float], slots: list[int], scratch: BatchScratch
+        self,
+        unit: np.ndarray,
+        sims: list[float],
+        slots: list[int],
+        scratch: BatchScratch,
+        time: int,
     ) -> tuple[str | None, float]:
-        """Best cluster now: untouched ones from the batch search, touched ones from scratch."""
+        """Best cluster alive at ``time``: untouched from the batch search, touched from scratch."""
         best_key, best_sim = None, -np.inf
+        clusters = self.clusters
         for sim, slot in zip(sims, slots, strict=True):
             if slot < 0:
                 break
             key = self.index.key_at(slot)
-            if key not in scratch.touched:
+            if key not in scratch.touched and self.alive_at(clusters[key], time):
                 best_key, best_sim = key, sim
                 break
         else:
             if len(self.index) > len(slots):
-                best_key, best_sim = self._best_untouched(unit, scratch)
-        touched_key, touched_sim = scratch.best(unit)
+                best_key, best_sim = self._best_untouched(unit, scratch, time)
+        touched_key, touched_sim = scratch.best(unit, lambda c: self.alive_at(c, time))
         if touched_key is not None and touched_sim > best_sim:
             return touched_key, touched_sim
         return best_key, best_sim
 
-    def _best_untouched(self, unit: np.ndarray, scratch: BatchScratch) -> tuple[str | None, float]:
-        """Rare fallback when every top-k hit was touched: one exact pass over all vectors."""
+    def _best_untouched(
+        self, unit: np.ndarray, scratch: BatchScratch, time: int
+    ) -> tuple[str | None, float]:
+        """Rare fallback when no top-k hit was usable: one exact pass over all vectors."""
         sims = self.index.vectors @ unit
         for key in scratch.touched:
             if key in self.index:
                 sims[self.index.slot_of(key)] = -np.inf
-        slot = int(np.argmax(sims))
-        if not np.isfinite(sims[slot]):
-            return None, -np.inf
-        return self.index.key_at(slot), float(sims[slot])
+        for slot in np.argsort(-sims, kind="stable").tolist():
+            if not np.isfinite(sims[slot]):
+                break
+            key = self.index.key_at(slot)
+            if self.alive_at(self.clusters[key], time):
+                return key, float(sims[slot])
+        return None, -np.inf
 
     def _update(
         self,
         key: str,
         obs: Observation,
         unit: np.ndarray,
-        watermark: int,
         scratch: BatchScratch,
         track: str,
     ) -> None:
         # The hot path: one Cluster built directly (dataclasses.replace costs twice as much),
         # with the emission decided beforehand so no second copy is needed for it.
-        cluster = scratch.current(key, self.clusters)
+        cluster = self._caught_up(scratch.current(key, self.clusters), obs.time, scratch)
         life = self.lifecycle
         pending = cluster.pending + obs.count
         pending_since = obs.time if cluster.pending == 0 else cluster.pending_since
-        due = life.due_at(cluster.realized, pending, pending_since, watermark)
+        due = life.due_at(cluster.realized, pending, pending_since, obs.time)
         emit = not due and life.emits(cluster.realized, cluster.last_emit_time, obs.time)
         changed = Cluster(
             id=cluster.id,
@@ -287,11 +315,28 @@ class Engine:
             scratch.events.append(reg_event(changed, obs.time, obs.stream_id))
         scratch.record(key, changed)
 
+    def _caught_up(self, cluster: Cluster, time: int, scratch: BatchScratch) -> Cluster:
+        """``cluster`` after its realization by time, when that fell due before ``time``.
+
+        Exactly the change ``advance`` makes (a version of its own, the event stamped with the
+        deadline), so the result is the same whether the timer or this observation came first.
+        A cluster the REMOVE action took out never gets here: it is not alive at ``time``.
+        """
+        deadline = self.lifecycle.deadline(cluster)
+        if deadline is None or deadline > time:
+            return cluster
+        bumped = replace(cluster, version=cluster.version + 1)
+        stream = cluster.id.first_detection_stream_id
+        realized = self.lifecycle.realize(bumped, deadline, stream, scratch.events)
+        if realized is None:  # pragma: no cover - alive_at keeps removed clusters out
+            message = f"cluster {cluster.key} was removed at {deadline}, before {time}"
+            raise AssertionError(message)
+        return realized
+
     def _create(
         self,
         obs: Observation,
         unit: np.ndarray,
-        watermark: int,
         scratch: BatchScratch,
         track: str,
     ) -> str:
@@ -316,7 +361,7 @@ class Engine:
         if track:
             tracks.claim(scratch, track, cluster.key)
         scratch.expected[cluster.key] = 0
-        settled = self.lifecycle.settle(cluster, obs.time, watermark, obs.stream_id, scratch.events)
+        settled = self.lifecycle.settle(cluster, obs.time, obs.time, obs.stream_id, scratch.events)
         scratch.record(cluster.key, settled)
         return cluster.key
 

@@ -80,6 +80,19 @@ class Lifecycle:
         self.emit_unrealized = bool(config.emit_unrealized)
         self.min_update_interval_ms = int(config.min_update_interval_ms or 0)
 
+    def deadline(self, cluster: Cluster) -> int | None:
+        """Event time at which an unrealized cluster realizes by time (None: it does not)."""
+        if cluster.realized or cluster.pending <= 0 or self.time_limit_ms <= 0:
+            return None
+        return cluster.pending_since + self.time_limit_ms
+
+    def removed_by(self, cluster: Cluster, time: int) -> bool:
+        """Whether the REMOVE action took ``cluster`` out of the DB at or before ``time``."""
+        if self.action != REMOVE:
+            return False
+        deadline = self.deadline(cluster)
+        return deadline is not None and deadline <= time
+
     def due(self, cluster: Cluster, watermark: int) -> bool:
         """Whether an unrealized cluster should realize now (by count, or by event time)."""
         return self.due_at(cluster.realized, cluster.pending, cluster.pending_since, watermark)

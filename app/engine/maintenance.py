@@ -22,18 +22,24 @@ if TYPE_CHECKING:
 
 
 def advance(engine: Engine, watermark: int) -> StepResult:
-    """Realize clusters whose time limit passed, then expire those past their retention."""
+    """Realize clusters whose time limit passed, then expire those past their retention.
+
+    Every event is stamped with the event time it fell due at (the realization deadline, the
+    end of the retention period), never with ``watermark``: the step emits the same whenever
+    it runs after those times.
+    """
     events: list[Event] = []
     changed: dict[str, Cluster | None] = {}
     expected: dict[str, int] = {}
     for key in list(engine.realizations.pop_due(watermark, engine.version_of)):
         cluster = engine.clusters[key]
-        if not engine.lifecycle.due(cluster, watermark):
+        deadline = engine.lifecycle.deadline(cluster)
+        if deadline is None or deadline > watermark:
             continue
         expected[key] = cluster.version
         bumped = replace(cluster, version=cluster.version + 1)
         stream = cluster.id.first_detection_stream_id
-        changed[key] = engine.lifecycle.realize(bumped, watermark, stream, events)
+        changed[key] = engine.lifecycle.realize(bumped, deadline, stream, events)
     for key in list(engine.expiries.pop_due(watermark, engine.version_of)):
         expiring = None if key in changed else engine.clusters.get(key)
         if expiring is None:
@@ -41,16 +47,21 @@ def advance(engine: Engine, watermark: int) -> StepResult:
         expected[key] = expiring.version
         changed[key] = None
         if expiring.emitted:
-            events.append(delete_event(expiring, watermark, DeleteReason.EXPIRED))
+            expired_at = expiring.last_time + expiring.retention_ms
+            events.append(delete_event(expiring, expired_at, DeleteReason.EXPIRED))
     _compact(engine)
     return _result(changed, expected, events, watermark)
 
 
-def merge_pass(engine: Engine) -> StepResult:
-    """Merge pairs above their discounted threshold, best first, each cluster at most once."""
+def merge_pass(engine: Engine, time: int) -> StepResult:
+    """Merge pairs above their discounted threshold, best first, each cluster at most once.
+
+    ``time`` is the watermark the pass runs at: merged clusters realize by it and its events
+    carry it.
+    """
     merging = engine.config.merging
     if merging is None or len(engine.index) < 2:
-        return StepResult(watermark=engine.watermark)
+        return StepResult(watermark=time)
     queries = _merge_queries(engine)
     events: list[Event] = []
     changed: dict[str, Cluster | None] = {}
@@ -65,13 +76,11 @@ def merge_pass(engine: Engine) -> StepResult:
             continue
         a, b = engine.clusters[key_a], engine.clusters[key_b]
         expected[key_a], expected[key_b] = a.version, b.version
-        older, younger, survivor = merge_pair(
-            engine.method, engine.lifecycle, a, b, engine.watermark, events
-        )
+        older, younger, survivor = merge_pair(engine.method, engine.lifecycle, a, b, time, events)
         changed[younger.key] = None
         changed[older.key] = survivor
         absorbed.append((younger.key, older.key))
-    result = _result(changed, expected, events, engine.watermark)
+    result = _result(changed, expected, events, time)
     return replace(result, swept=tuple(queries), merged=tuple(absorbed))
 
 

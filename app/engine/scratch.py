@@ -6,7 +6,7 @@ batch-start index search cannot, so those few clusters live here and are searche
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -52,19 +52,26 @@ class BatchScratch:
         self._matrix[row] = rules.unit(cluster.state)
         self._alive[row] = True
 
-    def best(self, unit: np.ndarray) -> tuple[str | None, float]:
-        """Most similar live touched cluster."""
+    def best(
+        self, unit: np.ndarray, usable: Callable[[Cluster], bool]
+    ) -> tuple[str | None, float]:
+        """Most similar touched cluster still in the DB that ``usable`` accepts."""
         n = len(self._keys)
         if n == 0:
             return None, -np.inf
         sims = self._matrix[:n] @ unit
         if self._dead:
             sims[~self._alive[:n]] = -np.inf
-        row = int(sims.argmax())
-        sim = float(sims[row])
-        if sim == -np.inf:
-            return None, -np.inf
-        return self._keys[row], sim
+        while True:
+            row = int(sims.argmax())
+            sim = float(sims[row])
+            if sim == -np.inf:
+                return None, -np.inf
+            key = self._keys[row]
+            cluster = self.touched[key]
+            if cluster is not None and usable(cluster):
+                return key, sim
+            sims[row] = -np.inf
 
     def result(self, decisions: tuple[Decision, ...], watermark: int) -> StepResult:
         """The batch as a result to store and apply."""

@@ -45,6 +45,8 @@ def linked(
     cluster = holder(engine, track, scratch)
     if cluster is None or abs(time - cluster.track_time) > config.window_ms:
         return None
+    if not engine.alive_at(cluster, time):  # expired, or removed at its realization
+        return None
     key = cluster.key
     sim = best_sim if key == best_key else float(rules.unit(cluster.state) @ unit)
     if sim < config.threshold:

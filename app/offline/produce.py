@@ -277,7 +277,7 @@ def produce_scene(
     for topic in topics:  # connected and knowing every partition's leader before the clock runs:
         producer.list_topics(topic, timeout=METADATA_TIMEOUT_S)  # else the first records wait
     started = time.monotonic()
-    encoded = _encoded(rows, routes, fmt, model_id, end_of_frame)
+    encoded = encode_records(rows, routes, fmt, model_id, end_of_frame)
     due = None if send_from is None else time.monotonic() + send_from - time.time()
     _send_all(producer, encoded, report, Pacer(rate, start=due), progress)
     left = producer.flush(FLUSH_TIMEOUT_S)
@@ -288,8 +288,12 @@ def produce_scene(
     return report
 
 
-def _encoded(
-    rows: Rows, routes: dict[str, Route], fmt: str, model_id: str, end_of_frame: bool
+def encode_records(
+    rows: Rows,
+    routes: dict[str, Route],
+    fmt: str = "json",
+    model_id: str = DEFAULT_MODEL_ID,
+    end_of_frame: bool = False,
 ) -> Iterator[tuple[Outgoing, bytes]]:
     """Each planned record with its value.
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from app.engine.clock import PartitionTime
 from app.engine.types import Cluster
 
 
@@ -49,6 +50,12 @@ class Commit:
     follower can leave it out: a worker has its own commits in its engine already ("" =
     anonymous, followed by everyone). ``generation``, when given, must be the store's generation
     marker (``StoreLost`` otherwise), so nothing lands on a store that lost its data.
+
+    ``event_times`` maps partitions to the newest event time this commit applies from them
+    (stored times only grow), each marked active at wall time ``active_ms``: the watermark is
+    computed from them (app/engine/clock.py). ``merge_clock`` ``(expected, new)`` moves the last
+    merge boundary only if the store holds ``expected`` (None = none yet; ``ClockMoved``
+    otherwise), so each boundary's merge pass is stored once, by whichever worker gets there.
     """
 
     expected: Mapping[str, int] = field(default_factory=dict)
@@ -59,10 +66,21 @@ class Commit:
     first_offsets: Mapping[str, int] = field(default_factory=dict)
     writer: str = ""
     generation: str = ""
+    event_times: Mapping[str, int] = field(default_factory=dict)
+    active_ms: int = 0
+    merge_clock: tuple[int | None, int] | None = None
 
     def offset_ranges(self) -> list[tuple[str, int, int]]:
         """``(partition, first, last)`` for every partition this commit moves."""
         return [(p, self.first_offsets.get(p, last), last) for p, last in self.offsets.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class ClockState:
+    """The stored event-time clock: each partition's time, and the last merge boundary."""
+
+    partitions: Mapping[str, PartitionTime] = field(default_factory=dict)
+    merge_last: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +109,10 @@ class StateStore(Protocol):
         """Apply ``commit`` atomically.
 
         Raises ``StoreLost`` when the commit names a generation the store does not hold,
-        ``VersionConflict`` (naming the keys) when a key's version differs from ``expected``,
-        and ``AlreadyApplied`` when an offset is not past the stored one; in every case nothing
-        is written.
+        ``AlreadyApplied`` when an offset is not past the stored one, ``VersionConflict``
+        (naming the keys) when a key's version differs from ``expected``, and ``ClockMoved``
+        when the merge boundary is not the one ``merge_clock`` expects, checked in that order;
+        in every case nothing is written.
         """
 
     async def generation(self) -> str | None:
@@ -122,6 +141,9 @@ class StateStore(Protocol):
 
     async def offsets(self) -> dict[str, int]:
         """Last applied offset of every ``"topic:partition"`` seen."""
+
+    async def clock(self) -> ClockState:
+        """The partitions' event times and the last merge boundary, in one round trip."""
 
     async def change_cursor(self) -> str:
         """A cursor at the end of the change stream (take it before ``load_all``)."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+from app.engine.clock import PartitionTime
 from app.engine.types import Cluster
-from app.errors import AlreadyApplied, StoreLost, VersionConflict
-from app.store.base import ChangeBatch, Commit, OutboxEntry, OutboxRecord
+from app.errors import AlreadyApplied, ClockMoved, StoreLost, VersionConflict
+from app.store.base import ChangeBatch, ClockState, Commit, OutboxEntry, OutboxRecord
 
 DEFAULT_CHANGES_MAXLEN = 1_000_000
 
@@ -41,6 +42,8 @@ class MemoryStore:
         self._outbox: dict[int, OutboxRecord] = {}
         self._outbox_seq = 0
         self._generation: str | None = None
+        self._times: dict[str, PartitionTime] = {}
+        self._merge_last: int | None = None
 
     async def start(self) -> None:
         """Nothing to connect to."""
@@ -73,6 +76,11 @@ class MemoryStore:
             raise StoreLost(message)
         self._check_offsets(commit)
         self._check_versions(commit)
+        if commit.merge_clock is not None:
+            expected, new = commit.merge_clock
+            if self._merge_last != expected:
+                raise ClockMoved(self._merge_last)
+            self._merge_last = new
         for cluster in commit.upserts:
             self._clusters[cluster.key] = cluster
             self._log(cluster.key, commit.writer)
@@ -83,6 +91,10 @@ class MemoryStore:
             self._outbox_seq += 1
             self._outbox[self._outbox_seq] = record
         self._offsets.update(commit.offsets)
+        for partition, event_time in commit.event_times.items():
+            stored = self._times.get(partition)
+            newest = event_time if stored is None else max(event_time, stored.event_time)
+            self._times[partition] = PartitionTime(newest, commit.active_ms)
 
     def _check_offsets(self, commit: Commit) -> None:
         """Refuse a replay, even a partial one: every first offset must be past the stored one."""
@@ -130,6 +142,10 @@ class MemoryStore:
     async def offsets(self) -> dict[str, int]:
         """Last applied offset of every partition seen."""
         return dict(self._offsets)
+
+    async def clock(self) -> ClockState:
+        """Every partition's event time and the last merge boundary."""
+        return ClockState(dict(self._times), self._merge_last)
 
     async def change_cursor(self) -> str:
         """The cursor of the newest change (``"0-0"`` before any since the last clear)."""
@@ -198,3 +214,5 @@ class MemoryStore:
         self._trimmed = False
         self._outbox.clear()
         self._generation = None
+        self._times.clear()
+        self._merge_last = None

@@ -36,9 +36,10 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
 from redis.exceptions import SlotNotCoveredError
 
+from app.engine.clock import PartitionTime
 from app.engine.types import Cluster
-from app.errors import AlreadyApplied, StoreLost, StoreUnavailable, VersionConflict
-from app.store.base import ChangeBatch, Commit, OutboxEntry, OutboxRecord
+from app.errors import AlreadyApplied, ClockMoved, StoreLost, StoreUnavailable, VersionConflict
+from app.store.base import ChangeBatch, ClockState, Commit, OutboxEntry, OutboxRecord
 from app.store.codec import decode_cluster, decode_many, encode_cluster
 from app.store.guard import guard, safe_url
 
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHANGES_MAXLEN = 1_000_000
 _ACK_CHUNK = 10_000
-_APPLIED, _CONFLICT, _REPLAY, _LOST = 0, 1, 2, 3
+_APPLIED, _CONFLICT, _REPLAY, _LOST, _CLOCK_MOVED = 0, 1, 2, 3, 4
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 Client = aioredis.Redis | RedisCluster
@@ -117,6 +118,9 @@ def _commit_args(commit: Commit, maxlen: int) -> list[object]:
         len(commit.upserts),
         len(commit.deletions),
         len(commit.outbox),
+        len(commit.event_times),
+        commit.active_ms,
+        *_clock_args(commit.merge_clock),
     ]
     for key, version in commit.expected.items():
         args += (key, version)
@@ -128,7 +132,23 @@ def _commit_args(commit: Commit, maxlen: int) -> list[object]:
     for record in commit.outbox:
         headers = msgpack.packb([list(h) for h in record.headers]) if record.headers else b""
         args += (record.event_id, record.key, record.value, record.timestamp, record.topic, headers)
+    for partition, event_time in commit.event_times.items():
+        args += (partition, event_time)
     return args
+
+
+def _clock_args(move: tuple[int | None, int] | None) -> tuple[str, str, str]:
+    """The merge clock move as ``commit.lua`` reads it: flag, expected boundary, new one."""
+    if move is None:
+        return ("0", "", "")
+    expected, new = move
+    return ("1", "" if expected is None else str(expected), str(new))
+
+
+def _partition_time(value: bytes) -> PartitionTime:
+    """``b"<event time>:<active wall ms>"`` as stored by ``commit.lua``."""
+    event_time, _, active_ms = value.decode().partition(":")
+    return PartitionTime(int(event_time), int(active_ms or 0))
 
 
 def _outbox_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> OutboxEntry:
@@ -210,6 +230,7 @@ class RedisStore:
         self._changes, self._outbox = f"{tag}:changes", f"{tag}:outbox"
         self._offsets = f"{tag}:offsets"
         self._generation = f"{tag}:generation"
+        self._times, self._clock = f"{tag}:times", f"{tag}:clock"
         self.slot = key_slot(tag.encode())
         self._client: Client | None = None
 
@@ -218,7 +239,7 @@ class RedisStore:
         """Every key of the namespace, all tagged ``{namespace}``: one slot in a cluster."""
         return [
             self._clusters, self._versions, self._changes, self._outbox, self._offsets,
-            self._generation,
+            self._generation, self._times, self._clock,
         ]
 
     @property
@@ -293,6 +314,18 @@ class RedisStore:
             first = commit.first_offsets.get(partition, commit.offsets[partition])
             message = f"{partition}@{first} is not past stored offset {stored}"
             raise AlreadyApplied(message)
+        if status == _CLOCK_MOVED:
+            raise ClockMoved(int(reply[1]) if reply[1] else None)
+
+    async def clock(self) -> ClockState:
+        """Every partition's event time and the last merge boundary, in one round trip."""
+        async with guard(self._redis, self._where, "clock"):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hgetall(self._times)
+            pipe.get(self._clock)
+            stored, merge_last = await pipe.execute()
+        partitions = {p.decode(): _partition_time(v) for p, v in stored.items()}
+        return ClockState(partitions, None if merge_last is None else int(merge_last))
 
     async def get(self, keys: Sequence[str]) -> dict[str, Cluster]:
         """Current clusters for ``keys`` with one HMGET."""

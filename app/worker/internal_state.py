@@ -8,21 +8,25 @@ window, so the clusters are rebuilt from the inputs themselves.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from confluent_kafka import (
+    Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
+    Message,
     TopicPartition,
 )
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_incrementing
 
 from app.config import ClusteringConfig
-from app.kafka_client import make_admin, make_consumer
+from app.errors import RestoreIncomplete
+from app.kafka_client import make_admin, make_consumer, raise_if_fatal
 from app.settings import Settings
 from app.store.base import Commit, StateStore
 from app.store.codec import decode_cluster
@@ -36,6 +40,7 @@ COORDINATOR_LOADING = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_I
 
 OFFSET_PREFIX = "offset:"
 CHUNK = 1000
+PROGRESS_EVERY_S = 10.0  # how often a long read of the internal-state topic logs its progress
 
 
 def offset_key(position: str) -> str:
@@ -43,37 +48,168 @@ def offset_key(position: str) -> str:
     return OFFSET_PREFIX + position
 
 
-def read_compacted(settings: Settings, topic: str, timeout_s: float = 30.0) -> dict[str, bytes]:
-    """The latest value of every key of ``topic`` up to its current end (tombstones dropped)."""
-    consumer = make_consumer(settings)
+class _Reading:
+    """How far each partition of a topic has been read, against its end when the read began.
+
+    Offsets are not records: compaction, deleted records and transaction markers leave gaps, so
+    a partition is done when its position reaches its end, not after ``end - low`` records.
+    """
+
+    def __init__(self, topic: str, bounds: dict[int, tuple[int, int]]) -> None:
+        self.topic = topic
+        self.lows = {p: low for p, (low, _high) in bounds.items()}
+        self.ends = {p: high for p, (_low, high) in bounds.items()}
+        self.positions = dict(self.lows)
+        self.records = 0
+
+    @property
+    def total(self) -> int:
+        """Offsets to cover in all; an upper bound of the records, as offsets have gaps."""
+        return sum(self.ends[p] - self.lows[p] for p in self.ends)
+
+    @property
+    def covered(self) -> int:
+        """Offsets covered so far, up to each partition's end."""
+        return sum(min(self.positions[p], self.ends[p]) - self.lows[p] for p in self.ends)
+
+    def unfinished(self) -> dict[int, tuple[int, int]]:
+        """``(position, end)`` of every partition short of its end."""
+        return {p: (pos, self.ends[p]) for p, pos in self.positions.items() if pos < self.ends[p]}
+
+    def advance(self, partition: int, position: int) -> bool:
+        """Note that ``partition`` is read up to ``position``; returns whether it moved."""
+        moved = position > self.positions[partition]
+        self.positions[partition] = max(position, self.positions[partition])
+        return moved
+
+    def incomplete(self, reason: str) -> RestoreIncomplete:
+        """The error that says how far the read got."""
+        return RestoreIncomplete(self.topic, reason, self.unfinished(), self.records)
+
+    def report(self) -> None:
+        """Log the progress, for restores long enough that an operator wonders."""
+        done = len(self.ends) - len(self.unfinished())
+        log.info("reading %s: %d records read, %d of %d offsets (%.0f%%), %d of %d partitions "
+                 "done", self.topic, self.records, self.covered, self.total,
+                 100 * self.covered / max(self.total, 1), done, len(self.ends))
+
+
+def read_compacted(
+    settings: Settings, topic: str, timeout_s: float | None = None
+) -> dict[str, bytes]:
+    """The latest value of every key of ``topic``, read to its end (tombstones dropped).
+
+    The end is each partition's high watermark when the read begins: anything less would lose
+    the keys of the unread offsets without a word, so the read gives up only when the broker
+    makes no progress for ``timeout_s`` (``FVC_BROKER_OUTAGE_S`` by default, the time a worker
+    waits out a Kafka outage). Records written after the read began are left out.
+
+    Raises:
+        RestoreIncomplete: the ends were not reached; it names the partitions and positions.
+    """
+    timeout_s = settings.broker_outage_s if timeout_s is None else timeout_s
+    # from the beginning: a start offset that retention deleted meanwhile resets to the earliest
+    consumer = make_consumer(settings, from_beginning=True, **{"enable.partition.eof": True})
     try:
-        metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if metadata is None or metadata.error is not None:
-            return {}
-        ends = {}
-        for p in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        latest: dict[str, bytes] = {}
-        deadline = time.monotonic() + timeout_s
-        while ends and time.monotonic() < deadline:
-            for m in consumer.consume(1000, timeout=1.0):
-                if m.error():
-                    continue
-                key = m.key().decode()
-                latest[key] = m.value() or b""
-                if m.offset() + 1 >= ends.get(m.partition(), 0):
-                    ends.pop(m.partition(), None)
-        return {k: v for k, v in latest.items() if v}
+        reading = _Reading(topic, _bounds(consumer, topic, timeout_s))
+        consumer.assign([TopicPartition(topic, p, pos) for p, (pos, _end)
+                         in reading.unfinished().items()])
+        return _read(consumer, reading, timeout_s)
     finally:
         consumer.close()
 
 
+def _bounds(consumer: Consumer, topic: str, timeout_s: float) -> dict[int, tuple[int, int]]:
+    """The low and high watermark of every partition of ``topic`` (none if it does not exist).
+
+    Raises:
+        RestoreIncomplete: the metadata or the watermarks could not be had within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    try:
+        return {
+            p: consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=max(deadline - time.monotonic(), 0.001),
+                cached=False,
+            )
+            for p in _partitions(consumer, topic, timeout_s)
+        }
+    except KafkaException as exc:
+        reason = f"its partitions and end offsets were not readable: {exc.args[0].str()}"
+        raise RestoreIncomplete(topic, reason, {}, 0) from exc
+
+
+def _partitions(consumer: Consumer, topic: str, timeout_s: float) -> list[int]:
+    """The partitions of ``topic``; none when it does not exist, as nothing was ever written."""
+    metadata = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+    error = None if metadata is None else metadata.error
+    if error is not None and error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+        raise KafkaException(error)
+    if metadata is None or error is not None:
+        log.warning("topic %s does not exist: nothing to read", topic)
+        return []
+    return sorted(metadata.partitions)
+
+
+def _read(consumer: Consumer, reading: _Reading, timeout_s: float) -> dict[str, bytes]:
+    """Consume until every partition reaches its end; the latest value of each key.
+
+    Raises:
+        RestoreIncomplete: no partition moved for ``timeout_s``.
+    """
+    if reading.total:
+        log.info("reading %s to its end: %d offsets in %d partitions", reading.topic,
+                 reading.total, len(reading.ends))
+    latest: dict[str, bytes] = {}
+    began = moved_at = reported_at = time.monotonic()
+    while reading.unfinished():
+        messages = consumer.consume(CHUNK, timeout=min(timeout_s, 1.0))
+        moved = [_take(message, reading, latest) for message in messages]
+        now = time.monotonic()
+        if any(moved):
+            moved_at = now
+        elif now - moved_at > timeout_s:
+            raise reading.incomplete(f"no progress for {timeout_s:g}s")
+        if now - reported_at >= PROGRESS_EVERY_S:
+            reading.report()
+            reported_at = now
+    if reading.total:
+        log.info("read %s to its end: %d records in %.1fs", reading.topic, reading.records,
+                 time.monotonic() - began)
+    return {k: v for k, v in latest.items() if v}
+
+
+def _take(message: Message, reading: _Reading, latest: dict[str, bytes]) -> bool:
+    """Apply one message to ``latest`` and ``reading``; returns whether a partition moved.
+
+    The end-of-partition event is what moves a partition over a gap at its end (a compacted
+    tail, a transaction marker), where no record follows to say so.
+    """
+    partition, offset, error = message.partition(), message.offset(), message.error()
+    if error is not None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return reading.advance(partition, offset)
+        raise_if_fatal(error)
+        log.warning("reading %s: %s", reading.topic, error.str())
+        return False
+    if offset >= reading.ends[partition]:
+        return False  # written after the read began
+    latest[message.key().decode()] = message.value() or b""
+    reading.records += 1
+    return reading.advance(partition, offset + 1)
+
+
 async def restore(settings: Settings, store: StateStore) -> int:
-    """Fill an empty store from the internal-state topic; returns the clusters restored."""
-    latest = read_compacted(settings, settings.internal_state_topic)
+    """Fill an empty store from the internal-state topic; returns the clusters restored.
+
+    The whole topic is read before anything is written, so a read that fails leaves the store
+    empty and a restart tries again.
+
+    Raises:
+        RestoreIncomplete: the topic could not be read to its end.
+    """
+    topic = settings.internal_state_topic
+    latest = await asyncio.to_thread(read_compacted, settings, topic)
     offsets = {k[len(OFFSET_PREFIX):]: int(v) for k, v in latest.items()
                if k.startswith(OFFSET_PREFIX)}
     clusters = [decode_cluster(v) for k, v in latest.items() if not k.startswith(OFFSET_PREFIX)]
@@ -82,8 +218,7 @@ async def restore(settings: Settings, store: StateStore) -> int:
         await store.commit(Commit(expected={c.key: 0 for c in chunk}, upserts=chunk))
     if offsets:
         await store.commit(Commit(offsets=offsets))
-    log.info("restored %d clusters and %d offsets from %s", len(clusters), len(offsets),
-             settings.internal_state_topic)
+    log.info("restored %d clusters and %d offsets from %s", len(clusters), len(offsets), topic)
     return len(clusters)
 
 

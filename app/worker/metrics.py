@@ -86,6 +86,17 @@ class WorkerMetrics:
         self.outbox_pending = Gauge(
             "fvc_outbox_pending", "Events stored but not yet published", registry=r
         )
+        self.late_records = Counter(
+            "fvc_late_records", "Observations older than the watermark when they came (applied)",
+            registry=r,
+        )
+        self.merge_passes = Counter(
+            "fvc_merge_passes", "Merge passes this worker stored as event time crossed a boundary",
+            registry=r,
+        )
+        self.watermark = Gauge(
+            "fvc_watermark_ms", "Event time the timers have reached (epoch ms)", registry=r
+        )
 
     def watch(self, engine: Engine) -> None:
         """Read the cluster gauges from ``engine`` when scraped, not after every batch.

@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import Histogram
 
 from app.codec.decode import decode
 from app.config import ClusteringConfig
 from app.engine import Engine, Observation, StepResult
-from app.errors import AlreadyApplied, DecodeError, SkippedRecord, VersionConflict
+from app.engine.clock import ORDERED, EventClock, PartitionTime, Scan, boundary
+from app.errors import AlreadyApplied, ClockMoved, DecodeError, SkippedRecord, VersionConflict
 from app.settings import Settings
-from app.store.base import Commit, StateStore
+from app.store.base import ClockState, Commit, StateStore
 from app.worker.metrics import stage_histogram
 from app.worker.outbox import OutboxWriter
 
@@ -61,15 +63,60 @@ class BatchOutcome:
     """What one batch did, for metrics and tests.
 
     ``skipped`` counts records dropped as already applied (a replay); ``skipped_records`` are
-    the records skipped as UVAP skips them (no selected field), their offsets applied.
+    the records skipped as UVAP skips them (no selected field), their offsets applied; ``late``
+    counts observations older than the watermark when they came (applied all the same);
+    ``merges`` the merge passes the batch's event time brought.
     """
 
     observations: int = 0
     dead_letters: tuple[tuple[RawRecord, DecodeError], ...] = ()
     skipped: int = 0
-    result: StepResult | None = None
     conflicts: int = 0
     skipped_records: tuple[tuple[RawRecord, SkippedRecord], ...] = ()
+    late: int = 0
+    merges: int = 0
+
+
+@dataclass(slots=True)
+class _Decoded:
+    """A batch's fresh records decoded: observations with the index of their record."""
+
+    records: list[RawRecord]
+    observations: list[Observation]
+    rows: list[int]
+    dead: list[tuple[int, DecodeError]]
+    ignored: list[tuple[int, SkippedRecord]]
+
+    def between(self, start: int, end: int) -> tuple[
+        list[tuple[RawRecord, DecodeError]], list[tuple[RawRecord, SkippedRecord]]
+    ]:
+        """Dead letters and skipped records among records ``start:end``."""
+        dead = [(self.records[r], e) for r, e in self.dead if start <= r < end]
+        ignored = [(self.records[r], e) for r, e in self.ignored if start <= r < end]
+        return dead, ignored
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Running totals of one batch over its segments and retries."""
+
+    observations: int = 0
+    dead: list[tuple[RawRecord, DecodeError]] = field(default_factory=list)
+    ignored: list[tuple[RawRecord, SkippedRecord]] = field(default_factory=list)
+    conflicts: int = 0
+    late: int = 0
+    merges: int = 0
+
+    def outcome(self, skipped: int) -> BatchOutcome:
+        return BatchOutcome(
+            self.observations, tuple(self.dead), skipped, self.conflicts, tuple(self.ignored),
+            self.late, self.merges,
+        )
+
+
+def wall_ms() -> int:
+    """The wall clock in ms: only idle inputs let it move the watermark (app/engine/clock.py)."""
+    return int(time.time() * 1000)
 
 
 class Pipeline:
@@ -78,6 +125,12 @@ class Pipeline:
     One asyncio lock serialises this process's batches and timer steps, so a result is always
     computed from the engine state it is committed over; other workers are caught by the
     store's version checks and answered by reloading the clusters named and trying again.
+
+    Event time drives the timers (app/engine/clock.py): a batch is cut where its watermark
+    crosses a merge boundary, the part before it is stored, the merge pass runs and is stored
+    (once per boundary, whichever worker gets there), then the rest of the batch follows, so
+    every mode and batch size gives the same clusters. ``ordered`` is for input read in
+    event-time order (batch mode): the watermark is then the newest event time seen.
     """
 
     def __init__(
@@ -87,6 +140,9 @@ class Pipeline:
         config: ClusteringConfig,
         settings: Settings,
         stage_seconds: Histogram | None = None,
+        *,
+        ordered: bool = False,
+        now_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.engine = engine
         self.store = store
@@ -98,6 +154,13 @@ class Pipeline:
         self.stage_seconds = stage_histogram() if stage_seconds is None else stage_seconds
         self.writer = uuid.uuid4().hex  # names this pipeline's commits in the change stream
         self.generation = ""  # the store generation commits build on ("" = unchecked)
+        self.now_ms = now_ms
+        self.clock = EventClock(
+            None,
+            lateness_ms=settings.allowed_lateness_ms,
+            idle_ms=0 if ordered else settings.idle_timeout_s * 1000,  # ordered: all is read
+            ordered=ordered,
+        )
         self.reconfigure(config)
 
     def reconfigure(self, config: ClusteringConfig) -> None:
@@ -106,14 +169,33 @@ class Pipeline:
         self.engine.reconfigure(config)
         self.outbox.reconfigure(config)
         self._streams = {s.topic: s for s in config.streams}
+        self.clock.interval_ms = None if config.merging is None else config.merging.time_interval_ms
 
     async def load_offsets(self) -> None:
-        """Take the stored partition offsets (at start and after a rebalance).
+        """Take the stored partition offsets and event clock (at start, after a rebalance).
 
         Under the batch lock, so a batch in flight never sees its offsets replaced midway.
         """
         async with self.lock:
             self.applied = await self.store.offsets()
+            self._take_clock(await self.store.clock())
+
+    def _take_clock(self, state: ClockState) -> None:
+        """Merge the stored clock into this pipeline's: times only grow, boundaries only move on."""
+        clock = self.clock
+        stored = dict(state.partitions)
+        if clock.ordered and stored:
+            newest = max(p.event_time for p in stored.values())
+            stored = {ORDERED: PartitionTime(newest, max(p.active_ms for p in stored.values()))}
+        for position, theirs in stored.items():
+            ours = clock.partitions.get(position)
+            if ours is None or (theirs.event_time, theirs.active_ms) > (
+                ours.event_time, ours.active_ms
+            ):
+                clock.partitions[position] = theirs
+        if state.merge_last is not None:
+            clock.merge_last = max(state.merge_last, clock.merge_last or state.merge_last)
+        clock.watermark = clock.now(self.now_ms())
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchOutcome:
         """Process one batch of input records exactly once into the store.
@@ -125,38 +207,116 @@ class Pipeline:
         """
         async with self.lock:
             ordered = _unique_in_order(records)
-            skipped_total, conflicts = 0, 0
+            tally = _Tally()
             for _ in range(MAX_CONFLICT_RETRIES):
                 fresh = [r for r in ordered if r.offset > self.applied.get(r.position, -1)]
-                skipped_total = len(records) - len(fresh)
                 if not fresh:
-                    return BatchOutcome(skipped=skipped_total)
+                    return tally.outcome(len(records))
                 with self.stage_seconds.labels("decode").time():
-                    observations, dead, ignored = self._decode(fresh)
-                first_offsets, offsets = _offset_ranges(fresh)
+                    decoded = self._decode(fresh)
                 try:
-                    result, tries = await self._commit(
-                        lambda obs=observations: self.engine.process(obs),
-                        offsets=offsets,
-                        first_offsets=first_offsets,
-                        dead_letters=dead,
-                        observations=observations,
-                    )
+                    await self._segments(decoded, tally)
                 except AlreadyApplied:
                     log.info("offsets moved under this batch (a replay, or another worker)")
                     self.applied = await self.store.offsets()
                     continue
-                conflicts += tries
-                self.applied.update(offsets)
-                return BatchOutcome(
-                    len(observations), tuple(dead), skipped_total, result, conflicts,
-                    tuple(ignored),
-                )
+                except ClockMoved:
+                    self._take_clock(await self.store.clock())
+                    continue
+                return tally.outcome(len(records) - len(fresh))
             message = "input offsets kept moving under this batch; giving up on it"
             raise AlreadyApplied(message)
 
+    async def _segments(self, decoded: _Decoded, tally: _Tally) -> None:
+        """Store the batch in segments cut at merge boundaries, each pass between two."""
+        observations, rows = decoded.observations, decoded.rows
+        positions = [decoded.records[r].position for r in rows]
+        times = [o.time for o in observations]
+        start_rec = start_obs = 0
+        while start_rec < len(decoded.records):
+            scan = self.clock.scan(positions[start_obs:], times[start_obs:], self.now_ms())
+            end_obs = start_obs + scan.cut
+            end_rec = len(decoded.records) if scan.merge_at is None else rows[end_obs]
+            if end_rec > start_rec:
+                part = observations[start_obs:end_obs]
+                tally.conflicts += await self._store_segment(
+                    decoded, start_rec, end_rec, part, scan, tally
+                )
+            if scan.merge_at is not None:
+                tally.merges += await self._timers(scan.merge_at)
+            start_rec, start_obs = end_rec, end_obs
+
+    async def _store_segment(
+        self,
+        decoded: _Decoded,
+        start: int,
+        end: int,
+        observations: list[Observation],
+        scan: Scan,
+        tally: _Tally,
+    ) -> int:
+        """Commit records ``start:end`` of the batch with their observations; version retries."""
+        segment = decoded.records[start:end]
+        dead, ignored = decoded.between(start, end)
+        first_offsets, offsets = _offset_ranges(segment)
+        event_times: dict[str, int] = {}
+        for record_index, obs in zip(decoded.rows, decoded.observations, strict=True):
+            if start <= record_index < end:
+                where = decoded.records[record_index].position
+                event_times[where] = max(obs.time, event_times.get(where, obs.time))
+        start_clock = None if scan.merge_start is None else (None, scan.merge_start)
+        _, tries = await self._commit(
+            lambda: self.engine.process(observations),
+            offsets=offsets,
+            first_offsets=first_offsets,
+            dead_letters=dead,
+            observations=observations,
+            event_times=event_times,
+            merge_clock=start_clock,
+        )
+        self.applied.update(offsets)
+        self.clock.adopt(scan)
+        tally.observations += len(observations)
+        tally.dead += dead
+        tally.ignored += ignored
+        tally.late += scan.late
+        return tries
+
+    async def _timers(self, at: int) -> int:
+        """Realization and retention up to watermark ``at``, then its merge pass if one is due.
+
+        Returns 1 when this pipeline stored a merge pass. Another worker may have stored the
+        pass for the same boundary first: then the store refuses this one (``ClockMoved``)
+        and that worker's result stands.
+        """
+        await self._commit(lambda: self.engine.advance(at))
+        clock = self.clock
+        if not clock.merge_due(at) or clock.interval_ms is None:
+            clock.watermark = at if clock.watermark is None else max(clock.watermark, at)
+            return 0
+        move = (clock.merge_last, boundary(at, clock.interval_ms))
+        try:
+            await self._commit(lambda: self.engine.merge(at), merge_clock=move)
+        except ClockMoved as exc:
+            log.debug("merge pass at %d stored by another worker", at)
+            clock.merge_last = exc.held
+            return 0
+        clock.merged(at)
+        return 1
+
+    async def tick(self) -> int:
+        """Timer: the watermark from every worker's partitions; the timers due at it.
+
+        Returns the merge passes stored. Inputs that stopped arriving let the watermark move
+        with the wall clock once idle (``FVC_IDLE_TIMEOUT``): the only wall-clock step.
+        """
+        async with self.lock:
+            self._take_clock(await self.store.clock())
+            at = self.clock.watermark
+            return 0 if at is None else await self._timers(at)
+
     async def step(self, compute: Callable[[], StepResult]) -> StepResult:
-        """Commit a timer or operator step (advance, merge, remove) like a batch."""
+        """Commit an operator step (remove, merge on request) like a batch."""
         async with self.lock:
             result, _ = await self._commit(compute)
             return result
@@ -168,6 +328,8 @@ class Pipeline:
         first_offsets: dict[str, int] | None = None,
         dead_letters: Sequence[tuple[RawRecord, DecodeError]] = (),
         observations: Sequence[Observation] = (),
+        event_times: dict[str, int] | None = None,
+        merge_clock: tuple[int | None, int] | None = None,
     ) -> tuple[StepResult, int]:
         """Compute, store atomically, apply; on a version conflict reload and recompute."""
         for attempt in range(MAX_CONFLICT_RETRIES):
@@ -175,7 +337,8 @@ class Pipeline:
                 result = compute()
             with self.stage_seconds.labels("encode").time():
                 records = self.outbox.records(result, dead_letters, offsets, observations)
-            if not (result.upserts or result.deletions or records or offsets):
+            changes = result.upserts or result.deletions or records
+            if not (changes or offsets or merge_clock):
                 self.engine.apply(result)
                 return result, attempt
             commit = Commit(
@@ -187,6 +350,9 @@ class Pipeline:
                 first_offsets=first_offsets or {},
                 writer=self.writer,
                 generation=self.generation,
+                event_times=event_times or {},
+                active_ms=self.now_ms(),
+                merge_clock=merge_clock,
             )
             try:
                 with self.stage_seconds.labels("store").time():
@@ -212,16 +378,12 @@ class Pipeline:
         gone = [k for k in keys if k not in current]
         self.engine.load(current.values(), deletions=gone, force=True)
 
-    def _decode(self, records: Sequence[RawRecord]) -> tuple[
-        list[Observation],
-        list[tuple[RawRecord, DecodeError]],
-        list[tuple[RawRecord, SkippedRecord]],
-    ]:
-        """Observations, dead letters and skipped records; every record is in the offset range."""
-        observations: list[Observation] = []
-        dead: list[tuple[RawRecord, DecodeError]] = []
-        ignored: list[tuple[RawRecord, SkippedRecord]] = []
-        for record in records:
+    def _decode(self, records: list[RawRecord]) -> _Decoded:
+        """Observations, dead letters and skipped records, each with the index of its record."""
+        decoded = _Decoded(records, [], [], [], [])
+        observations, rows = decoded.observations, decoded.rows
+        dead, ignored = decoded.dead, decoded.ignored
+        for row, record in enumerate(records):
             stream = self._streams.get(record.topic)
             try:
                 if stream is None:
@@ -240,16 +402,17 @@ class Pipeline:
                 )
             except SkippedRecord as exc:
                 log.debug("skipped %s: %s", record, exc)
-                ignored.append((record, exc))
+                ignored.append((row, exc))
                 continue
             except DecodeError as exc:
                 log.debug("dead letter %s: %s", record, exc)
-                dead.append((record, exc))
+                dead.append((row, exc))
                 continue
             if obs is not None:
                 self.dimension = self.dimension or len(obs.vector)
                 observations.append(obs)
-        return observations, dead, ignored
+                rows.append(row)
+        return decoded
 
 
 def _key_text(record: RawRecord) -> str:

@@ -1,9 +1,10 @@
 """Batch mode: process the input topics from a start point to their end at start, then stop.
 
-Reads with confluent-kafka on explicitly assigned partitions (no consumer group), runs the same
-pipeline as a worker, runs the timers once at the end, publishes the outbox and finishes with
-``END_OF_INPUT_RECORD``. Offsets stored with the state make a second run over the same input a
-no-op, so a batch run can be repeated safely.
+Reads with confluent-kafka on explicitly assigned partitions (no consumer group), in event-time
+order across them (app/worker/event_order.py), through the same pipeline as a worker: its
+event-time timers run as the watermark passes them, and once more at the end of the input.
+Then it publishes the outbox and finishes with ``END_OF_INPUT_RECORD``. Offsets stored with the
+state make a second run over the same input a no-op, so a batch run can be repeated safely.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from app.codec.encode import encode_event
 from app.engine import Event, EventType
 from app.kafka_client import make_consumer, make_producer
+from app.worker.event_order import EventOrder
 from app.worker.pipeline import RawRecord
 from app.worker.publisher import REPORT_ONLY_ERRORS, Publisher
 from app.worker.runtime import Runtime
@@ -24,6 +26,7 @@ from app.worker.runtime import Runtime
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 1.0
+PAUSE_AFTER_BATCHES = 8  # records a partition may hold back, in batches, before it pauses
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,7 @@ async def run_batch(
     try:
         ends = _assign(consumer, runtime.config.topics, since_ms)
         records, dead = await _consume(runtime, consumer, ends, progress)
-        await runtime.advance()
-        await runtime.merge()
+        await runtime.tick()
         events = await _publish_all(runtime, producer)
         await _end_of_input(runtime, producer)
     finally:
@@ -83,27 +85,50 @@ def _assign(consumer: Consumer, topics: tuple[str, ...], since_ms: int | None) -
 async def _consume(
     runtime: Runtime, consumer: Consumer, ends: dict, progress: Callable[[int], None] | None
 ) -> tuple[int, int]:
+    """Hand the records to the runtime in event-time order, in batches; returns counts.
+
+    A partition read far ahead of the others is paused until they catch up, so the records
+    held back for their turn stay a few batches.
+    """
     batch_size = runtime.settings.batch_size
-    remaining = dict(ends)
+    streams = {s.topic: s.stream_id for s in runtime.config.streams}
+    order = EventOrder(ends, stream_of=lambda topic: streams.get(topic, topic))
+    paused: set[tuple[str, int]] = set()
     total = dead = 0
-    while remaining:
-        messages = consumer.consume(batch_size, timeout=POLL_TIMEOUT_S)
-        batch = []
-        for m in messages:
-            where = (m.topic(), m.partition())
-            if m.error() or where not in remaining or m.offset() >= remaining[where]:
-                continue
-            batch.append(RawRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
-                                   m.timestamp()[1]))
-            if m.offset() + 1 >= remaining[where]:
-                del remaining[where]
-        if batch:
+    pending: list[RawRecord] = []
+    while not order.done:
+        for m in consumer.consume(batch_size, timeout=POLL_TIMEOUT_S):
+            if not m.error():
+                order.add(RawRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
+                                    m.timestamp()[1]))
+        _pace(consumer, order, ends, paused, limit=PAUSE_AFTER_BATCHES * batch_size)
+        pending += order.ready()
+        while len(pending) >= batch_size or (pending and order.done):
+            batch, pending = pending[:batch_size], pending[batch_size:]
             outcome = await runtime.handle(batch)
             total += len(batch)
             dead += len(outcome.dead_letters)
             if progress is not None:
                 progress(len(batch))
     return total, dead
+
+
+def _pace(
+    consumer: Consumer,
+    order: EventOrder,
+    partitions: dict,
+    paused: set[tuple[str, int]],
+    limit: int,
+) -> None:
+    """Pause partitions holding more than ``limit`` records back; resume them below half."""
+    for where in partitions:
+        held = order.buffered(where)
+        if where not in paused and held > limit:
+            consumer.pause([TopicPartition(*where)])
+            paused.add(where)
+        elif where in paused and held <= limit // 2:
+            consumer.resume([TopicPartition(*where)])
+            paused.discard(where)
 
 
 async def _publish_all(runtime: Runtime, producer: Producer) -> int:

@@ -49,7 +49,12 @@ class Runtime:
     """Config, engine, store, pipeline and metrics of one worker process."""
 
     def __init__(
-        self, settings: Settings, config_path: str, store: StateStore | None = None
+        self,
+        settings: Settings,
+        config_path: str,
+        store: StateStore | None = None,
+        *,
+        ordered: bool = False,
     ) -> None:
         config = load_config(config_path)
         # A UVAP microservice config names its output (target) and internal-state topics;
@@ -63,8 +68,11 @@ class Runtime:
         stages = self.metrics.stage_seconds
         self.index = TimedIndex(make_index(settings.index_type, settings.device), stages)
         self.engine = Engine(config, self.index)
-        self.pipeline = Pipeline(self.engine, self.store, config, settings, stages)
+        self.pipeline = Pipeline(
+            self.engine, self.store, config, settings, stages, ordered=ordered
+        )
         self.metrics.watch(self.engine)
+        self.metrics.watermark.set_function(lambda: self.pipeline.clock.watermark or 0)
         self.outage = Outage(settings.store_outage_s, self.metrics.store_available)
         self.broker_outage = Outage(
             settings.broker_outage_s, self.metrics.broker_available, service="broker"
@@ -201,14 +209,9 @@ class Runtime:
                 self.engine.load(batch.upserts, batch.deletions)
         return len(batch.upserts) + len(batch.deletions)
 
-    async def advance(self) -> None:
-        """Timer: realization by event time and retention."""
-        await self.pipeline.step(lambda: self.engine.advance(self.engine.watermark))
-
-    async def merge(self) -> None:
-        """Timer: one merge pass."""
-        if self.config.merging is not None:
-            await self.pipeline.step(self.engine.merge)
+    async def tick(self) -> None:
+        """Timer: realization, retention and merging due at the deployment's watermark."""
+        self.metrics.merge_passes.inc(await self.pipeline.tick())
 
     async def remove(self, key: str) -> None:
         """Operator request: delete one cluster."""
@@ -250,7 +253,8 @@ class Runtime:
             "clusters": len(clusters),
             "realized": sum(1 for c in clusters.values() if c.realized),
             "index_size": len(self.engine.index),
-            "watermark": self.engine.watermark,
+            "watermark": self.pipeline.clock.watermark,
+            "newest_event_time": self.engine.watermark,
             "ready": self.ready,
             "config_errors": self.config_errors,
             "streams": list(self.config.stream_ids),
@@ -285,6 +289,8 @@ class Runtime:
         m = self.metrics
         m.replayed.inc(outcome.skipped)
         m.version_conflicts.inc(outcome.conflicts)
+        m.late_records.inc(outcome.late)
+        m.merge_passes.inc(outcome.merges)
         for _, error in outcome.dead_letters:
             m.dead_letters.labels(error.reason).inc()
         for _, skip in outcome.skipped_records:

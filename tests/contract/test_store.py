@@ -15,9 +15,17 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from app.engine.clock import PartitionTime
 from app.engine.types import Cluster, ClusterId
-from app.errors import AlreadyApplied, StoreLost, StoreUnavailable, VersionConflict
+from app.errors import (
+    AlreadyApplied,
+    ClockMoved,
+    StoreLost,
+    StoreUnavailable,
+    VersionConflict,
+)
 from app.store import Commit, MemoryStore, OutboxRecord, StateStore, create_store
+from app.store.base import ClockState
 from app.store.codec import LAYOUT, decode_cluster, encode_cluster
 from app.store.guard import classify, safe_url
 from app.store.redis import RedisStore
@@ -367,6 +375,30 @@ class TestStateStore:
         await put(store, cluster("a"), **{"cam-a:0": 5, "cam-b:3": 0})
         await store.commit(Commit(offsets={"cam-a:0": 2**40}))
         assert await store.offsets() == {"cam-a:0": 2**40, "cam-b:3": 0}
+
+    async def test_event_times_only_grow_and_remember_when_they_moved(
+        self, store: StateStore
+    ) -> None:
+        assert await store.clock() == ClockState()
+        times = {"cam-a:0": 5_000, "cam-b:0": -3}
+        await store.commit(Commit(offsets={"cam-a:0": 1}, event_times=times, active_ms=10))
+        await store.commit(Commit(offsets={"cam-a:0": 2}, event_times={"cam-a:0": 4_000},
+                                  active_ms=20))
+        state = await store.clock()
+        assert state.partitions == {
+            "cam-a:0": PartitionTime(5_000, 20), "cam-b:0": PartitionTime(-3, 10)
+        }
+
+    async def test_the_merge_clock_moves_once_per_boundary(self, store: StateStore) -> None:
+        await store.commit(Commit(merge_clock=(None, 1_000)))
+        with pytest.raises(ClockMoved) as moved:
+            await store.commit(Commit(merge_clock=(None, 1_000), offsets={"t:0": 1}))
+        assert moved.value.held == 1_000
+        assert await store.offsets() == {}  # nothing of a refused commit lands
+        await store.commit(Commit(merge_clock=(1_000, 2_000)))
+        with pytest.raises(ClockMoved):
+            await store.commit(Commit(merge_clock=(1_000, 2_000)))
+        assert (await store.clock()).merge_last == 2_000
 
     async def test_namespaces_are_isolated(self, make_store: MakeStore) -> None:
         one, two = await make_store("-one"), await make_store("-two")

@@ -1,26 +1,35 @@
 -- One atomic commit: offsets and versions are checked first, then every write, or none at all.
 --
--- KEYS: clusters hash, versions hash, changes stream, outbox stream, offsets hash, generation
+-- KEYS: clusters hash, versions hash, changes stream, outbox stream, offsets hash, generation,
+--       times hash (partition -> "event time:active wall ms"), merge clock (last boundary)
 -- ARGV: changes maxlen; the writer (stored with each change, so its follower can skip it); the
---       generation the writer built on ("" = unchecked); the counts of expected pairs, offset triples, upsert triples, deletions and outbox sextets;
---       then those items flat, in that order:
+--       generation the writer built on ("" = unchecked); the counts of expected pairs, offset
+--       triples, upsert triples, deletions, outbox sextets and event-time pairs; the active
+--       wall time; the merge clock move ("0" none, "1" from the expected boundary, "" = none
+--       yet, to the new one); then those items flat, in that order:
 --       expected   key, version           (version 0 = the key must not exist)
 --       offsets    "topic:partition", first offset, last offset
 --       upserts    key, new version, blob
 --       deletions  key
 --       outbox     event_id, kafka key, kafka value, timestamp, topic, headers (msgpack)
+--       times      "topic:partition", newest event time applied from it
 -- Returns {3, marker held} when the generation marker is not the writer's (the store lost its
 -- data), {0} when applied, {1, key...} on a version conflict, {2, partition, stored} when a
--- first offset is not past the stored one (the batch is a replay, or partly one).
+-- first offset is not past the stored one (the batch is a replay, or partly one), {4, held}
+-- when the merge clock is not at the expected boundary (another worker ran that pass).
 local clusters, versions, changes, outbox, offsets = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local times, clock = KEYS[7], KEYS[8]
 local maxlen, writer, generation = ARGV[1], ARGV[2], ARGV[3]
 local n_expected, n_offsets = tonumber(ARGV[4]), tonumber(ARGV[5])
 local n_upserts, n_deletions, n_outbox = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local expected_at = 9
+local n_times, active_ms = tonumber(ARGV[9]), ARGV[10]
+local clock_move, clock_from, clock_to = ARGV[11], ARGV[12], ARGV[13]
+local expected_at = 14
 local offsets_at = expected_at + 2 * n_expected
 local upserts_at = offsets_at + 3 * n_offsets
 local deletions_at = upserts_at + 3 * n_upserts
 local outbox_at = deletions_at + n_deletions
+local times_at = outbox_at + 6 * n_outbox
 
 if generation ~= '' then
   local held = redis.call('GET', KEYS[6])
@@ -47,6 +56,14 @@ if #stale > 1 then
   return stale
 end
 
+if clock_move == '1' then
+  local held = redis.call('GET', clock) or ''
+  if held ~= clock_from then
+    return {4, held}
+  end
+  redis.call('SET', clock, clock_to)
+end
+
 for i = upserts_at, deletions_at - 1, 3 do
   redis.call('HSET', clusters, ARGV[i], ARGV[i + 2])
   redis.call('HSET', versions, ARGV[i], ARGV[i + 1])
@@ -65,5 +82,13 @@ for i = outbox_at, outbox_at + 6 * n_outbox - 1, 6 do
 end
 for i = offsets_at, upserts_at - 1, 3 do
   redis.call('HSET', offsets, ARGV[i], ARGV[i + 2])
+end
+for i = times_at, times_at + 2 * n_times - 1, 2 do
+  local newest = tonumber(ARGV[i + 1])
+  local stored = redis.call('HGET', times, ARGV[i])
+  if stored then
+    newest = math.max(newest, tonumber(string.match(stored, '^(-?%d+)')))
+  end
+  redis.call('HSET', times, ARGV[i], string.format('%d:%s', newest, active_ms))
 end
 return {0}

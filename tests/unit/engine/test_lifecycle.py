@@ -51,10 +51,46 @@ def test_num_samples_0_realizes_by_time_only() -> None:
     assert result.upserts[0].num_observations == 3
 
 
-def test_an_update_past_the_time_limit_realizes_at_once() -> None:
+def test_an_update_past_the_time_limit_finds_it_realized_at_its_deadline() -> None:
+    """The realization the timer would have made at 1000 comes first, then the update."""
     engine = Engine(realizing(10, limit=1000))
     result = engine.step([obs(E1, 0), obs(NEAR_E1, 1500)])
-    assert types(result) == ["REG_EVENT"]
+    assert types(result) == ["REG_EVENT", "REG_EVENT"]
+    assert [e.time for e in result.events] == [1000, 1500]
+    assert [e.event_id for e in result.events] == ["cam:0_0@2", "cam:0_0@3"]
+
+
+def test_realization_by_time_is_the_same_whether_the_timer_or_an_update_comes_first() -> None:
+    by_timer = Engine(realizing(10, limit=1000))
+    by_timer.step([obs(E1, 0)])
+    realized = by_timer.advance(1200)
+    by_timer.apply(realized)
+    timer_events = [*realized.events, *by_timer.step([obs(NEAR_E1, 1500)]).events]
+    by_update = Engine(realizing(10, limit=1000))
+    by_update.step([obs(E1, 0)])
+    update_events = list(by_update.step([obs(NEAR_E1, 1500)]).events)
+    assert [(e.event_id, e.time) for e in timer_events] == [
+        (e.event_id, e.time) for e in update_events
+    ]
+
+
+def test_an_observation_never_joins_an_expired_cluster() -> None:
+    """Retention at the decision: the timer that deletes the cluster need not have run."""
+    engine = Engine(realizing(1, retention_ms=1000))
+    engine.step([obs(E1, 0)])
+    result = engine.step([obs(E1, 1001)])
+    assert result.decisions[0].created
+    assert engine.step([obs(E1, 1500)]).decisions[0].cluster_key == "cam:1001_0"
+    expired = engine.advance(2000)
+    assert expired.deletions == ("cam:0_0",)
+    assert expired.events[0].time == 1000  # the end of its retention, not the watermark
+
+
+def test_an_observation_never_joins_a_cluster_removed_at_its_deadline() -> None:
+    engine = Engine(realizing(10, limit=1000, action="REMOVE"))
+    engine.step([obs(E1, 0)])
+    result = engine.step([obs(E1, 1000)])
+    assert result.decisions[0].created
 
 
 def test_unrealize_restarts_the_count() -> None:

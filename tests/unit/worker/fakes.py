@@ -22,6 +22,7 @@ from app.engine import Cluster
 from app.errors import StoreUnavailable, VersionConflict
 from app.settings import Settings
 from app.store import ChangeBatch, Commit, MemoryStore, OutboxEntry
+from app.store.base import ClockState
 from app.worker.pipeline import RawRecord
 from app.worker.runtime import Runtime
 
@@ -214,6 +215,11 @@ class FlakyStore:
         """Stored partition offsets."""
         self._enter("offsets")
         return await self.inner.offsets()
+
+    async def clock(self) -> ClockState:
+        """The stored event clock."""
+        self._enter("clock")
+        return await self.inner.clock()
 
     async def change_cursor(self) -> str:
         """A cursor at the end of the change stream."""
