@@ -37,6 +37,7 @@ def attach(app: faust.App, runtime: Runtime) -> None:
         body = {
             "ready": ok, "index_loaded": runtime.ready, "assigned": runtime.assigned,
             "store_available": store, "broker_available": broker,
+            "config_errors": runtime.config_errors,
         }
         return web.json(body, status=200 if ok else 503)
 
@@ -53,7 +54,7 @@ def attach(app: faust.App, runtime: Runtime) -> None:
         """Re-read and apply the config file; 500 with the problems when it is invalid."""
 
         async def post(self, request: Request) -> Response:
-            errors = runtime.reload()
+            errors = await runtime.reload()
             if errors:
                 return self.json({"reloaded": False, "errors": errors}, status=500)
             return self.json({"reloaded": True})

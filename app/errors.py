@@ -83,6 +83,14 @@ class ClockMoved(FvcError):
         self.held = held
 
 
+class ConfigChanged(FvcError):
+    """The deployment's config moved on (a reload): recompute under the stored version."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__(f"the stored config is at version {held}")
+        self.held = held
+
+
 class UnknownCluster(FvcError):
     """No cluster has that id: list them with ``fvc clusters list``."""
 

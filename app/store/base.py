@@ -56,6 +56,10 @@ class Commit:
     computed from them (app/engine/clock.py). ``merge_clock`` ``(expected, new)`` moves the last
     merge boundary only if the store holds ``expected`` (None = none yet; ``ClockMoved``
     otherwise), so each boundary's merge pass is stored once, by whichever worker gets there.
+
+    ``config_version``, when given, must be the version of the deployment's stored config (0
+    before any; ``ConfigChanged`` otherwise), so nothing is stored under a config a reload
+    replaced; with ``new_config`` (its canonical JSON) the commit stores the next version.
     """
 
     expected: Mapping[str, int] = field(default_factory=dict)
@@ -69,10 +73,20 @@ class Commit:
     event_times: Mapping[str, int] = field(default_factory=dict)
     active_ms: int = 0
     merge_clock: tuple[int | None, int] | None = None
+    config_version: int | None = None
+    new_config: bytes = b""
 
     def offset_ranges(self) -> list[tuple[str, int, int]]:
         """``(partition, first, last)`` for every partition this commit moves."""
         return [(p, self.first_offsets.get(p, last), last) for p, last in self.offsets.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredConfig:
+    """The deployment's clustering config: its canonical JSON and version (1, 2, ...)."""
+
+    version: int
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +124,10 @@ class StateStore(Protocol):
 
         Raises ``StoreLost`` when the commit names a generation the store does not hold,
         ``AlreadyApplied`` when an offset is not past the stored one, ``VersionConflict``
-        (naming the keys) when a key's version differs from ``expected``, and ``ClockMoved``
-        when the merge boundary is not the one ``merge_clock`` expects, checked in that order;
-        in every case nothing is written.
+        (naming the keys) when a key's version differs from ``expected``, ``ClockMoved``
+        when the merge boundary is not the one ``merge_clock`` expects, and ``ConfigChanged``
+        when the stored config is not at ``config_version``, checked in that order; in every
+        case nothing is written.
         """
 
     async def generation(self) -> str | None:
@@ -126,6 +141,9 @@ class StateStore(Protocol):
 
     async def set_generation(self, generation: str) -> None:
         """Write the marker, replacing any (the rebuild that claimed it is done)."""
+
+    async def release_generation(self, generation: str) -> None:
+        """Remove the marker if it is still ``generation`` (a rebuild that failed lets go)."""
 
     async def persistence_problems(self) -> list[str]:
         """Server settings that break fvc's guarantees (a restart or eviction loses state)."""
@@ -141,6 +159,9 @@ class StateStore(Protocol):
 
     async def offsets(self) -> dict[str, int]:
         """Last applied offset of every ``"topic:partition"`` seen."""
+
+    async def config(self) -> StoredConfig | None:
+        """The deployment's stored config (None before the first worker stored one)."""
 
     async def clock(self) -> ClockState:
         """The partitions' event times and the last merge boundary, in one round trip."""

@@ -11,8 +11,15 @@ from collections.abc import AsyncIterator, Sequence
 
 from app.engine.clock import PartitionTime
 from app.engine.types import Cluster
-from app.errors import AlreadyApplied, ClockMoved, StoreLost, VersionConflict
-from app.store.base import ChangeBatch, ClockState, Commit, OutboxEntry, OutboxRecord
+from app.errors import AlreadyApplied, ClockMoved, ConfigChanged, StoreLost, VersionConflict
+from app.store.base import (
+    ChangeBatch,
+    ClockState,
+    Commit,
+    OutboxEntry,
+    OutboxRecord,
+    StoredConfig,
+)
 
 DEFAULT_CHANGES_MAXLEN = 1_000_000
 
@@ -44,6 +51,7 @@ class MemoryStore:
         self._generation: str | None = None
         self._times: dict[str, PartitionTime] = {}
         self._merge_last: int | None = None
+        self._config: StoredConfig | None = None
 
     async def start(self) -> None:
         """Nothing to connect to."""
@@ -65,6 +73,11 @@ class MemoryStore:
         """Replace the marker."""
         self._generation = generation
 
+    async def release_generation(self, generation: str) -> None:
+        """Drop the marker if it is still ``generation``."""
+        if self._generation == generation:
+            self._generation = None
+
     async def persistence_problems(self) -> list[str]:
         """None to report: this store lives and dies with its process by design."""
         return []
@@ -76,6 +89,10 @@ class MemoryStore:
             raise StoreLost(message)
         self._check_offsets(commit)
         self._check_versions(commit)
+        if commit.config_version is not None:
+            held = 0 if self._config is None else self._config.version
+            if held != commit.config_version:
+                raise ConfigChanged(held)
         if commit.merge_clock is not None:
             expected, new = commit.merge_clock
             if self._merge_last != expected:
@@ -91,6 +108,8 @@ class MemoryStore:
             self._outbox_seq += 1
             self._outbox[self._outbox_seq] = record
         self._offsets.update(commit.offsets)
+        if commit.new_config and commit.config_version is not None:
+            self._config = StoredConfig(commit.config_version + 1, commit.new_config)
         for partition, event_time in commit.event_times.items():
             stored = self._times.get(partition)
             newest = event_time if stored is None else max(event_time, stored.event_time)
@@ -142,6 +161,10 @@ class MemoryStore:
     async def offsets(self) -> dict[str, int]:
         """Last applied offset of every partition seen."""
         return dict(self._offsets)
+
+    async def config(self) -> StoredConfig | None:
+        """The stored config."""
+        return self._config
 
     async def clock(self) -> ClockState:
         """Every partition's event time and the last merge boundary."""
@@ -216,3 +239,4 @@ class MemoryStore:
         self._generation = None
         self._times.clear()
         self._merge_last = None
+        self._config = None

@@ -38,8 +38,22 @@ from redis.exceptions import SlotNotCoveredError
 
 from app.engine.clock import PartitionTime
 from app.engine.types import Cluster
-from app.errors import AlreadyApplied, ClockMoved, StoreLost, StoreUnavailable, VersionConflict
-from app.store.base import ChangeBatch, ClockState, Commit, OutboxEntry, OutboxRecord
+from app.errors import (
+    AlreadyApplied,
+    ClockMoved,
+    ConfigChanged,
+    StoreLost,
+    StoreUnavailable,
+    VersionConflict,
+)
+from app.store.base import (
+    ChangeBatch,
+    ClockState,
+    Commit,
+    OutboxEntry,
+    OutboxRecord,
+    StoredConfig,
+)
 from app.store.codec import decode_cluster, decode_many, encode_cluster
 from app.store.guard import guard, safe_url
 
@@ -47,7 +61,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHANGES_MAXLEN = 1_000_000
 _ACK_CHUNK = 10_000
-_APPLIED, _CONFLICT, _REPLAY, _LOST, _CLOCK_MOVED = 0, 1, 2, 3, 4
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+_APPLIED, _CONFLICT, _REPLAY, _LOST, _CLOCK_MOVED, _CONFIG_CHANGED = 0, 1, 2, 3, 4, 5
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 Client = aioredis.Redis | RedisCluster
@@ -121,6 +136,8 @@ def _commit_args(commit: Commit, maxlen: int) -> list[object]:
         len(commit.event_times),
         commit.active_ms,
         *_clock_args(commit.merge_clock),
+        "" if commit.config_version is None else commit.config_version,
+        commit.new_config,
     ]
     for key, version in commit.expected.items():
         args += (key, version)
@@ -231,6 +248,7 @@ class RedisStore:
         self._offsets = f"{tag}:offsets"
         self._generation = f"{tag}:generation"
         self._times, self._clock = f"{tag}:times", f"{tag}:clock"
+        self._config = f"{tag}:config"
         self.slot = key_slot(tag.encode())
         self._client: Client | None = None
 
@@ -239,7 +257,7 @@ class RedisStore:
         """Every key of the namespace, all tagged ``{namespace}``: one slot in a cluster."""
         return [
             self._clusters, self._versions, self._changes, self._outbox, self._offsets,
-            self._generation, self._times, self._clock,
+            self._generation, self._times, self._clock, self._config,
         ]
 
     @property
@@ -316,6 +334,14 @@ class RedisStore:
             raise AlreadyApplied(message)
         if status == _CLOCK_MOVED:
             raise ClockMoved(int(reply[1]) if reply[1] else None)
+        if status == _CONFIG_CHANGED:
+            raise ConfigChanged(int(reply[1]))
+
+    async def config(self) -> StoredConfig | None:
+        """The stored config, read in one HMGET."""
+        async with guard(self._redis, self._where, "config"):
+            version, body = await self._redis.hmget(self._config, ["version", "body"])
+        return None if version is None else StoredConfig(int(version), bytes(body))
 
     async def clock(self) -> ClockState:
         """Every partition's event time and the last merge boundary, in one round trip."""
@@ -405,6 +431,11 @@ class RedisStore:
         """SET the marker, with no expiry."""
         async with guard(self._redis, self._where, "generation"):
             await self._redis.set(self._generation, generation)
+
+    async def release_generation(self, generation: str) -> None:
+        """DEL the marker if it is still ``generation``, in one atomic script."""
+        async with guard(self._redis, self._where, "generation"):
+            await self._redis.eval(_RELEASE, 1, self._generation, generation)
 
     async def persistence_problems(self) -> list[str]:
         """What the server's settings risk, against AOF (``everysec`` or better) and noeviction.

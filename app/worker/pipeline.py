@@ -16,13 +16,21 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
 from prometheus_client import Histogram
 
 from app.codec.decode import decode
-from app.config import ClusteringConfig
+from app.config import ClusteringConfig, parse_config
 from app.engine import Engine, Observation, StepResult
 from app.engine.clock import ORDERED, EventClock, PartitionTime, Scan, boundary
-from app.errors import AlreadyApplied, ClockMoved, DecodeError, SkippedRecord, VersionConflict
+from app.errors import (
+    AlreadyApplied,
+    ClockMoved,
+    ConfigChanged,
+    DecodeError,
+    SkippedRecord,
+    VersionConflict,
+)
 from app.settings import Settings
 from app.store.base import ClockState, Commit, StateStore
 from app.worker.metrics import stage_histogram
@@ -155,6 +163,8 @@ class Pipeline:
         self.writer = uuid.uuid4().hex  # names this pipeline's commits in the change stream
         self.generation = ""  # the store generation commits build on ("" = unchecked)
         self.now_ms = now_ms
+        self.config_version: int | None = None  # the stored config's (None: unchecked)
+        self.on_config: list[Callable[[ClusteringConfig], None]] = []  # after a reload here
         self.clock = EventClock(
             None,
             lateness_ms=settings.allowed_lateness_ms,
@@ -222,6 +232,9 @@ class Pipeline:
                     continue
                 except ClockMoved:
                     self._take_clock(await self.store.clock())
+                    continue
+                except ConfigChanged:
+                    await self.follow_config()
                     continue
                 return tally.outcome(len(records) - len(fresh))
             message = "input offsets kept moving under this batch; giving up on it"
@@ -304,6 +317,44 @@ class Pipeline:
         clock.merged(at)
         return 1
 
+    async def follow_config(self) -> bool:
+        """Take the deployment's stored config when a reload moved it on; True if it did.
+
+        Every commit names the config version it was computed under and the store refuses a
+        stale one, so after a reload nothing is stored under the old config, by any worker.
+        """
+        stored = await self.store.config()
+        if stored is None or stored.version == self.config_version:
+            return False
+        config = parse_config(orjson.loads(stored.body))
+        self.reconfigure(config)
+        self.config_version = stored.version
+        log.info("config version %d in force", stored.version)
+        for listener in self.on_config:
+            listener(config)
+        return True
+
+    async def store_config(self, config: ClusteringConfig) -> int:
+        """Store ``config`` as the deployment's next version and follow it; returns the version.
+
+        A reload that raced another one follows the winner and tries once more on top of it.
+        """
+        body = orjson.dumps(config.to_dict(), option=orjson.OPT_SORT_KEYS)
+        async with self.lock:
+            for _ in range(2):
+                stored = await self.store.config()
+                if stored is not None and stored.body == body:
+                    break
+                held = 0 if stored is None else stored.version
+                try:
+                    await self.store.commit(Commit(config_version=held, new_config=body,
+                                                   generation=self.generation))
+                    break
+                except ConfigChanged:
+                    continue
+            await self.follow_config()
+        return self.config_version or 0
+
     async def tick(self) -> int:
         """Timer: the watermark from every worker's partitions; the timers due at it.
 
@@ -313,7 +364,11 @@ class Pipeline:
         async with self.lock:
             self._take_clock(await self.store.clock())
             at = self.clock.watermark
-            return 0 if at is None else await self._timers(at)
+            try:
+                return 0 if at is None else await self._timers(at)
+            except ConfigChanged:
+                await self.follow_config()
+                return 0
 
     async def step(self, compute: Callable[[], StepResult]) -> StepResult:
         """Commit an operator step (remove, merge on request) like a batch."""
@@ -353,6 +408,7 @@ class Pipeline:
                 event_times=event_times or {},
                 active_ms=self.now_ms(),
                 merge_clock=merge_clock,
+                config_version=self.config_version,
             )
             try:
                 with self.stage_seconds.labels("store").time():

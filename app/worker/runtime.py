@@ -7,6 +7,7 @@ keeping them here makes the worker's behaviour testable without a Faust app.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -56,7 +57,13 @@ class Runtime:
         *,
         ordered: bool = False,
     ) -> None:
-        config = load_config(config_path)
+        self.config_errors: list[str] = []
+        try:
+            config = load_config(config_path)
+        except ConfigError as exc:  # UVAP's behaviour: stay up, idle, until a valid one comes
+            self.config_errors = _problems(exc)
+            log.error("invalid config %s; idle until a valid one is loaded: %s", config_path, exc)
+            config = _idle_config()
         # A UVAP microservice config names its output (target) and internal-state topics;
         # an FVC_* variable or flag that sets one explicitly wins.
         if overrides := config.settings_overrides(settings.model_fields_set):
@@ -79,7 +86,8 @@ class Runtime:
         )
         self.exit_process: Callable[[int], object] = os._exit
         self.coherence = CoherenceSummary()
-        self.config_errors: list[str] = []
+        self.on_topics: list[Callable[[tuple[str, ...]], None]] = []  # ingest resubscribes
+        self.pipeline.on_config.append(self._config_changed)
         self.ready = False
         self.assigned: int | None = None
         self.cursor = "0-0"
@@ -118,7 +126,32 @@ class Runtime:
         self.pipeline.generation = await self.store.claim_generation(uuid.uuid4().hex)
         await self.bootstrap()
         await self.pipeline.load_offsets()
+        await self._settle_config()
         self.ready = True
+
+    async def _settle_config(self) -> None:
+        """Agree on the deployment's config.
+
+        This worker's file, stored as the next version when it differs from the stored one; or
+        the stored one when the file is invalid; or none (idle) when neither is there.
+        """
+        if not self.config_errors:
+            await self.pipeline.store_config(self.config)
+        elif await self.pipeline.follow_config():
+            log.warning("config file %s is invalid; following the deployment's stored config",
+                        self.config_path)
+        else:
+            self.pipeline.config_version = 0  # nothing stored: a valid config will be
+
+    async def follow_config(self) -> None:
+        """Timer: take a config another worker stored (a reload there, or a newer file)."""
+        await self.pipeline.follow_config()
+
+    def _config_changed(self, config: ClusteringConfig) -> None:
+        """A new config version is in force: processing resumes, ingest follows its topics."""
+        self.config_errors = []
+        for resubscribe in self.on_topics:
+            resubscribe(config.topics)
 
     async def _rebuild_if_empty(self) -> None:
         """Rebuild an empty store, one worker at a time: the others wait for its generation.
@@ -134,7 +167,12 @@ class Runtime:
                 mine = f"{REBUILDING}{uuid.uuid4().hex}"
                 if await self.store.claim_generation(mine, ttl_s=REBUILD_CLAIM_S) == mine:
                     log.info("the store is empty; this worker rebuilds it")
-                    await self._recover()
+                    try:
+                        await self._recover()
+                    except Exception as exc:  # the next worker (or this one restarted) retries
+                        log.critical("rebuilding the store failed; not starting: %s", exc)
+                        await self.store.release_generation(mine)
+                        raise
                     await self.store.set_generation(uuid.uuid4().hex)
                     return
             await asyncio.sleep(0.5)  # another worker rebuilds: wait for its generation
@@ -233,17 +271,23 @@ class Runtime:
                 self.metrics.events_out.labels(_event_type(entry.record)).inc()
         return len(entries)
 
-    def reload(self) -> list[str]:
-        """Re-read the config file; an invalid one pauses processing until a valid one comes."""
+    async def reload(self) -> list[str]:
+        """Re-read the config file and store it as the deployment's next version.
+
+        Every worker follows the stored version (``follow_config``), and no commit computed
+        under the old one is accepted after it, so all workers switch at the same point of
+        the stored history. An invalid file pauses this worker's processing until a valid
+        config comes (UVAP's behaviour); the others carry on.
+        """
         try:
             config = load_config(self.config_path)
         except ConfigError as exc:
-            self.config_errors = [f"{p}: {v!r} {r}" for p, v, r in exc.problems]
+            self.config_errors = _problems(exc)
             log.error("invalid config %s; processing paused: %s", self.config_path, exc)
             return self.config_errors
-        self.pipeline.reconfigure(config)
+        version = await self.pipeline.store_config(config)
         self.config_errors = []
-        log.info("config %s reloaded", self.config_path)
+        log.info("config %s reloaded as version %d", self.config_path, version)
         return []
 
     async def stats(self) -> dict[str, object]:
@@ -257,6 +301,7 @@ class Runtime:
             "newest_event_time": self.engine.watermark,
             "ready": self.ready,
             "config_errors": self.config_errors,
+            "config_version": self.pipeline.config_version,
             "streams": list(self.config.stream_ids),
             "uptime_s": round(time.time() - self.started_at, 1),
             "applied_offsets": dict(self.pipeline.applied),
@@ -298,6 +343,16 @@ class Runtime:
         by_topic = {s.topic: s.stream_id for s in self.config.streams}
         for topic, count in Counter(record.topic for record in records).items():
             m.records_in.labels(by_topic.get(topic, topic)).inc(count)
+
+
+def _problems(error: ConfigError) -> list[str]:
+    """A config's problems as ``/stats`` and ``/reload`` show them."""
+    return [f"{path}: {value!r} {rule}" for path, value, rule in error.problems]
+
+
+def _idle_config() -> ClusteringConfig:
+    """A config with no stream: what a worker holds until a valid one is loaded."""
+    return dataclasses.replace(ClusteringConfig.for_threshold(1.0, ["none"]), streams=())
 
 
 def _event_type(record: OutboxRecord) -> str:

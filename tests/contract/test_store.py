@@ -20,12 +20,13 @@ from app.engine.types import Cluster, ClusterId
 from app.errors import (
     AlreadyApplied,
     ClockMoved,
+    ConfigChanged,
     StoreLost,
     StoreUnavailable,
     VersionConflict,
 )
 from app.store import Commit, MemoryStore, OutboxRecord, StateStore, create_store
-from app.store.base import ClockState
+from app.store.base import ClockState, StoredConfig
 from app.store.codec import LAYOUT, decode_cluster, encode_cluster
 from app.store.guard import classify, safe_url
 from app.store.redis import RedisStore
@@ -399,6 +400,27 @@ class TestStateStore:
         with pytest.raises(ClockMoved):
             await store.commit(Commit(merge_clock=(1_000, 2_000)))
         assert (await store.clock()).merge_last == 2_000
+
+    async def test_a_failed_rebuild_releases_only_its_own_claim(self, store: StateStore) -> None:
+        assert await store.claim_generation("rebuilding:a", ttl_s=60) == "rebuilding:a"
+        await store.release_generation("rebuilding:b")
+        assert await store.generation() == "rebuilding:a"
+        await store.release_generation("rebuilding:a")
+        assert await store.generation() is None
+
+    async def test_a_config_is_stored_in_versions_and_a_stale_writer_is_refused(
+        self, store: StateStore
+    ) -> None:
+        assert await store.config() is None
+        await store.commit(Commit(config_version=0, new_config=b'{"a": 1}'))
+        assert await store.config() == StoredConfig(1, b'{"a": 1}')
+        with pytest.raises(ConfigChanged) as changed:
+            await store.commit(Commit(upserts=[cluster("a")], config_version=0))
+        assert changed.value.held == 1
+        assert await store.count() == 0
+        await store.commit(Commit(upserts=[cluster("a")], config_version=1))
+        await store.commit(Commit(upserts=[cluster("b")]))  # unchecked
+        assert await store.count() == 2
 
     async def test_namespaces_are_isolated(self, make_store: MakeStore) -> None:
         one, two = await make_store("-one"), await make_store("-two")

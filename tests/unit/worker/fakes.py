@@ -22,7 +22,7 @@ from app.engine import Cluster
 from app.errors import StoreUnavailable, VersionConflict
 from app.settings import Settings
 from app.store import ChangeBatch, Commit, MemoryStore, OutboxEntry
-from app.store.base import ClockState
+from app.store.base import ClockState, StoredConfig
 from app.worker.pipeline import RawRecord
 from app.worker.runtime import Runtime
 
@@ -191,6 +191,11 @@ class FlakyStore:
         self._enter("set_generation")
         await self.inner.set_generation(generation)
 
+    async def release_generation(self, generation: str) -> None:
+        """Drop the marker if it is still ``generation``."""
+        self._enter("release_generation")
+        await self.inner.release_generation(generation)
+
     async def persistence_problems(self) -> list[str]:
         """The inner store's (none)."""
         return await self.inner.persistence_problems()
@@ -215,6 +220,11 @@ class FlakyStore:
         """Stored partition offsets."""
         self._enter("offsets")
         return await self.inner.offsets()
+
+    async def config(self) -> StoredConfig | None:
+        """The stored config."""
+        self._enter("config")
+        return await self.inner.config()
 
     async def clock(self) -> ClockState:
         """The stored event clock."""

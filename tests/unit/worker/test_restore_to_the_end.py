@@ -208,3 +208,4 @@ async def test_a_worker_whose_restore_fails_does_not_start(
         await runtime.start(recover=True)
     assert not runtime.ready
     assert await store.count() == 0 and await store.offsets() == {}
+    assert await store.generation() is None, "the claim is let go: a restart retries at once"
