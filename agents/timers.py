@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 FOLLOW_INTERVAL_S = 0.1
 PUBLISH_INTERVAL_S = 0.05
 CLOCK_INTERVAL_S = 1.0
-CONFIG_INTERVAL_S = 1.0
+SYNC_INTERVAL_S = 1.0
 LAG_INTERVAL_S = 5.0
 BROKER_PROBE_INTERVAL_S = 5.0
 
@@ -86,10 +86,10 @@ def attach(app: faust.App, runtime: Runtime) -> None:
     async def clock() -> None:
         await runtime.tick()
 
-    @app.timer(CONFIG_INTERVAL_S, name="fvc.config")
-    @survives("config", metrics, outage)
-    async def config() -> None:
-        await runtime.follow_config()
+    @app.timer(SYNC_INTERVAL_S, name="fvc.sync")
+    @survives("sync", metrics, outage)
+    async def sync() -> None:
+        await runtime.sync()
 
     @app.timer(LAG_INTERVAL_S, name="fvc.lag")
     @survives("lag", metrics, outage)

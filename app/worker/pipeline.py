@@ -234,7 +234,7 @@ class Pipeline:
                     self._take_clock(await self.store.clock())
                     continue
                 except ConfigChanged:
-                    await self.follow_config()
+                    await self._follow_config()
                     continue
                 return tally.outcome(len(records) - len(fresh))
             message = "input offsets kept moving under this batch; giving up on it"
@@ -323,6 +323,11 @@ class Pipeline:
         Every commit names the config version it was computed under and the store refuses a
         stale one, so after a reload nothing is stored under the old config, by any worker.
         """
+        async with self.lock:
+            return await self._follow_config()
+
+    async def _follow_config(self) -> bool:
+        """``follow_config`` with the batch lock held."""
         stored = await self.store.config()
         if stored is None or stored.version == self.config_version:
             return False
@@ -352,8 +357,17 @@ class Pipeline:
                     break
                 except ConfigChanged:
                     continue
-            await self.follow_config()
+            await self._follow_config()
         return self.config_version or 0
+
+    async def refresh_clock(self) -> None:
+        """Take the other workers' partition times and merge boundary from the store.
+
+        Every worker does this every second, so its watermark follows partitions it does not
+        read, and a partition counts as idle only when no worker applied anything from it.
+        """
+        async with self.lock:
+            self._take_clock(await self.store.clock())
 
     async def tick(self) -> int:
         """Timer: the watermark from every worker's partitions; the timers due at it.
@@ -367,7 +381,7 @@ class Pipeline:
             try:
                 return 0 if at is None else await self._timers(at)
             except ConfigChanged:
-                await self.follow_config()
+                await self._follow_config()
                 return 0
 
     async def step(self, compute: Callable[[], StepResult]) -> StepResult:

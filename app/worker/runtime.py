@@ -143,9 +143,10 @@ class Runtime:
         else:
             self.pipeline.config_version = 0  # nothing stored: a valid config will be
 
-    async def follow_config(self) -> None:
-        """Timer: take a config another worker stored (a reload there, or a newer file)."""
+    async def sync(self) -> None:
+        """Timer: follow the deployment: the stored config and every partition's event time."""
         await self.pipeline.follow_config()
+        await self.pipeline.refresh_clock()
 
     def _config_changed(self, config: ClusteringConfig) -> None:
         """A new config version is in force: processing resumes, ingest follows its topics."""
