@@ -8,6 +8,7 @@ every cluster change to the compacted internal-state topic (an empty value is a 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import orjson
@@ -36,6 +37,7 @@ class OutboxWriter:
 
     def __init__(self, settings: Settings, config: ClusteringConfig | None = None) -> None:
         self.settings = settings
+        self.epoch = ""  # tags event ids of a store rebuilt by replay (Pipeline.use_generation)
         self.save_internal_state = False
         self.method: str | None = None
         if config is not None:
@@ -70,6 +72,8 @@ class OutboxWriter:
         """
         fmt, method = self.settings.output_format, self.method
         topic = self.settings.output_topic
+        if self.epoch:
+            events = [replace(e, event_id=f"{e.event_id}~{self.epoch}") for e in events]
         return [
             OutboxRecord(
                 e.event_id, e.key.encode(), encode_event(e, fmt, method), e.time, topic,

@@ -39,6 +39,7 @@ from app.worker.outbox import OutboxWriter
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 50
+REPLAYED = "replayed:"  # the prefix of a store generation rebuilt by replaying the inputs
 
 
 def position(topic: str, partition: int) -> str:
@@ -172,6 +173,17 @@ class Pipeline:
             ordered=ordered,
         )
         self.reconfigure(config)
+
+    def use_generation(self, marker: str) -> None:
+        """Build commits on store generation ``marker``.
+
+        A generation rebuilt by replaying inputs (``replayed:<id>``) tags its event ids with
+        ``~<id[:8]>``: an id published before the store was lost never comes back with other
+        content. Otherwise ids are the plain ``<cluster>@<version>``.
+        """
+        self.generation = marker
+        replayed = marker.startswith(REPLAYED)
+        self.outbox.epoch = marker[len(REPLAYED) :][:8] if replayed else ""
 
     def reconfigure(self, config: ClusteringConfig) -> None:
         """Use a new clustering config from now on (the engine keeps its clusters)."""

@@ -36,7 +36,7 @@ from app.worker.coherence import CoherenceSummary
 from app.worker.metrics import WorkerMetrics
 from app.worker.outage import EXIT_STORE_LOST, Outage
 from app.worker.outbox import EVENT_TYPE_HEADER
-from app.worker.pipeline import BatchOutcome, Pipeline, RawRecord
+from app.worker.pipeline import REPLAYED, BatchOutcome, Pipeline, RawRecord
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Runtime:
             for problem in await self.store.persistence_problems():
                 log.warning("redis settings: %s", problem)
             await self._rebuild_if_empty()
-        self.pipeline.generation = await self.store.claim_generation(uuid.uuid4().hex)
+        self.pipeline.use_generation(await self.store.claim_generation(uuid.uuid4().hex))
         await self.bootstrap()
         await self.pipeline.load_offsets()
         await self._settle_config()
@@ -169,12 +169,13 @@ class Runtime:
                 if await self.store.claim_generation(mine, ttl_s=REBUILD_CLAIM_S) == mine:
                     log.info("the store is empty; this worker rebuilds it")
                     try:
-                        await self._recover()
+                        replayed = await self._recover()
                     except Exception as exc:  # the next worker (or this one restarted) retries
                         log.critical("rebuilding the store failed; not starting: %s", exc)
                         await self.store.release_generation(mine)
                         raise
-                    await self.store.set_generation(uuid.uuid4().hex)
+                    prefix = REPLAYED if replayed else ""
+                    await self.store.set_generation(f"{prefix}{uuid.uuid4().hex}")
                     return
             await asyncio.sleep(0.5)  # another worker rebuilds: wait for its generation
 
@@ -182,16 +183,23 @@ class Runtime:
         """Neither clusters nor offsets: nothing was ever built here, or it was all lost."""
         return await self.store.count() == 0 and not await self.store.offsets()
 
-    async def _recover(self) -> None:
+    async def _recover(self) -> bool:
+        """Fill an empty store; True when inputs consumed before are replayed to rebuild it.
+
+        A replay over several partitions interleaves them as Kafka hands them over, not as
+        the first time, so a cluster's version n may come out different: the new generation
+        then says so, and its event ids differ from the lost ones (``Pipeline.use_generation``).
+        """
         from app.worker.internal_state import restore, rewind_group
 
         if self.config.start_from_internal_state:
             await restore(self.settings, self.store)
-        else:
-            # Kafka refuses to move the offsets of a group with members: the workers of a lost
-            # store all exit, and their sessions must time out first.
-            wait_s = 3 * self.settings.group_session_timeout_s + 10
-            await asyncio.to_thread(rewind_group, self.settings, self.config, wait_s=wait_s)
+            return False
+        # Kafka refuses to move the offsets of a group with members: the workers of a lost
+        # store all exit, and their sessions must time out first.
+        wait_s = 3 * self.settings.group_session_timeout_s + 10
+        moved = await asyncio.to_thread(rewind_group, self.settings, self.config, wait_s=wait_s)
+        return moved > 0
 
     def store_lost(self, error: StoreLost) -> None:
         """Stop at once: nothing may be committed over a lost store; a restart rebuilds it."""

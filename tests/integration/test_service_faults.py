@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from confluent_kafka import TopicPartition
 from worker_support import Deployment, free_port, http, wait_for
@@ -160,6 +161,12 @@ def test_redis_sigkill_without_persistence_is_rebuilt(
 ) -> None:
     restarted = _run_with_fault(faulty, ingest, lambda: own_redis.kill_and_restart(1.0))
     assert restarted, "an emptied store must be noticed"
+    contents: dict[str, bytes] = {}
+    events = faulty.events(timeout=5.0)
+    for event in events:  # the replay's events carry their generation's tag: no id reused
+        body = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+        assert contents.setdefault(event["event_id"], body) == body, event["event_id"]
+    assert any("~" in event["event_id"] for event in events), "the rebuild tags its ids"
 
 
 @pytest.mark.parametrize("ingest", ["faust", "bulk"])

@@ -13,6 +13,7 @@ from app.errors import StoreLost
 from app.settings import Settings
 from app.store import MemoryStore
 from app.worker.outage import EXIT_STORE_LOST
+from app.worker.pipeline import REPLAYED
 from app.worker.runtime import REBUILDING, Runtime
 
 
@@ -50,6 +51,36 @@ async def test_two_workers_on_an_empty_store_rebuild_it_once(
     generation = await store.generation()
     assert generation and not generation.startswith(REBUILDING)
     assert one.pipeline.generation == two.pipeline.generation == generation
+
+
+@pytest.mark.parametrize("replayed", [True, False])
+async def test_a_store_rebuilt_by_replay_never_reuses_an_event_id(
+    tmp_path: Path, settings: Settings, config: ClusteringConfig,
+    monkeypatch: pytest.MonkeyPatch, replayed: bool,
+) -> None:
+    """A store rebuilt by replay tags its event ids, so no id published before comes back changed.
+
+    A replay over several partitions may give a cluster's version n other content than the
+    first time did. A restore from the internal-state topic gives back the same state, and the
+    plain ids.
+    """
+
+    async def recover(self: Runtime) -> bool:
+        return replayed
+
+    monkeypatch.setattr(Runtime, "_recover", recover)
+    store = MemoryStore()
+    runtime, _ = runtime_over(store, tmp_path, settings, config)
+    await runtime.start(recover=True)
+    await runtime.handle(batch(6))
+    generation = await store.generation() or ""
+    ids = [e.record.event_id for e in await store.outbox_pending()
+           if e.record.topic == settings.output_topic]
+    assert ids
+    tag = f"~{generation.removeprefix(REPLAYED)[:8]}"
+    assert generation.startswith(REPLAYED) is replayed
+    assert all(i.endswith(tag) for i in ids) is replayed
+    assert all("~" not in i for i in ids) is not replayed
 
 
 async def emptied_under_a_worker(
