@@ -9,6 +9,7 @@ import ssl
 
 import faust
 
+from app.kafka_client import TOPIC_WAIT_S, ensure_topics, wait_for_topics
 from app.settings import Settings
 from app.worker.runtime import Runtime
 
@@ -36,6 +37,30 @@ def broker_credentials(settings: Settings) -> faust.types.auth.CredentialsT | No
     if context is not None:
         return faust.SSLCredentials(context)
     return None
+
+
+def leader_topic(settings: Settings) -> str:
+    """The topic Faust elects the leader by (its own name for it, app version 1).
+
+    The worker that holds its one partition runs the leader timers: publishing, realization,
+    merge and retention.
+    """
+    return f"{settings.app_id}-__assignor-__leader"
+
+
+def wait_for_subscriptions(runtime: Runtime, timeout_s: float = TOPIC_WAIT_S) -> float:
+    """Create Faust's leader topic, then wait until the broker lists it and every input topic.
+
+    The first assignment of a consumer group leaves out every topic its leader's metadata
+    lacks, until a metadata refresh minutes later (see ``wait_for_topics``). On a broker that
+    has just started, topics created a moment before can be missing: a worker subscribing then
+    would read no camera topic, and without the leader topic no worker would run the leader
+    timers. Faust creates that topic as it starts, too late to wait for; creating it first
+    lets one wait cover both. Returns the seconds waited.
+    """
+    settings = runtime.settings
+    ensure_topics(settings, [leader_topic(settings)], partitions=1)
+    return wait_for_topics(settings, [*runtime.config.topics, leader_topic(settings)], timeout_s)
 
 
 def create_app(runtime: Runtime) -> faust.App:

@@ -12,7 +12,9 @@ import os
 from collections.abc import Coroutine
 
 import faust
+from confluent_kafka import KafkaException
 
+from agents.timers import LAG_INTERVAL_S
 from app.worker.ingest import EXIT_UNRECOVERABLE, BulkIngest
 from app.worker.pipeline import RawRecord
 from app.worker.runtime import Runtime
@@ -57,16 +59,38 @@ def attach(app: faust.App, runtime: Runtime) -> None:
 
 
 def _attach_bulk(app: faust.App, runtime: Runtime) -> None:
-    """Run the bulk reader (app/worker/ingest.py) for as long as the app runs."""
+    """Run the bulk reader (app/worker/ingest.py) for as long as the app runs, and report its lag.
+
+    The lag is reported on the lag timer's interval, as the Faust lag timer reports the agent's.
+    """
 
     @app.task
     async def bulk_ingest() -> None:
         reader = BulkIngest(runtime, asyncio.get_running_loop())
         reader.start()
         try:
-            await asyncio.Event().wait()  # until the app stops and cancels this task
+            while True:  # until the app stops and cancels this task
+                await asyncio.sleep(LAG_INTERVAL_S)
+                await asyncio.to_thread(_report_lag, reader, runtime)
         finally:
             await asyncio.to_thread(reader.stop)
+
+
+def _report_lag(reader: BulkIngest, runtime: Runtime) -> None:
+    """Report the bulk reader's lag; a failure is logged and counted, never ends the reader.
+
+    Not under the timers' ``survives``: a lag report reads no store, so its success must not
+    end a store outage. A broker that does not answer is expected in a broker outage (which the
+    broker probe reports): one line, no traceback.
+    """
+    try:
+        reader.report_lag()
+    except KafkaException as exc:
+        runtime.metrics.timer_errors.labels("lag").inc()
+        log.warning("bulk ingest lag not reported: %s", exc)
+    except Exception:
+        runtime.metrics.timer_errors.labels("lag").inc()
+        log.exception("bulk ingest lag report failed; the next one is in %.0fs", LAG_INTERVAL_S)
 
 
 def _attach_agent(app: faust.App, runtime: Runtime) -> None:

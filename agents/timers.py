@@ -34,11 +34,14 @@ BROKER_PROBE_INTERVAL_S = 5.0
 Tick = Callable[[], Awaitable[None]]
 
 
-def survives(name: str, metrics: WorkerMetrics, outage: Outage) -> Callable[[Tick], Tick]:
+def survives(
+    name: str, metrics: WorkerMetrics, outage: Outage | None
+) -> Callable[[Tick], Tick]:
     """Run a timer body so that its errors are logged and counted, never raised to Faust.
 
-    Store failures count towards the outage (which stops the worker past its limit); a tick
-    that gets through ends it.
+    Store failures count towards the store ``outage`` (which stops the worker past its limit);
+    a tick that gets through ends it. A timer that never reads the store passes None: its
+    ticks say nothing about the store, and must not end an outage.
     """
 
     def wrap(body: Tick) -> Tick:
@@ -46,10 +49,12 @@ def survives(name: str, metrics: WorkerMetrics, outage: Outage) -> Callable[[Tic
         async def tick() -> None:
             try:
                 await body()
-                outage.recovered()
+                if outage is not None:
+                    outage.recovered()
             except StoreUnavailable as exc:  # expected during an outage: no traceback
                 metrics.timer_errors.labels(name).inc()
-                outage.failed(exc)
+                if outage is not None:
+                    outage.failed(exc)
                 log.info("timer %s: store unavailable, next tick retries: %s", name, exc)
             except Exception:
                 metrics.timer_errors.labels(name).inc()
@@ -92,7 +97,7 @@ def attach(app: faust.App, runtime: Runtime) -> None:
         await runtime.sync()
 
     @app.timer(LAG_INTERVAL_S, name="fvc.lag")
-    @survives("lag", metrics, outage)
+    @survives("lag", metrics, None)
     async def lag() -> None:
         inputs = set(runtime.config.topics)
         for tp in app.consumer.assignment():
@@ -104,7 +109,7 @@ def attach(app: faust.App, runtime: Runtime) -> None:
             runtime.metrics.lag.labels(position).set(max(behind, 0))
 
     @app.timer(BROKER_PROBE_INTERVAL_S, name="fvc.broker")
-    @survives("broker", metrics, outage)
+    @survives("broker", metrics, None)
     async def broker() -> None:
         try:
             await asyncio.to_thread(publisher.probe)

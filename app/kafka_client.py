@@ -9,12 +9,13 @@ sort the errors librdkafka delivers among their messages with ``records_of``.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic, TopicMetadata
 
 from app.errors import FvcError
 from app.settings import Settings
@@ -22,6 +23,9 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 ADMIN_TIMEOUT_S = 15.0
+TOPIC_WAIT_S = 60.0
+TOPIC_POLL_S = 0.2
+TOPIC_REPORT_S = 5.0  # while waiting for topics, one log line this often
 # librdkafka's own log lines (connection refused, retries...) go to this logger rather than
 # straight to stderr, so a worker's logging config governs them and a command can quiet them.
 LIBRDKAFKA_LOG = logging.getLogger("fvc.librdkafka")
@@ -167,9 +171,78 @@ def topic_names(
     settings: Settings, *, timeout: float = ADMIN_TIMEOUT_S, admin: AdminClient | None = None
 ) -> set[str]:
     """Names of the topics on the cluster; an unreachable broker is an FvcError."""
+    return set(cluster_metadata(settings, timeout=timeout, admin=admin).topics)
+
+
+def cluster_metadata(
+    settings: Settings, *, timeout: float = ADMIN_TIMEOUT_S, admin: AdminClient | None = None
+) -> ClusterMetadata:
+    """The broker's metadata of every topic; an unreachable broker is an FvcError."""
     admin = admin or make_admin(settings)
     try:
-        return set(admin.list_topics(timeout=timeout).topics)
+        return admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         message = f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc.args[0].str()}"
         raise FvcError(message) from exc
+
+
+def wait_for_topics(
+    settings: Settings, topics: Iterable[str], timeout_s: float = TOPIC_WAIT_S
+) -> float:
+    """Wait until the broker's metadata lists every topic with its partitions and their leaders.
+
+    A consumer group's leader assigns only the partitions its metadata lists when the group
+    forms, and neither aiokafka (Faust) nor librdkafka looks again before its next metadata
+    refresh, minutes later. A broker that has just started can leave a topic created a moment
+    before out of its metadata for a second or more, and a worker that subscribed then would
+    hold no partition of it. So a worker calls this between creating its topics and subscribing.
+
+    Returns the seconds waited. Raises FvcError naming what is still missing after
+    ``timeout_s``, or when the broker cannot be reached.
+    """
+    wanted = sorted(set(topics))
+    admin = make_admin(settings)
+    started = time.monotonic()
+    deadline, report_at = started + timeout_s, started
+    while unready := _not_ready(settings, admin, wanted, deadline):
+        now = time.monotonic()
+        listing = ", ".join(f"{topic} ({why})" for topic, why in unready.items())
+        if now >= deadline:
+            message = f"topics not ready on {settings.kafka_bootstrap} after {timeout_s:.0f}s: "
+            raise FvcError(message + listing)
+        if now >= report_at:
+            log.info("waiting up to %.0fs for the broker to list %s", deadline - now, listing)
+            report_at = now + TOPIC_REPORT_S
+        time.sleep(TOPIC_POLL_S)
+    waited = time.monotonic() - started
+    if report_at > started:
+        log.info("the broker lists every topic after %.1fs", waited)
+    return waited
+
+
+def _not_ready(
+    settings: Settings, admin: AdminClient, topics: list[str], deadline: float
+) -> dict[str, str]:
+    """``unready_topics`` by the broker's metadata now; the request may run until ``deadline``."""
+    timeout = max(deadline - time.monotonic(), 1.0)
+    return unready_topics(cluster_metadata(settings, timeout=timeout, admin=admin), topics)
+
+
+def unready_topics(metadata: ClusterMetadata, topics: Iterable[str]) -> dict[str, str]:
+    """Why each of ``topics`` cannot be consumed yet by ``metadata``; empty when all can."""
+    reasons = {topic: _unready(metadata.topics.get(topic)) for topic in topics}
+    return {topic: why for topic, why in reasons.items() if why}
+
+
+def _unready(topic: TopicMetadata | None) -> str:
+    """Why one topic cannot be consumed yet ('' when it can): unlisted, failed or leaderless."""
+    if topic is None:
+        return "not listed"
+    if topic.error is not None:
+        return topic.error.str()
+    if not topic.partitions:
+        return "no partitions"
+    leaderless = sorted(p.id for p in topic.partitions.values() if p.leader < 0 or p.error)
+    if leaderless:
+        return f"no leader for partitions {leaderless}"
+    return ""

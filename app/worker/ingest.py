@@ -16,7 +16,8 @@ the Faust path:
   any offset is stored, as the Faust path does.
 
 Faust still runs the timers, the web pages and the leader election; only the camera topics are
-read here, in their own consumer group (``Settings.ingest_group``).
+read here, in their own consumer group (``Settings.ingest_group``), whose lag ``report_lag``
+reports as the Faust lag timer reports the agent's.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from app.background import Background
-from app.kafka_client import make_consumer, records_of
+from app.kafka_client import ADMIN_TIMEOUT_S, make_admin, make_consumer, records_of
 from app.worker.pipeline import RawRecord, position
 
 if TYPE_CHECKING:
@@ -67,14 +69,14 @@ def next_offsets(records: Sequence[RawRecord]) -> list[TopicPartition]:
 class BulkIngest(Background):
     """Consumes the camera topics in batches and runs each through ``runtime.handle``."""
 
-    poll_s = 0.2
-
     def __init__(
         self, runtime: Runtime, loop: asyncio.AbstractEventLoop,
         exit_process: Callable[[int], None] = os._exit,
     ) -> None:
         self.runtime, self.loop, self.exit_process = runtime, loop, exit_process
         self.settings = runtime.settings
+        self._held: list[TopicPartition] = []  # the partitions assigned, for report_lag
+        self._admin: AdminClient | None = None  # report_lag's own client, made on first use
         super().__init__("fvc-bulk-ingest")
 
     def _run(self) -> None:
@@ -87,7 +89,8 @@ class BulkIngest(Background):
             },
         )
         try:
-            consumer.subscribe(list(self.runtime.config.topics), on_assign=self._assigned)
+            consumer.subscribe(list(self.runtime.config.topics),
+                               on_assign=self._assigned, on_revoke=self._revoked)
             while not self._stop.is_set():
                 messages = consumer.consume(self.settings.batch_size,
                                             timeout=self.settings.batch_timeout_s)
@@ -106,6 +109,28 @@ class BulkIngest(Background):
         self._on_loop(self.runtime.handle(records))
         consumer.store_offsets(offsets=next_offsets(records))
 
+    def report_lag(self) -> None:
+        """Feed ``fvc_consumer_lag`` for each partition this reader holds; waits for the broker.
+
+        The worker calls it in a thread of its own on the lag timer's interval
+        (agents/ingest.py), not this reader's thread between batches: a batch waiting out a
+        store outage or an invalid config holds that thread, and the lag must go on growing
+        meanwhile. Nor does it ask the reader's consumer: confluent-kafka lets one thread at a
+        time into a consumer, and a caller beside ``consume`` starves (it hung the event loop).
+        So an admin client of its own asks for every high watermark in one request.
+        """
+        held = self._held
+        if not held:
+            return
+        self._admin = self._admin or make_admin(self.settings)
+        futures = self._admin.list_offsets(
+            {tp: OffsetSpec.latest() for tp in held}, request_timeout=ADMIN_TIMEOUT_S
+        )
+        applied = self.runtime.pipeline.applied
+        for tp, future in futures.items():
+            key = position(tp.topic, tp.partition)
+            self.runtime.metrics.record_lag(key, future.result().offset, applied.get(key))
+
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Start each partition right after the offset applied to the state in Redis."""
         self._on_loop(self.runtime.pipeline.load_offsets())
@@ -114,8 +139,13 @@ class BulkIngest(Background):
             stored = applied.get(position(tp.topic, tp.partition))
             tp.offset = OFFSET_INVALID if stored is None else stored + 1
         consumer.assign(partitions)
+        self._held = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         self.runtime.assigned = len(partitions)
         log.info("assigned %d partitions", len(partitions))
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Stop reporting the lag of partitions handed back (librdkafka then unassigns them)."""
+        self._held = []
 
     def _on_loop(self, coroutine: Any) -> Any:
         """Run a coroutine on the worker's event loop and wait for its result."""

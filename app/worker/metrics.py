@@ -108,6 +108,15 @@ class WorkerMetrics:
         self.realized.set_function(lambda: sum(1 for c in engine.clusters.values() if c.realized))
         self.index_size.set_function(lambda: len(engine.index))
 
+    def record_lag(self, position: str, highwater: int, applied: int | None) -> None:
+        """Records of one input partition after the offset ``applied`` (None: none yet).
+
+        ``highwater`` is the offset the next record will get, so a partition applied to its
+        last record is 0 behind.
+        """
+        behind = highwater - (-1 if applied is None else applied) - 1
+        self.lag.labels(position).set(max(behind, 0))
+
     def stage_totals(self) -> dict[str, float]:
         """Seconds spent so far per stage: the sums of ``stage_seconds``, for ``/stats``."""
         return {

@@ -333,6 +333,25 @@ def test_keda_group_follows_consumer_group_value(helm: Helm) -> None:
     } == {"vision-clusters"}
 
 
+@pytest.mark.parametrize(
+    ("sets", "group"),
+    [
+        (("settings.ingest=faust",), "cams-fvc"),
+        (("settings.ingest=bulk",), "cams-fvc.ingest"),
+        (("settings.ingest=bulk", "consumerGroup=vision-clusters"), "vision-clusters.ingest"),
+    ],
+)
+def test_keda_watches_the_group_that_reads_the_camera_topics(
+    helm: Helm, sets: tuple[str, ...], group: str
+) -> None:
+    """Bulk ingest reads in a group of its own; Faust's then holds only its leader topic."""
+    docs = helm.template(CI / "keda-values.yaml", sets=sets, release="cams")
+    variables = {name: e["value"] for name, e in env(worker(docs)).items() if "value" in e}
+    settings = Settings.from_env(variables)
+    triggers = find(docs, "ScaledObject")["spec"]["triggers"]
+    assert {t["metadata"]["consumerGroup"] for t in triggers} == {settings.ingest_group} == {group}
+
+
 def test_keda_topics_default_like_the_worker(helm: Helm, tmp_path: Path) -> None:
     config = {
         "clustering_config": {

@@ -58,6 +58,19 @@ async def test_a_working_timer_counts_nothing() -> None:
     assert _failures(metrics, "follow") == 0
 
 
+async def test_a_timer_that_never_reads_the_store_does_not_end_a_store_outage() -> None:
+    metrics = WorkerMetrics()
+    outage = Outage(300, metrics.store_available)
+    outage.failed(RuntimeError("redis down"))
+
+    @survives("lag", metrics, None)
+    async def tick() -> None:
+        return None
+
+    await tick()
+    assert metrics.store_available._value.get() == 0  # still down: the lag says nothing of it
+
+
 async def test_a_crashed_app_exits_the_process_within_a_second() -> None:
     app = faust.App("fvc-test-crash", autodiscover=False)
     exited, codes = threading.Event(), []

@@ -1,6 +1,7 @@
 {{/*
 Helpers shared by every template. Names follow helm create's conventions; fvc.consumerGroup
-is the one place the worker's app id (FVC_APP_ID) and KEDA's consumerGroup come from.
+is the one place the worker's app id (FVC_APP_ID) comes from, fvc.ingestGroup (built on it)
+KEDA's consumerGroup.
 */}}
 
 {{/* The chart name, or nameOverride. */}}
@@ -84,12 +85,25 @@ every image comes from values through this helper.
 {{- end -}}
 
 {{/*
-The Kafka consumer group: the worker's FVC_APP_ID and KEDA's consumerGroup both come from here.
+The Kafka consumer group of the Faust app: the worker's FVC_APP_ID comes from here.
 Faust uses the app id as the group id while the app version is 1 (it appends -v<version> above
 that), so the two stay equal.
 */}}
 {{- define "fvc.consumerGroup" -}}
 {{- .Values.consumerGroup | default (include "fvc.fullname" .) -}}
+{{- end -}}
+
+{{/*
+The consumer group that reads the camera topics, whose lag KEDA watches: the app id with
+Faust ingest, <app id>.ingest with settings.ingest=bulk (the worker's Settings.ingest_group: the
+bulk reader cannot share Faust's group, whose partitions are then only its leader topic's).
+*/}}
+{{- define "fvc.ingestGroup" -}}
+{{- if eq .Values.settings.ingest "bulk" -}}
+{{- printf "%s.ingest" (include "fvc.consumerGroup" .) -}}
+{{- else -}}
+{{- include "fvc.consumerGroup" . -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Key prefix of this deployment's state in Redis. */}}
