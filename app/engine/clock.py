@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 ORDERED = ""  # the one partition of input read in event-time order
+UNKNOWN = -(2**62)  # the time of a partition expected but not heard from yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +50,11 @@ def watermark(
     times = partitions.values()
     active = [p for p in times if idle_ms <= 0 or now_ms - p.active_ms < idle_ms]
     if active:
-        return min(p.event_time for p in active) - lateness_ms
+        oldest = min(p.event_time for p in active)
+        return None if oldest == UNKNOWN else oldest - lateness_ms
     newest = max(p.event_time for p in times)
+    if newest == UNKNOWN:
+        return None
     last_active = max(p.active_ms for p in times)
     return newest - lateness_ms + max(0, now_ms - last_active - idle_ms)
 
@@ -120,6 +124,18 @@ class EventClock:
             return current if self.watermark is None else self.watermark
         return max(self.watermark, current)
 
+    def expect(self, positions: list[str], now_ms: int) -> None:
+        """Partitions to wait for: until one is heard from (or idle), the watermark holds.
+
+        A worker that starts on a backlog must not let the first partitions it reads move
+        time on for the others: their first records would all be late, and clusters they
+        would have joined already expired.
+        """
+        if self.ordered:
+            return
+        for position in positions:
+            self.partitions.setdefault(position, PartitionTime(UNKNOWN, now_ms))
+
     def merge_due(self, at: int | None) -> bool:
         """Whether a merge pass falls due at watermark ``at``."""
         if self.interval_ms is None or at is None or self.merge_last is None:
@@ -144,7 +160,10 @@ class EventClock:
             newest = time if before is None else max(time, before.event_time)
             partitions[key] = PartitionTime(newest, now_ms)
             moved = watermark(partitions, now_ms=now_ms, lateness_ms=lateness, idle_ms=idle)
-            moved = moved if current is None or moved is None else max(current, moved)
+            if moved is None:
+                moved = current
+            elif current is not None:
+                moved = max(current, moved)
             if self.interval_ms is not None and moved is not None:
                 if merge_last is None:
                     merge_last = merge_start = boundary(moved, self.interval_ms)
@@ -176,4 +195,4 @@ def _restore(partitions: dict[str, PartitionTime], key: str, before: PartitionTi
         partitions[key] = before
 
 
-__all__ = ["ORDERED", "EventClock", "PartitionTime", "Scan", "boundary", "watermark"]
+__all__ = ["ORDERED", "UNKNOWN", "EventClock", "PartitionTime", "Scan", "boundary", "watermark"]

@@ -4,9 +4,9 @@ Faust delivers records one at a time through its stream machinery, 140-200 µs o
 record on a 2-core machine (5,000-7,200 records/s with nothing else to do, against 360,000 for
 ``consume(n)``: ``benchmarks/ingest.py``), about what the engine spends on one.
 ``FVC_INGEST=bulk`` reads the same topics with confluent-kafka's ``consume(n)`` instead
-(records come back from C in one call) and hands each batch to ``Runtime.handle`` on the
-worker's event loop, one batch at a time, so the order and the exactly-once rules are those of
-the Faust path:
+(records come back from C in one call) and hands them to ``Runtime.handle`` on the worker's
+event loop, one batch at a time, in event-time order across its partitions
+(app/worker/live_order.py), with the exactly-once rules of the Faust path:
 
 - the state and each partition's last applied offset are committed to Redis atomically by the
   pipeline, which drops records at or below that offset;
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from app.background import Background
 from app.kafka_client import ADMIN_TIMEOUT_S, make_admin, make_consumer, records_of
+from app.worker.live_order import LiveOrder
 from app.worker.pipeline import RawRecord, position
 
 if TYPE_CHECKING:
@@ -41,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXIT_UNRECOVERABLE = 70
+HOLD_BACK_S = 1.0  # how long a partition with more to read may hold the others back
+HOLD_BATCHES = 8  # records a partition may have waiting, in batches, before it is paused
+METADATA_TIMEOUT_S = 10.0
+ASK_EVERY_S = 0.05  # how often records waiting for the other workers ask where they are
 
 
 def raw_record(message: Any) -> RawRecord:
@@ -77,7 +83,15 @@ class BulkIngest(Background):
         self.settings = runtime.settings
         self._held: list[TopicPartition] = []  # the partitions assigned, for report_lag
         self._admin: AdminClient | None = None  # report_lag's own client, made on first use
+        self._order = LiveOrder(self._stream_of, wait_s=HOLD_BACK_S)
+        self._paused: set[tuple[str, int]] = set()
+        self._bounded = False  # records wait for the other workers: ask the store for them
+        self._asked = 0.0
         super().__init__("fvc-bulk-ingest")
+
+    def _stream_of(self, topic: str) -> str:
+        streams = {s.topic: s.stream_id for s in self.runtime.config.streams}
+        return streams.get(topic, topic)
 
     def _run(self) -> None:
         consumer = make_consumer(
@@ -94,20 +108,69 @@ class BulkIngest(Background):
             while not self._stop.is_set():
                 messages = consumer.consume(self.settings.batch_size,
                                             timeout=self.settings.batch_timeout_s)
-                if messages:
-                    self._handle(consumer, messages)
+                now = time.monotonic()
+                self._order.add([raw_record(m) for m in records_of(messages)], now)
+                if len(self._order):
+                    self._handle(consumer, now)
         except Exception:
             log.exception("bulk ingest failed; exiting so the batch is read again on restart")
             self.exit_process(EXIT_UNRECOVERABLE)
         finally:
             consumer.close()
 
-    def _handle(self, consumer: Consumer, messages: list) -> None:
-        records = [raw_record(message) for message in records_of(messages)]
-        if not records:
-            return
-        self._on_loop(self.runtime.handle(records))
-        consumer.store_offsets(offsets=next_offsets(records))
+    def _handle(self, consumer: Consumer, now: float) -> None:
+        """Handle what is read in event-time order, in batches, as far as it is known.
+
+        Records wait (app/worker/live_order.py) while a partition with more to read may hold
+        an earlier one, and past the other workers' watermark plus ``FVC_LOOKAHEAD_MS``. Only
+        handled records' offsets are stored: one still waiting when the partition moves is
+        read again by its next owner from the offsets stored with the state.
+        """
+        mine = {position(t, p) for t, p in self._assignment()}
+        ask = self._bounded and now - self._asked >= ASK_EVERY_S
+        if ask:
+            self._asked = now
+        bound = self._on_loop(self.runtime.pipeline.release_bound(mine, refresh=ask))
+        released = self._order.release(self._highwater(consumer), bound, now)
+        self._bounded = bound is not None and len(self._order) > 0
+        size = self.settings.batch_size
+        for start in range(0, len(released), size):
+            batch = released[start : start + size]
+            if bound is not None:  # others decide beside this worker: see their clusters first
+                self._on_loop(self.runtime.follow_changes())
+            self._on_loop(self.runtime.handle(batch))
+            consumer.store_offsets(offsets=next_offsets(batch))
+        self._pace(consumer)
+
+    def _every_partition(self, consumer: Consumer) -> list[str]:
+        """Every partition of the input topics, whichever worker reads it."""
+        topics = self.runtime.config.topics
+        listed = consumer.list_topics(timeout=METADATA_TIMEOUT_S).topics
+        return [position(t, p) for t in topics if t in listed for p in listed[t].partitions]
+
+    def _assignment(self) -> list[tuple[str, int]]:
+        return [(tp.topic, tp.partition) for tp in self._held]
+
+    def _highwater(self, consumer: Consumer) -> dict[tuple[str, int], int]:
+        """Each held partition's high watermark as the last fetch reported it (no request)."""
+        out = {}
+        for where in self._assignment():
+            _, high = consumer.get_watermark_offsets(TopicPartition(*where), cached=True)
+            if high >= 0:
+                out[where] = high
+        return out
+
+    def _pace(self, consumer: Consumer) -> None:
+        """Pause a partition far ahead of the others (its records wait); resume it below half."""
+        limit = HOLD_BATCHES * self.settings.batch_size
+        for where in self._assignment():
+            held = self._order.buffered(where)
+            if where not in self._paused and held > limit:
+                consumer.pause([TopicPartition(*where)])
+                self._paused.add(where)
+            elif where in self._paused and held <= limit // 2:
+                consumer.resume([TopicPartition(*where)])
+                self._paused.discard(where)
 
     def report_lag(self) -> None:
         """Feed ``fvc_consumer_lag`` for each partition this reader holds; waits for the broker.
@@ -140,12 +203,21 @@ class BulkIngest(Background):
             tp.offset = OFFSET_INVALID if stored is None else stored + 1
         consumer.assign(partitions)
         self._held = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        starts = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in partitions}
+        self._order.assign(starts, time.monotonic())
+        self._paused = set()
+        self._on_loop(self.runtime.pipeline.expect(self._every_partition(consumer)))
         self.runtime.assigned = len(partitions)
         log.info("assigned %d partitions", len(partitions))
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Stop reporting the lag of partitions handed back (librdkafka then unassigns them)."""
+        """Forget partitions handed back (librdkafka then unassigns them) and their waiting records.
+
+        Their next owner reads those records from the offsets stored with the state.
+        """
         self._held = []
+        self._order.assign({}, time.monotonic())
+        self._paused = set()
 
     def _on_loop(self, coroutine: Any) -> Any:
         """Run a coroutine on the worker's event loop and wait for its result."""

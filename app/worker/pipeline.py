@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 50
 REPLAYED = "replayed:"  # the prefix of a store generation rebuilt by replaying the inputs
+ACTIVE_WINDOW_MS = 2_000  # another worker's partition this quiet no longer holds this one back
 
 
 def position(topic: str, partition: int) -> str:
@@ -372,6 +373,11 @@ class Pipeline:
             await self._follow_config()
         return self.config_version or 0
 
+    async def expect(self, positions: list[str]) -> None:
+        """Input partitions the watermark waits for until heard from (``EventClock.expect``)."""
+        async with self.lock:
+            self.clock.expect(positions, self.now_ms())
+
     async def refresh_clock(self) -> None:
         """Take the other workers' partition times and merge boundary from the store.
 
@@ -380,6 +386,23 @@ class Pipeline:
         """
         async with self.lock:
             self._take_clock(await self.store.clock())
+
+    async def release_bound(self, mine: set[str], refresh: bool) -> int | None:
+        """The latest event time this worker may decide now, or None for no limit.
+
+        The other workers' partitions (those active in the last ``ACTIVE_WINDOW_MS``) hold it
+        to their oldest event time plus ``FVC_LOOKAHEAD_MS``, so workers reading one backlog
+        move through event time together instead of racing apart (app/worker/live_order.py).
+        ``refresh`` reads their times from the store first (a worker waiting on them).
+        """
+        if refresh:
+            await self.refresh_clock()
+        now = self.now_ms()
+        others = [
+            p.event_time for where, p in self.clock.partitions.items()
+            if where not in mine and now - p.active_ms < ACTIVE_WINDOW_MS
+        ]
+        return min(others) + self.settings.lookahead_ms if others else None
 
     async def tick(self) -> int:
         """Timer: the watermark from every worker's partitions; the timers due at it.
