@@ -21,6 +21,8 @@ from app.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
+RESUBSCRIBE_AFTER_S = 1.0
+
 
 def raw_record(message: faust.types.tuples.Message) -> RawRecord:
     """A Faust message as the pipeline's record (timestamp in ms)."""
@@ -115,6 +117,24 @@ def _attach_agent(app: faust.App, runtime: Runtime) -> None:
                 # the offsets stored with the state make the restart resume exactly.
                 log.exception("unrecoverable error on %s; exiting", records[0])
                 os._exit(EXIT_UNRECOVERABLE)
+
+    def follow(topics: tuple[str, ...]) -> None:
+        """A reload changed the streams: the agent's channel reads the new topics.
+
+        Faust rebuilds its subscription from its channels' topic lists once told that the
+        channels changed (discard and add again), after ``RESUBSCRIBE_AFTER_S``.
+        """
+        if tuple(topic.topics) == topics:
+            return
+        topic.topics = list(topics)
+        app.topics.discard(topic)
+        app.topics.add(topic)
+        log.info("subscribing to %s", ", ".join(topics))
+
+    runtime.on_topics.append(follow)
+    # Faust waits 45 s after a channel changes before it subscribes again (to gather several
+    # changes into one rebalance); a reload is one change, and its new streams should flow now.
+    app.topics._resubscribe_sleep_lock_seconds = RESUBSCRIBE_AFTER_S
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: object, assigned: set, **kwargs: object) -> None:

@@ -86,8 +86,16 @@ class BulkIngest(Background):
         self._order = LiveOrder(self._stream_of, wait_s=HOLD_BACK_S)
         self._paused: set[tuple[str, int]] = set()
         self._bounded = False  # records wait for the other workers: ask the store for them
+        self._topics: tuple[str, ...] | None = None  # a reload's new topics, to subscribe to
+        self._subscribed: tuple[str, ...] = runtime.config.topics
+        runtime.on_topics.append(self._follow)
         self._asked = 0.0
         super().__init__("fvc-bulk-ingest")
+
+    def _follow(self, topics: tuple[str, ...]) -> None:
+        """A reload changed the streams: subscribe to their topics (in the reader's thread)."""
+        if topics != self._subscribed:
+            self._subscribed = self._topics = topics
 
     def _stream_of(self, topic: str) -> str:
         streams = {s.topic: s.stream_id for s in self.runtime.config.streams}
@@ -103,9 +111,18 @@ class BulkIngest(Background):
             },
         )
         try:
-            consumer.subscribe(list(self.runtime.config.topics),
-                               on_assign=self._assigned, on_revoke=self._revoked)
+            if self._subscribed:  # none while the config is invalid: a valid one sets them
+                consumer.subscribe(list(self._subscribed),
+                                   on_assign=self._assigned, on_revoke=self._revoked)
             while not self._stop.is_set():
+                if (topics := self._topics) is not None:
+                    self._topics = None
+                    log.info("subscribing to %s", ", ".join(topics))
+                    consumer.subscribe(list(topics), on_assign=self._assigned,
+                                       on_revoke=self._revoked)
+                if not self._subscribed:
+                    self._stop.wait(self.settings.batch_timeout_s)
+                    continue
                 messages = consumer.consume(self.settings.batch_size,
                                             timeout=self.settings.batch_timeout_s)
                 now = time.monotonic()

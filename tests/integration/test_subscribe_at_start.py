@@ -96,3 +96,33 @@ def test_the_lag_gauge_follows_the_records_not_yet_applied(
     assert http("POST", deployment.url(0, "/reload"))[0] == 200
     wait_for(lambda: deployment.observations_stored() == 500, 60, "every record stored")
     wait_for(lambda: sum(consumer_lag(deployment).values()) == 0, 30, "the lag back to 0")
+
+
+FAUST_NEW_TOPIC = (
+    "product: with Faust ingest the agent subscribes to the added topic and is assigned its "
+    "partitions, but no record of it reaches the agent (issue 17 item 7); bulk ingest reads it"
+)
+
+
+@pytest.mark.parametrize(
+    "ingest", [pytest.param("faust", marks=pytest.mark.xfail(reason=FAUST_NEW_TOPIC)), "bulk"]
+)
+@pytest.mark.parametrize("deployment", [{"cameras": 2, "partitions": 2}], indirect=True)
+def test_a_stream_added_by_a_reload_is_consumed_without_a_restart(
+    deployment: Deployment, ingest: str
+) -> None:
+    full = deployment.config_data
+    ensure_topics(deployment.settings, deployment.config.topics, deployment.partitions)
+    deployment.write_config({**full, "input_stream_configs": full["input_stream_configs"][:1]})
+    deployment.start_worker(FVC_INGEST=ingest)
+    scene = make_scene(300, seed=5, dim=32, cameras=2)
+    first = int((scene.s == "camera_0").sum())
+    deployment.produce(scene)
+    wait_for(lambda: deployment.observations_stored() == first, 60, "the first camera stored")
+    time.sleep(2)
+    assert deployment.observations_stored() == first  # the second camera is not read yet
+    deployment.write_config(full)
+    assert http("POST", deployment.url(0, "/reload"))[0] == 200
+    wait_for(lambda: deployment.observations_stored() == scene.n, 30,
+             "the added camera's records stored by the same process")
+    assert deployment.workers[0].poll() is None
