@@ -23,6 +23,7 @@ reports as the Faust lag timer reports the agent's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -33,6 +34,7 @@ from confluent_kafka import OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, T
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from app.background import Background
+from app.errors import StoreUnavailable
 from app.kafka_client import ADMIN_TIMEOUT_S, make_admin, make_consumer, records_of
 from app.worker.live_order import LiveOrder
 from app.worker.pipeline import RawRecord, position
@@ -87,8 +89,7 @@ class BulkIngest(Background):
         self._paused: set[tuple[str, int]] = set()
         self._bounded = False  # records wait for the other workers: ask the store for them
         self._topics: tuple[str, ...] | None = None  # a reload's new topics, to subscribe to
-        self._subscribed: tuple[str, ...] = runtime.config.topics
-        runtime.on_topics.append(self._follow)
+        self._subscribed: tuple[str, ...] = ()
         self._asked = 0.0
         super().__init__("fvc-bulk-ingest")
 
@@ -110,6 +111,8 @@ class BulkIngest(Background):
                 "heartbeat.interval.ms": int(self.settings.group_heartbeat_s * 1000),
             },
         )
+        self._subscribed = self.runtime.config.topics
+        self.runtime.on_topics.append(self._follow)
         try:
             if self._subscribed:  # none while the config is invalid: a valid one sets them
                 consumer.subscribe(list(self._subscribed),
@@ -147,14 +150,18 @@ class BulkIngest(Background):
         ask = self._bounded and now - self._asked >= ASK_EVERY_S
         if ask:
             self._asked = now
-        bound = self._on_loop(self.runtime.pipeline.release_bound(mine, refresh=ask))
+        try:
+            bound = self._on_loop(self.runtime.pipeline.release_bound(mine, refresh=ask))
+        except StoreUnavailable:  # the batch's own commit waits the outage out; hold on to it
+            return
         released = self._order.release(self._highwater(consumer), bound, now)
         self._bounded = bound is not None and len(self._order) > 0
         size = self.settings.batch_size
         for start in range(0, len(released), size):
             batch = released[start : start + size]
             if bound is not None:  # others decide beside this worker: see their clusters first
-                self._on_loop(self.runtime.follow_changes())
+                with contextlib.suppress(StoreUnavailable):  # the commit waits the outage out
+                    self._on_loop(self.runtime.follow_changes())
             self._on_loop(self.runtime.handle(batch))
             consumer.store_offsets(offsets=next_offsets(batch))
         self._pace(consumer)
