@@ -85,6 +85,7 @@ class BulkIngest(Background):
         self.settings = runtime.settings
         self._held: list[TopicPartition] = []  # the partitions assigned, for report_lag
         self._admin: AdminClient | None = None  # report_lag's own client, made on first use
+        self._streams_of: tuple[object, dict[str, str]] = (None, {})
         self._order = LiveOrder(self._stream_of, wait_s=HOLD_BACK_S)
         self._paused: set[tuple[str, int]] = set()
         self._bounded = False  # records wait for the other workers: ask the store for them
@@ -99,8 +100,11 @@ class BulkIngest(Background):
             self._subscribed = self._topics = topics
 
     def _stream_of(self, topic: str) -> str:
-        streams = {s.topic: s.stream_id for s in self.runtime.config.streams}
-        return streams.get(topic, topic)
+        """The stream a topic feeds, for the event-time order (looked up per record)."""
+        config = self.runtime.config
+        if config is not self._streams_of[0]:  # built once per config, not once per record
+            self._streams_of = (config, {s.topic: s.stream_id for s in config.streams})
+        return self._streams_of[1].get(topic, topic)
 
     def _run(self) -> None:
         consumer = make_consumer(
