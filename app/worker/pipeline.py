@@ -266,7 +266,7 @@ class Pipeline:
             if end_rec > start_rec:
                 part = observations[start_obs:end_obs]
                 tally.conflicts += await self._store_segment(
-                    decoded, start_rec, end_rec, part, scan, tally
+                    decoded, start_rec, end_rec, part, positions[start_obs:end_obs], scan, tally
                 )
             if scan.merge_at is not None:
                 tally.merges += await self._timers(scan.merge_at)
@@ -278,18 +278,20 @@ class Pipeline:
         start: int,
         end: int,
         observations: list[Observation],
+        positions: list[str],
         scan: Scan,
         tally: _Tally,
     ) -> int:
-        """Commit records ``start:end`` of the batch with their observations; version retries."""
+        """Commit records ``start:end`` of the batch with their observations; version retries.
+
+        ``positions`` are the observations' partitions, for their newest event times.
+        """
         segment = decoded.records[start:end]
         dead, ignored = decoded.between(start, end)
         first_offsets, offsets = _offset_ranges(segment)
         event_times: dict[str, int] = {}
-        for record_index, obs in zip(decoded.rows, decoded.observations, strict=True):
-            if start <= record_index < end:
-                where = decoded.records[record_index].position
-                event_times[where] = max(obs.time, event_times.get(where, obs.time))
+        for where, obs in zip(positions, observations, strict=True):
+            event_times[where] = max(obs.time, event_times.get(where, obs.time))
         start_clock = None if scan.merge_start is None else (None, scan.merge_start)
         _, tries = await self._commit(
             lambda: self.engine.process(observations),
