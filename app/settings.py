@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     broker_outage_s: Seconds = 300.0
     group_session_timeout_s: Seconds = 10.0
     allowed_lateness_ms: Annotated[int, _integer(0)] = 0
-    lookahead_ms: Annotated[int, _integer(0)] = 2_000
+    lookahead_ms: Annotated[int, _integer(0)] = 0
     idle_timeout_s: Annotated[int, _integer(0)] = Field(60, validation_alias="FVC_IDLE_TIMEOUT")
     ingest: Annotated[str, _choice("faust", "bulk")] = "faust"
     web_port: Annotated[int, _integer(1, 65535)] = 6066

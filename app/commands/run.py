@@ -47,7 +47,7 @@ def handler(args: argparse.Namespace) -> int:
 
     settings, config_path = settings_from(args)
     logging.basicConfig(level=logging.WARNING)
-    runtime = Runtime(settings, config_path, ordered=True)
+    runtime = Runtime(settings, config_path, batch=True)
     with tqdm(unit="rec", desc="processing", disable=not sys.stderr.isatty()) as bar:
         report = asyncio.run(run_batch(runtime, args.since, bar.update))
     print(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 ORDERED = ""  # the one partition of input read in event-time order
 UNKNOWN = -(2**62)  # the time of a partition expected but not heard from yet
+NOT_HOLDING = 2**62  # the frontier of a partition with nothing to give soon
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,4 +196,7 @@ def _restore(partitions: dict[str, PartitionTime], key: str, before: PartitionTi
         partitions[key] = before
 
 
-__all__ = ["ORDERED", "UNKNOWN", "EventClock", "PartitionTime", "Scan", "boundary", "watermark"]
+__all__ = [
+    "NOT_HOLDING", "ORDERED", "UNKNOWN", "EventClock", "PartitionTime", "Scan", "boundary",
+    "watermark",
+]

@@ -91,10 +91,16 @@ class StoredConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClockState:
-    """The stored event-time clock: each partition's time, and the last merge boundary."""
+    """The stored event-time clock: each partition's time, and the last merge boundary.
+
+    ``frontiers`` are what bulk workers published of the partitions they read: the event time
+    of each one's next record not yet applied (``NOT_HOLDING`` for one with nothing to give
+    soon), with the wall time it was published at (app/worker/live_order.py).
+    """
 
     partitions: Mapping[str, PartitionTime] = field(default_factory=dict)
     merge_last: int | None = None
+    frontiers: Mapping[str, PartitionTime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +171,13 @@ class StateStore(Protocol):
 
     async def clock(self) -> ClockState:
         """The partitions' event times and the last merge boundary, in one round trip."""
+
+    async def publish_frontiers(self, frontiers: Mapping[str, int], now_ms: int) -> None:
+        """Store where the partitions a worker reads stand (``ClockState.frontiers``).
+
+        Outside any commit: a frontier only says how far others may go without waiting, so
+        one published late (lower than the truth) makes them wait longer, never decide wrong.
+        """
 
     async def change_cursor(self) -> str:
         """A cursor at the end of the change stream (take it before ``load_all``)."""

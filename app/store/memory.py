@@ -7,7 +7,7 @@ values, so they are kept and handed out by reference: no vector is ever copied h
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from app.engine.clock import PartitionTime
 from app.engine.types import Cluster
@@ -50,6 +50,7 @@ class MemoryStore:
         self._outbox_seq = 0
         self._generation: str | None = None
         self._times: dict[str, PartitionTime] = {}
+        self._frontiers: dict[str, PartitionTime] = {}
         self._merge_last: int | None = None
         self._config: StoredConfig | None = None
 
@@ -168,7 +169,12 @@ class MemoryStore:
 
     async def clock(self) -> ClockState:
         """Every partition's event time and the last merge boundary."""
-        return ClockState(dict(self._times), self._merge_last)
+        return ClockState(dict(self._times), self._merge_last, dict(self._frontiers))
+
+    async def publish_frontiers(self, frontiers: Mapping[str, int], now_ms: int) -> None:
+        """Keep each frontier with the wall time it was published at."""
+        for partition, event_time in frontiers.items():
+            self._frontiers[partition] = PartitionTime(event_time, now_ms)
 
     async def change_cursor(self) -> str:
         """The cursor of the newest change (``"0-0"`` before any since the last clear)."""
@@ -238,5 +244,6 @@ class MemoryStore:
         self._outbox.clear()
         self._generation = None
         self._times.clear()
+        self._frontiers.clear()
         self._merge_last = None
         self._config = None

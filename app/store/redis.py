@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import cache
 from importlib.resources import files
 from urllib.parse import urlsplit, urlunsplit
@@ -248,6 +248,7 @@ class RedisStore:
         self._offsets = f"{tag}:offsets"
         self._generation = f"{tag}:generation"
         self._times, self._clock = f"{tag}:times", f"{tag}:clock"
+        self._frontiers = f"{tag}:frontiers"
         self._config = f"{tag}:config"
         self.slot = key_slot(tag.encode())
         self._client: Client | None = None
@@ -257,7 +258,7 @@ class RedisStore:
         """Every key of the namespace, all tagged ``{namespace}``: one slot in a cluster."""
         return [
             self._clusters, self._versions, self._changes, self._outbox, self._offsets,
-            self._generation, self._times, self._clock, self._config,
+            self._generation, self._times, self._clock, self._config, self._frontiers,
         ]
 
     @property
@@ -349,9 +350,21 @@ class RedisStore:
             pipe = self._redis.pipeline(transaction=False)
             pipe.hgetall(self._times)
             pipe.get(self._clock)
-            stored, merge_last = await pipe.execute()
-        partitions = {p.decode(): _partition_time(v) for p, v in stored.items()}
-        return ClockState(partitions, None if merge_last is None else int(merge_last))
+            pipe.hgetall(self._frontiers)
+            stored, merge_last, frontiers = await pipe.execute()
+        return ClockState(
+            {p.decode(): _partition_time(v) for p, v in stored.items()},
+            None if merge_last is None else int(merge_last),
+            {p.decode(): _partition_time(v) for p, v in frontiers.items()},
+        )
+
+    async def publish_frontiers(self, frontiers: Mapping[str, int], now_ms: int) -> None:
+        """HSET each frontier as ``<event time>:<wall ms>``, the form of the partition times."""
+        if not frontiers:
+            return
+        mapping = {p: f"{t}:{now_ms}" for p, t in frontiers.items()}
+        async with guard(self._redis, self._where, "frontiers"):
+            await self._redis.hset(self._frontiers, mapping=mapping)
 
     async def get(self, keys: Sequence[str]) -> dict[str, Cluster]:
         """Current clusters for ``keys`` with one HMGET."""

@@ -49,6 +49,7 @@ HOLD_BACK_S = 1.0  # how long a partition with more to read may hold the others 
 HOLD_BATCHES = 8  # records a partition may have waiting, in batches, before it is paused
 METADATA_TIMEOUT_S = 10.0
 ASK_EVERY_S = 0.05  # how often records waiting for the other workers ask where they are
+REPUBLISH_S = 0.5  # how often unchanged frontiers are published again (well inside 2 s)
 
 
 def raw_record(message: Any) -> RawRecord:
@@ -92,6 +93,7 @@ class BulkIngest(Background):
         self._topics: tuple[str, ...] | None = None  # a reload's new topics, to subscribe to
         self._subscribed: tuple[str, ...] = ()
         self._asked = 0.0
+        self._published: tuple[dict[tuple[str, int], int], float] = ({}, 0.0)
         super().__init__("fvc-bulk-ingest")
 
     def _follow(self, topics: tuple[str, ...]) -> None:
@@ -136,6 +138,7 @@ class BulkIngest(Background):
                 self._order.add([raw_record(m) for m in records_of(messages)], now)
                 if len(self._order):
                     self._handle(consumer, now)
+                self._publish(consumer, time.monotonic())
         except Exception:
             log.exception("bulk ingest failed; exiting so the batch is read again on restart")
             self.exit_process(EXIT_UNRECOVERABLE)
@@ -146,7 +149,7 @@ class BulkIngest(Background):
         """Handle what is read in event-time order, in batches, as far as it is known.
 
         Records wait (app/worker/live_order.py) while a partition with more to read may hold
-        an earlier one, and past the other workers' watermark plus ``FVC_LOOKAHEAD_MS``. Only
+        an earlier one, and past the other workers' frontiers plus ``FVC_LOOKAHEAD_MS``. Only
         handled records' offsets are stored: one still waiting when the partition moves is
         read again by its next owner from the offsets stored with the state.
         """
@@ -169,6 +172,25 @@ class BulkIngest(Background):
             self._on_loop(self.runtime.handle(batch))
             consumer.store_offsets(offsets=next_offsets(batch))
         self._pace(consumer)
+
+    def _publish(self, consumer: Consumer, now: float) -> None:
+        """Tell the other workers where this one's partitions stand, once they moved.
+
+        Published after the batches before them are committed, so another worker never
+        decides past a record whose clusters it cannot read yet. At most every
+        ``ASK_EVERY_S`` (a round trip per batch would cost a busy worker), and repeated every
+        ``REPUBLISH_S`` while unchanged: a frontier older than the pipeline's active window
+        stops holding anyone back.
+        """
+        since = now - self._published[1]
+        if since < ASK_EVERY_S:  # no more often than the others ask for them
+            return
+        frontiers = self._order.frontiers(self._highwater(consumer), now)
+        if frontiers == self._published[0] and since < REPUBLISH_S:
+            return
+        with contextlib.suppress(StoreUnavailable):  # the next round publishes them again
+            self._on_loop(self.runtime.pipeline.publish_frontiers(frontiers))
+            self._published = (frontiers, now)
 
     def _every_partition(self, consumer: Consumer) -> list[str]:
         """Every partition of the input topics, whichever worker reads it."""

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -22,7 +22,7 @@ from prometheus_client import Histogram
 from app.codec.decode import decode
 from app.config import ClusteringConfig, parse_config
 from app.engine import Engine, Observation, StepResult
-from app.engine.clock import ORDERED, EventClock, PartitionTime, Scan, boundary
+from app.engine.clock import NOT_HOLDING, ORDERED, EventClock, PartitionTime, Scan, boundary
 from app.errors import (
     AlreadyApplied,
     ClockMoved,
@@ -139,8 +139,9 @@ class Pipeline:
     Event time drives the timers (app/engine/clock.py): a batch is cut where its watermark
     crosses a merge boundary, the part before it is stored, the merge pass runs and is stored
     (once per boundary, whichever worker gets there), then the rest of the batch follows, so
-    every mode and batch size gives the same clusters. ``ordered`` is for input read in
-    event-time order (batch mode): the watermark is then the newest event time seen.
+    every mode and batch size gives the same clusters. ``ordered`` is for input released in
+    event-time order (batch mode, bulk ingest): the watermark is then the newest event time
+    seen. ``batch`` is for input read to its end: no partition is ever idle.
     """
 
     def __init__(
@@ -152,6 +153,7 @@ class Pipeline:
         stage_seconds: Histogram | None = None,
         *,
         ordered: bool = False,
+        batch: bool = False,
         now_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.engine = engine
@@ -167,10 +169,12 @@ class Pipeline:
         self.now_ms = now_ms
         self.config_version: int | None = None  # the stored config's (None: unchecked)
         self.on_config: list[Callable[[ClusteringConfig], None]] = []  # after a reload here
+        self.clock_partitions: Mapping[str, PartitionTime] = {}  # each one's, as stored
+        self.frontiers: Mapping[str, PartitionTime] = {}  # the bulk workers' published places
         self.clock = EventClock(
             None,
             lateness_ms=settings.allowed_lateness_ms,
-            idle_ms=0 if ordered else settings.idle_timeout_s * 1000,  # ordered: all is read
+            idle_ms=0 if batch else settings.idle_timeout_s * 1000,
             ordered=ordered,
         )
         self.reconfigure(config)
@@ -207,6 +211,7 @@ class Pipeline:
         """Merge the stored clock into this pipeline's: times only grow, boundaries only move on."""
         clock = self.clock
         stored = dict(state.partitions)
+        self.clock_partitions, self.frontiers = stored, state.frontiers
         if clock.ordered and stored:
             newest = max(p.event_time for p in stored.values())
             stored = {ORDERED: PartitionTime(newest, max(p.active_ms for p in stored.values()))}
@@ -389,22 +394,44 @@ class Pipeline:
         async with self.lock:
             self._take_clock(await self.store.clock())
 
-    async def release_bound(self, mine: set[str], refresh: bool) -> int | None:
-        """The latest event time this worker may decide now, or None for no limit.
+    async def release_bound(
+        self, mine: set[str], refresh: bool
+    ) -> tuple[int, str, str, int] | None:
+        """The first place in event-time order this worker may not decide yet, or None.
 
-        The other workers' partitions (those active in the last ``ACTIVE_WINDOW_MS``) hold it
-        to their oldest event time plus ``FVC_LOOKAHEAD_MS``, so workers reading one backlog
-        move through event time together instead of racing apart (app/worker/live_order.py).
-        ``refresh`` reads their times from the store first (a worker waiting on them).
+        A place is (event time, stream, topic, partition), the order bulk ingest releases
+        records in (app/worker/live_order.py). Each partition another worker reads holds this
+        one back at its frontier, the next record it has not applied (or, before one is
+        published, the last it applied), plus ``FVC_LOOKAHEAD_MS``; one quiet for
+        ``ACTIVE_WINDOW_MS`` of wall clock does not. With no lookahead, the workers decide in
+        the one order a single reader would, so they give its clusters.
+        ``refresh`` reads the others' places from the store first (a worker waiting on them).
         """
         if refresh:
             await self.refresh_clock()
         now = self.now_ms()
-        others = [
-            p.event_time for where, p in self.clock.partitions.items()
-            if where not in mine and now - p.active_ms < ACTIVE_WINDOW_MS
-        ]
-        return min(others) + self.settings.lookahead_ms if others else None
+        places = []
+        for where in self.clock_partitions.keys() | self.frontiers.keys():
+            if where in mine:
+                continue
+            held = self.frontiers.get(where)
+            if held is None or now - held.active_ms >= ACTIVE_WINDOW_MS:
+                held = self.clock_partitions.get(where)
+                if held is None or now - held.active_ms >= ACTIVE_WINDOW_MS:
+                    continue
+            if held.event_time == NOT_HOLDING:
+                continue
+            topic, _, partition = where.rpartition(":")
+            stream = self._streams[topic].stream_id if topic in self._streams else topic
+            places.append((held.event_time + self.settings.lookahead_ms, stream, topic,
+                           int(partition)))
+        return min(places) if places else None
+
+    async def publish_frontiers(self, frontiers: dict[tuple[str, int], int]) -> None:
+        """Store where this worker's partitions stand, for the others' ``release_bound``."""
+        await self.store.publish_frontiers(
+            {position(t, p): time for (t, p), time in frontiers.items()}, self.now_ms()
+        )
 
     async def tick(self) -> int:
         """Timer: the watermark from every worker's partitions; the timers due at it.

@@ -55,7 +55,7 @@ class Runtime:
         config_path: str,
         store: StateStore | None = None,
         *,
-        ordered: bool = False,
+        batch: bool = False,
     ) -> None:
         self.config_errors: list[str] = []
         try:
@@ -76,7 +76,8 @@ class Runtime:
         self.index = TimedIndex(make_index(settings.index_type, settings.device), stages)
         self.engine = Engine(config, self.index)
         self.pipeline = Pipeline(
-            self.engine, self.store, config, settings, stages, ordered=ordered
+            self.engine, self.store, config, settings, stages,
+            ordered=batch or settings.ingest == "bulk", batch=batch,  # both release in order
         )
         self.metrics.watch(self.engine)
         self.metrics.watermark.set_function(lambda: self.pipeline.clock.watermark or 0)

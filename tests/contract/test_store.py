@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from app.engine.clock import PartitionTime
+from app.engine.clock import NOT_HOLDING, UNKNOWN, PartitionTime
 from app.engine.types import Cluster, ClusterId
 from app.errors import (
     AlreadyApplied,
@@ -389,6 +389,17 @@ class TestStateStore:
         assert state.partitions == {
             "cam-a:0": PartitionTime(5_000, 20), "cam-b:0": PartitionTime(-3, 10)
         }
+
+    async def test_frontiers_are_the_latest_published_with_when(self, store: StateStore) -> None:
+        await store.publish_frontiers({"cam-a:0": 7_000, "cam-a:1": NOT_HOLDING}, 10)
+        await store.publish_frontiers({"cam-a:0": 7_200, "cam-b:0": UNKNOWN}, 20)
+        await store.publish_frontiers({}, 30)
+        assert (await store.clock()).frontiers == {
+            "cam-a:0": PartitionTime(7_200, 20), "cam-a:1": PartitionTime(NOT_HOLDING, 10),
+            "cam-b:0": PartitionTime(UNKNOWN, 20),
+        }
+        await store.clear()
+        assert await store.clock() == ClockState()
 
     async def test_the_merge_clock_moves_once_per_boundary(self, store: StateStore) -> None:
         await store.commit(Commit(merge_clock=(None, 1_000)))

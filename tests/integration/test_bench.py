@@ -37,8 +37,10 @@ def test_bench_counts_redis_round_trips_and_plots(kafka_bootstrap, redis_url, tm
     # per batch grows with how long a batch takes on this machine
     by_call = figures["redis_round_trips_per_batch_by_call"]
     assert by_call["commit"] == pytest.approx(1.0, abs=0.5)
-    # clock and config: every worker follows the deployment's partition times and config (1/s)
-    expected = {"commit", "changes", "outbox_pending", "outbox_ack", "get", "clock", "config"}
+    # clock and config: every worker follows the deployment's partition times and config (1/s);
+    # frontiers: a bulk worker says where its partitions stand (at most every 50 ms)
+    expected = {"commit", "changes", "outbox_pending", "outbox_ack", "get", "clock", "config",
+                "frontiers"}
     assert set(by_call) <= expected
     assert figures["redis_round_trips_per_batch"] == pytest.approx(sum(by_call.values()), rel=0.05)
     assert (figures["ingest"], figures["output_format"]) == ("bulk", "msgpack")

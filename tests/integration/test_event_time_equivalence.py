@@ -10,10 +10,10 @@ consumer would resolve it.
   take them, so every observation's final cluster is the offline one, and batch and live
   publish the same events (by id and value), whatever the batches were.
 * Several input partitions, fed at full speed (a backlog), scored against the offline partition
-  (B-cubed, offline as the truth, target 0.995). A bulk worker holding every partition releases
-  its records in event-time order and matches; two bulk workers move through event time
-  together but still fall short, and a Faust worker decides in the order Kafka hands it the
-  partitions (strict xfails, ``BelowOffline`` only, with the measured figures).
+  (B-cubed, offline as the truth, target 0.995). Bulk workers release their records in the one
+  event-time order across all partitions, whichever worker reads them (frontiers in Redis), and
+  match; a Faust worker decides in the order Kafka hands it the partitions (strict xfails,
+  ``BelowOffline`` only, with the measured figures).
 * ``fvc run`` and ``fvc evaluate --assignments`` through the real command line, on a scene of
   four cameras: identical assignments.
 
@@ -221,12 +221,6 @@ ARRIVAL_ORDER = (
     "event-time order; read at full speed, partitions come in chunks far apart in event time. "
     "Measured B-cubed against offline: precision 0.68-0.97, recall 0.80-1.00 (issue 17 item 6)"
 )
-TWO_WORKERS = (
-    "product: two bulk workers move through event time together (FVC_LOOKAHEAD_MS) but each "
-    "decides beside clusters the other has not committed yet, and the watermark moves in the "
-    "steps the other worker commits, so some merge boundaries share one pass. Measured B-cubed "
-    "against offline: precision 0.83-0.97, recall 0.88-0.99 (issue 17 item 6)"
-)
 LAYOUTS = {
     "4-cameras-of-1-partition": (4, 1),  # both ingest modes give all four to one worker
     "1-camera-of-4-partitions": (1, 4),
@@ -238,8 +232,6 @@ def _case(layout: str, ingest: str) -> object:
     """One (cameras, partitions, ingest) case, marked with the shortfall it still has."""
     cameras, partitions = LAYOUTS[layout]
     reason = ARRIVAL_ORDER if ingest == "faust" else None
-    if ingest == "bulk" and partitions > 1:
-        reason = TWO_WORKERS
     marks = [pytest.mark.xfail(reason=reason, raises=BelowOffline, strict=True)] if reason else []
     return pytest.param(cameras, partitions, ingest, marks=marks, id=f"{layout}-{ingest}")
 
@@ -265,6 +257,8 @@ def test_two_workers_over_many_partitions_stay_within_half_a_percent_of_the_offl
                           partitions=partitions)
     inputs = cameras * partitions
     try:
+        report = live.produce(scene)  # a backlog: a replay, or a catch-up after downtime
+        assert (report.records, report.failed) == (scene.n, 0)
         live.start_worker(FVC_INGEST=ingest)
         live.start_worker(FVC_INGEST=ingest)
         # every input partition held (with Faust ingest, one also holds Faust's leader partition)
@@ -272,8 +266,6 @@ def test_two_workers_over_many_partitions_stay_within_half_a_percent_of_the_offl
         wait_for(lambda: -1 not in (held := assigned(live)) and sum(held) == expected, 60,
                  "the input partitions shared out between the two workers")
         shares = assigned(live)
-        report = live.produce(scene)  # as fast as it goes: the workers read a backlog
-        assert (report.records, report.failed) == (scene.n, 0)
         settle(live)
         final, events, _ = answer_of(live)
         counters = [worker_counters(live, i) for i in range(len(live.workers))]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,6 +230,11 @@ class FlakyStore:
         """The stored event clock."""
         self._enter("clock")
         return await self.inner.clock()
+
+    async def publish_frontiers(self, frontiers: Mapping[str, int], now_ms: int) -> None:
+        """Where a bulk worker's partitions stand."""
+        self._enter("publish_frontiers")
+        await self.inner.publish_frontiers(frontiers, now_ms)
 
     async def change_cursor(self) -> str:
         """A cursor at the end of the change stream."""

@@ -52,7 +52,7 @@ async def replay(
     settings = live_settings()
     store = MemoryStore()
     pipeline = Pipeline(Engine(config), store, config, settings, ordered=ordered,
-                        now_ms=lambda: 0)
+                        batch=ordered, now_ms=lambda: 0)
     await pipeline.load_offsets()
     start, turn, merges = 0, 0, 0
     while start < len(records):

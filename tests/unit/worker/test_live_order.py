@@ -7,6 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.engine.clock import NOT_HOLDING, UNKNOWN
 from app.worker.live_order import LiveOrder
 from app.worker.pipeline import RawRecord
 
@@ -43,13 +44,28 @@ def test_any_chunking_releases_the_event_time_order(times: list[list[int]], seed
     assert len(order) == 0
 
 
-def test_nothing_later_than_the_bound_is_released() -> None:
-    logs = partition_logs([[10, 20, 30]])
+def test_nothing_at_or_past_the_bound_is_released() -> None:
+    logs = partition_logs([[10, 20, 20, 30]])
     order = LiveOrder(stream_of=lambda topic: topic, wait_s=60.0)
     order.assign({("cam", 0): 0}, now=0.0)
     order.add(logs[("cam", 0)], now=0.0)
-    assert [r.timestamp for r in order.release({("cam", 0): 3}, bound=20, now=0.0)] == [10, 20]
-    assert [r.timestamp for r in order.release({("cam", 0): 3}, bound=None, now=0.0)] == [30]
+    # another worker's partition 1 of the same stream, next record at 20: ties go to partition 0
+    bound = (20, "cam", "cam", 1)
+    assert [r.timestamp for r in order.release({("cam", 0): 4}, bound, now=0.0)] == [10, 20, 20]
+    assert order.frontiers({("cam", 0): 4}, now=0.0) == {("cam", 0): 30}
+    assert [r.timestamp for r in order.release({("cam", 0): 4}, bound=None, now=0.0)] == [30]
+
+
+def test_a_quiet_partition_stops_holding_the_other_workers_back() -> None:
+    order = LiveOrder(stream_of=lambda topic: topic, wait_s=1.0)
+    order.assign({("cam", 0): 0}, now=0.0)
+    assert order.frontiers({}, now=0.5) == {("cam", 0): UNKNOWN}  # nothing read yet: hold all
+    order.add([RawRecord("cam", 0, 0, None, b"", 10)], now=0.5)
+    order.release({("cam", 0): 1}, None, now=0.7)
+    caught_up = {("cam", 0): 1}
+    assert order.frontiers(caught_up, now=1.5) == {("cam", 0): 10}  # a record may come any moment
+    assert order.frontiers({("cam", 0): 2}, now=9.0) == {("cam", 0): 10}  # one is on its way
+    assert order.frontiers(caught_up, now=1.7) == {("cam", 0): NOT_HOLDING}
 
 
 def test_a_quiet_partition_holds_the_others_back_only_for_a_while() -> None:
