@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import faust
 from confluent_kafka import KafkaException
 
+from app import heap
 from app.errors import StoreUnavailable
 from app.worker.metrics import WorkerMetrics
 from app.worker.outage import Outage
@@ -107,6 +108,10 @@ def attach(app: faust.App, runtime: Runtime) -> None:
             position = f"{tp.topic}:{tp.partition}"
             behind = highwater - runtime.pipeline.applied.get(position, -1) - 1
             runtime.metrics.lag.labels(position).set(max(behind, 0))
+
+    @app.timer(heap.SETTLE_INTERVAL_S, name="fvc.heap")
+    async def settle_heap() -> None:
+        heap.settle()  # what changed since the last time: the pause stays that small
 
     @app.timer(BROKER_PROBE_INTERVAL_S, name="fvc.broker")
     @survives("broker", metrics, None)

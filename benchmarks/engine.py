@@ -22,7 +22,9 @@ FAISS's default OpenMP thread count and with one thread:
    leader clusterer that searches one vector at a time, on the same scene.
 
 ``--only million`` adds a fifth, not run by default (minutes, several GiB): ``million.py``,
-an approximate engine (``--million-kind``) against exact search at 1M clusters.
+an approximate engine (``--million-kind``) against exact search at 1M clusters. ``--only
+overhead`` adds ``overhead.py``: the engine's microseconds per vector outside its search at
+10k, 100k and 1M clusters, and at 1M the garbage collector's full pass and memory per cluster.
 
 The machine may be shared, so every figure is measured next to its reference in the same run:
 timings alternate with a reference sgemm and the best of each is kept, and ratios are also given
@@ -756,6 +758,16 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
         out["million_vps_met"] = million["vps_met"]
         out["million_agreement"] = million["agreement"]
         out["million_agreement_met"] = million["agreement_met"]
+    if "overhead" in report:
+        over = report["overhead"]
+        for row in over["rows"]:
+            out[f"overhead_us_at_{row['clusters']}"] = row["outside_us_per_vector"]
+        out["overhead_met"] = over["outside_met"]
+        out["gc_full_collection_ms"] = over.get("gc_full_collection_ms")
+        out["gc_settled_collection_ms"] = over.get("gc_settled_collection_ms")
+        out["gc_met"] = over["gc_met"]
+        out["rss_bytes_per_cluster"] = over.get("rss_bytes_per_cluster")
+        out["bytes_met"] = over["bytes_met"]
     return out
 
 
@@ -828,12 +840,17 @@ def render(report: dict[str, Any]) -> str:
         from million import render as render_million
 
         parts.append(render_million(report["million"]))
+    if "overhead" in report:
+        from overhead import render as render_overhead
+
+        parts.append(render_overhead(report["overhead"]))
     parts.append("Targets\n" + "\n".join(f"  {k}: {v}" for k, v in report["targets"].items()))
     return "\n\n".join(parts)
 
 
 SECTIONS = ("search", "engine", "loop")
-EXTRA_SECTIONS = ("million",)  # run only when named in --only: minutes and several GiB
+# run only when named in --only: minutes and several GiB
+EXTRA_SECTIONS = ("million", "overhead")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -860,6 +877,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="candidates re-ranked exactly per query (default: the kind's)")
     parser.add_argument("--million-nprobe", type=int, metavar="P",
                         help="IVF lists searched per query (default: the kind's, 16 or 32)")
+    parser.add_argument("--overhead-clusters", default="10000,100000,1000000", metavar="LIST",
+                        help="cluster counts of the overhead section (default 10k,100k,1M)")
+    parser.add_argument("--overhead-observations", type=int, default=1_024, metavar="N",
+                        help="observations stepped per count in the overhead section")
     parser.add_argument("--million-model", default="spectrum", choices=("spectrum", "random"),
                         help="identity centres: 1/i spectrum (face-like) or isotropic")
     args = parser.parse_args(argv)
@@ -891,6 +912,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.million_model, sizes.threads, args.million_kind,
             nprobe=args.million_nprobe, candidates=args.million_candidates,
         )
+    if "overhead" in only:
+        from overhead import overhead
+
+        counts = tuple(int(c) for c in args.overhead_clusters.split(",") if c.strip())
+        report["overhead"] = overhead(counts, args.overhead_observations, args.million_batch)
     report["targets"] = targets(report)
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     report["seconds"] = round(time.perf_counter() - began, 1)

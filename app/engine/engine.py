@@ -384,7 +384,7 @@ class Engine:
                 tracks.remember(self.track_members, old, cluster)
             self._schedule(cluster)
         self.index.upsert(
-            [c.key for c in clusters], np.stack([rules.unit(c.state) for c in clusters])
+            [c.key for c in clusters], rules.units(np.stack([c.state for c in clusters]))
         )
 
     def _drop(self, keys: Sequence[str]) -> None:

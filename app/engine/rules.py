@@ -76,6 +76,17 @@ def unit(state: np.ndarray) -> np.ndarray:
     return (state / np.float32(norm)).astype(np.float32, copy=False)
 
 
+def units(states: np.ndarray) -> np.ndarray:
+    """``unit`` of every row at once (float32): one pass instead of one call per cluster.
+
+    >>> units(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+    norms = np.sqrt(np.einsum("ij,ij->i", states, states))
+    norms[norms == 0.0] = 1.0
+    return (states / norms[:, None]).astype(np.float32, copy=False)
+
+
 def coherence(method: str, state: np.ndarray, num_observations: int) -> float | None:
     """Mean cosine of a cluster's members to its representative, from the accumulator alone.
 

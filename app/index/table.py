@@ -49,7 +49,8 @@ class RepresentativeTable:
         """Write rows; returns the slot of each key."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(keys), -1)
         self._ensure_dim(vectors.shape[1])
-        self._grow(len(self._keys) + len(keys))
+        new = sum(key not in self._slots for key in keys)  # updates need no room: no growth
+        self._grow(len(self._keys) + new)
         slots = np.empty(len(keys), dtype=np.int64)
         for i, key in enumerate(keys):
             slot = self._slots.get(key)

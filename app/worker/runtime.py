@@ -23,6 +23,7 @@ from tenacity import (
     wait_random,
 )
 
+from app import heap
 from app.config import ClusteringConfig, load_config
 from app.engine import Engine
 from app.errors import ConfigError, StoreLost, StoreUnavailable
@@ -223,6 +224,7 @@ class Runtime:
                 self.engine.load(chunk, force=True)
                 total += len(chunk)
         self.pipeline.dimension = self.pipeline.dimension or self.engine.dimension
+        heap.settle()  # the clusters just loaded: out of every later collection's walk
         log.info("loaded %d clusters in %.2fs", total, time.perf_counter() - began)
 
     async def handle(self, records: Sequence[RawRecord]) -> BatchOutcome:

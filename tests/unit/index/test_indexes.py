@@ -38,6 +38,18 @@ def test_table_swap_remove_keeps_rows_contiguous() -> None:
         table.upsert(["d"], np.ones((1, 4), dtype=np.float32))
 
 
+def test_updates_take_no_room_in_a_table_sized_for_its_clusters() -> None:
+    table = RepresentativeTable()
+    table.reserve(1_000)
+    keys = [f"k{i}" for i in range(1_000)]
+    table.upsert(keys, np.ones((1_000, 8), dtype=np.float32))
+    rows = table._mat.shape[0]
+    table.upsert(keys[-100:], np.zeros((100, 8), dtype=np.float32))  # a batch of updates
+    assert table._mat.shape[0] == rows  # not doubled: at 1M clusters that is 2 GB more
+    table.upsert([*keys[:100], "new"], np.ones((101, 8), dtype=np.float32))  # one new key
+    assert table._mat.shape[0] == rows and table.slot_of("new") == 1_000
+
+
 def test_top_k_orders_and_pads() -> None:
     sims = np.array([[0.2, 0.9, 0.5]], dtype=np.float32)
     d, i = top_k(sims, 5)
