@@ -124,6 +124,7 @@ class Settings(BaseSettings):
         "exact", validation_alias="FVC_INDEX"
     )
     device: Annotated[str, _choice("auto", "cpu", "gpu")] = "auto"
+    gpu_fp16: Flag = False
     batch_size: Annotated[int, _integer(1)] = 512
     batch_timeout_s: Seconds = Field(0.05, validation_alias="FVC_BATCH_TIMEOUT")
     search_threads: Annotated[int, _integer(1)] = 1
@@ -172,6 +173,13 @@ class Settings(BaseSettings):
             message = f"is required with {protocol} and {mechanism}"
             raise ValueError(message)
         return user
+
+    @property
+    def gpu_fp16_active(self) -> bool:
+        """Whether half-precision copies are kept: ``FVC_GPU_FP16`` where the index is on a GPU."""
+        from app.index.faiss_index import resolve_device
+
+        return self.gpu_fp16 and self.index_type == "exact" and resolve_device(self.device) == "gpu"
 
     @property
     def ingest_group(self) -> str:

@@ -10,6 +10,13 @@ outnumber the live ones (HNSW, fast-scan and GPU indexes cannot remove entries).
 also rebuilt once the table has grown ``REBUILD_GROWTH`` times past the count it was trained on:
 a worker bootstrapping in chunks would otherwise keep the few coarse lists of its first chunk.
 
+``exact`` with ``fp16`` (``FVC_GPU_FP16=1``) keeps a half-precision copy of every representative
+in a flat index (on a GPU: ``GpuIndexFlatIP`` with ``useFloat16``, half the memory and traffic)
+and searches it for candidates that are re-ranked exactly in float32. Every change is
+re-inserted, so each copy differs from its representative by fp16 rounding only (below
+``FP16_SLACK`` in cosine); a query whose k-th exact similarity does not clear the last
+candidate's by that slack is searched again exactly, so decisions stay exactly fp32's.
+
 ``ivfpq`` keeps 4-bit PQ codes (64 bytes at d = 512) instead of float copies, after a random
 rotation that spreads the variance of anisotropic embeddings over the sub-quantizers. Its scan
 is ~32x less memory traffic than IVF-Flat's; its coarser ranking is paid for with more
@@ -42,6 +49,10 @@ PQ_NPROBE, PQ_CANDIDATES = 32, 64
 # half as many as ivf, which halves its coarse search and its build (k-means, assignment).
 LISTS_PER_SQRT = {"ivf": 4, "ivfpq": 2}
 PQ_TRAIN_PER_LIST = 40  # k-means sample per coarse list: FAISS's minimum, and fast
+# Bound on |cosine of a half-precision copy - exact cosine| for unit vectors: fp16 rounds each
+# component within 2^-11 of its value (4.9e-4 of the cosine), queries too on a GPU, and its
+# fp16 products add up in float32; 4e-3 leaves room for all of it.
+FP16_SLACK = 4e-3
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -79,6 +90,7 @@ class FaissIndex(TableBacked):
         train_min: int = 20_000,
         reinsert_below: float = 0.995,
         candidates: int | None = None,
+        fp16: bool = False,
     ) -> None:
         if kind not in KINDS:
             message = f"index kind must be one of {KINDS}, not {kind!r}"
@@ -88,12 +100,15 @@ class FaissIndex(TableBacked):
         self.table = RepresentativeTable(dim)
         pq = kind == "ivfpq"
         self.nprobe = nprobe or (PQ_NPROBE if pq else 16)
-        self.candidates = candidates or (PQ_CANDIDATES if pq else 32)
+        # fp16 copies: an often-updated cluster's superseded ones crowd the deepest candidates
+        self.candidates = candidates or (PQ_CANDIDATES if pq or fp16 else 32)
         self.hnsw_m, self.ef_search = hnsw_m, ef_search
         self.train_min, self.reinsert_below = train_min, reinsert_below
         self._gpu = faiss.StandardGpuResources() if self.device == "gpu" else None
         # what the approximate index is made of: a GPU has no fast-scan, so it keeps IVF-Flat
         self._structure = "ivf" if pq and self._gpu is not None else kind
+        if fp16 and kind == "exact":
+            self._structure = "flat16"
         # FAISS's exact search only uses BLAS from 20 queries on by default; engine batches are
         # often smaller, and sgemm beats its scalar loop well before that.
         faiss.cvar.distance_compute_blas_threshold = BLAS_FROM_QUERIES
@@ -114,7 +129,9 @@ class FaissIndex(TableBacked):
             return
         if self._ann is not None and not self._outgrown():
             self._ann_refresh(keys, vectors, known, before)
-        elif self.kind != "exact" and len(self.table) >= self.train_min:
+        elif self._structure == "flat16" or (
+            self.kind != "exact" and len(self.table) >= self.train_min
+        ):
             self._build()
 
     def probe(self, nprobe: int | None = None, candidates: int | None = None) -> None:
@@ -144,7 +161,7 @@ class FaissIndex(TableBacked):
             yield
         finally:
             self._loading = False
-        if self.kind == "exact":
+        if self._structure == "exact":
             return
         if len(self.table) >= self.train_min:
             self._build()
@@ -190,6 +207,8 @@ class FaissIndex(TableBacked):
             return table + _fast_scan_bytes(self._ann) + total * 8 + dim * dim * 4
         if self._structure == "ivf":
             return table + total * (dim * 4 + 16) + int(self._ann.nlist) * dim * 4
+        if self._structure == "flat16":
+            return table + total * dim * 2
         return table + total * (dim * 4 + 8 * self.hnsw_m)
 
     @property
@@ -217,8 +236,27 @@ class FaissIndex(TableBacked):
 
     def _approximate(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         depth = min(max(self.candidates, 4 * k), int(self._ann.ntotal))
-        _, ids = self._ann.search(queries, depth)
-        return self._rerank(queries, self._ann_slots.lookup(ids), k)
+        found, ids = self._ann.search(queries, depth)
+        sims, slots = self._rerank(queries, self._ann_slots.lookup(ids), k)
+        if self._structure == "flat16" and depth < self._ann.ntotal:
+            self._exact_where_unsure(queries, found[:, -1], sims, slots)
+        return sims, slots
+
+    def _exact_where_unsure(
+        self, queries: np.ndarray, last: np.ndarray, sims: np.ndarray, slots: np.ndarray
+    ) -> None:
+        """Search exactly, in place, the queries a half-precision scan may have misled.
+
+        A representative left out scored at most ``last`` (the deepest candidate's fp16
+        similarity) in half precision, so at most ``last + FP16_SLACK`` exactly: the result is
+        sure when every one of its ``k`` exact similarities is higher (or when none is missing).
+        """
+        kth = sims[:, -1]
+        unsure = np.flatnonzero(~(kth > last + FP16_SLACK))
+        if unsure.size == 0:
+            return
+        exact_sims, exact_slots = self._exact(queries[unsure], sims.shape[1])
+        sims[unsure], slots[unsure] = exact_sims, exact_slots
 
     def _rerank(
         self, queries: np.ndarray, slots: np.ndarray, k: int
@@ -239,6 +277,8 @@ class FaissIndex(TableBacked):
         return best_sims, best
 
     def _new_ann(self, dim: int, count: int) -> faiss.Index:
+        if self._structure == "flat16":
+            return self._new_flat16(dim)
         if self._structure == "hnsw":
             index = faiss.IndexHNSWFlat(dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efSearch = self.ef_search
@@ -254,6 +294,15 @@ class FaissIndex(TableBacked):
             return faiss.index_cpu_to_gpu(self._gpu, 0, index)
         index.make_direct_map()  # drift checks read indexed copies back
         return index
+
+    def _new_flat16(self, dim: int) -> faiss.Index:
+        """Half-precision copies, scanned in full: on a GPU its flat index, else an SQ fp16 one."""
+        if self._gpu is not None:
+            config = faiss.GpuIndexFlatConfig()
+            config.useFloat16 = True
+            return faiss.GpuIndexFlatIP(self._gpu, dim, config)
+        fp16 = faiss.ScalarQuantizer.QT_fp16
+        return faiss.IndexScalarQuantizer(dim, fp16, faiss.METRIC_INNER_PRODUCT)
 
     def _new_ivfpq(self, dim: int, nlist: int) -> faiss.Index:
         """Rotation, then IVF with 4-bit fast-scan PQ of the residuals, trained on a sample."""
@@ -297,8 +346,8 @@ class FaissIndex(TableBacked):
         drifted = set(range(len(keys))) - set(known)
         if known and before is not None:
             drifted |= self._walked_off(keys, known, before, vectors[known])
-        elif known and self._gpu is not None:  # a GPU IVF keeps no direct map: re-insert all
-            drifted |= set(known)
+        elif known and (self._gpu is not None or self._structure == "flat16"):
+            drifted |= set(known)  # a GPU index keeps no direct map; fp16 copies stay current
         elif known:
             ids = np.array([self._ann_id[keys[i]] for i in known], dtype=np.int64)
             indexed = self._ann.reconstruct_batch(ids)

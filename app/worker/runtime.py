@@ -74,7 +74,8 @@ class Runtime:
         self.store = store or store_for(settings)
         self.metrics = WorkerMetrics()
         stages = self.metrics.stage_seconds
-        self.index = TimedIndex(make_index(settings.index_type, settings.device), stages)
+        index = make_index(settings.index_type, settings.device, fp16=settings.gpu_fp16_active)
+        self.index = TimedIndex(index, stages)
         self.engine = Engine(config, self.index)
         self.pipeline = Pipeline(
             self.engine, self.store, config, settings, stages,

@@ -26,3 +26,20 @@ def test_gpu_search_equals_cpu(kind: str) -> None:
     same = np.mean([cpu.key_at(a) == gpu.key_at(b) for a, b in pairs])
     assert same >= 0.99
     np.testing.assert_allclose(cd[:, 0], gd[:, 0], atol=1e-4)
+
+
+def test_gpu_half_precision_copies_decide_as_float32() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(20_000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    keys = [f"c{i}" for i in range(len(x))]
+    cpu, gpu = FaissIndex("exact", "cpu"), FaissIndex("exact", "gpu", fp16=True)
+    for index in (cpu, gpu):
+        index.upsert(keys, x)
+        index.upsert(keys[:1000], x[1000:2000])  # updates leave superseded copies on the GPU
+    q = x[:500] + 0.01 * rng.normal(size=(500, 64)).astype(np.float32)
+    cd, ci = cpu.search(q, 4)
+    gd, gi = gpu.search(q, 4)
+    found = [[gpu.key_at(s) for s in row] for row in gi]
+    assert [[cpu.key_at(s) for s in row] for row in ci] == found
+    np.testing.assert_allclose(cd, gd, atol=1e-6)

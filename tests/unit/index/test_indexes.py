@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from app.config import ClusteringConfig
+from app.engine import Engine, Observation
 from app.index.faiss_index import FaissIndex, resolve_device
 from app.index.numpy_index import NumpyIndex, top_k
 from app.index.table import RepresentativeTable
 from app.index.timed import TimedIndex
+from app.offline.synth import make_scene
 from app.worker.metrics import stage_histogram
 
 
@@ -73,6 +76,66 @@ def test_exact_faiss_equals_numpy_after_updates_and_removals() -> None:
     assert len(faiss_index) == len(oracle) == 2800
     np.testing.assert_allclose(fd, nd, atol=1e-5)
     assert [keys_of(faiss_index, r) for r in fi] == [keys_of(oracle, r) for r in ni]
+
+
+def test_half_precision_copies_give_exactly_the_float32_search() -> None:
+    rng = np.random.default_rng(3)
+    keys = [f"c{i}" for i in range(2000)]
+    exact, half = FaissIndex("exact", "cpu"), FaissIndex("exact", "cpu", fp16=True)
+    centres = unit_rows(rng, 40, 32)  # crowded: many representatives tie within fp16 rounding
+    x = unit_rows(rng, 2000, 32) * 0.3 + centres[rng.integers(0, 40, 2000)]
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for index in (exact, half):
+        index.upsert(keys, x)
+    for step in range(20):  # updates (a hot cluster many times over) and removals
+        hot = [keys[step % 3]] * 1 + [keys[i] for i in rng.choice(2000, 50, replace=False)]
+        moved = unit_rows(rng, len(hot), 32)
+        for index in (exact, half):
+            index.upsert(hot, moved)
+            index.remove(hot[-2:])
+            index.upsert(hot[-2:], moved[-2:])
+        q = unit_rows(rng, 100, 32) * 0.3 + centres[rng.integers(0, 40, 100)]
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        es, ei = exact.search(q, 8)
+        hs, hi = half.search(q, 8)
+        assert [keys_of(exact, r) for r in ei] == [keys_of(half, r) for r in hi]
+        np.testing.assert_allclose(es, hs, atol=1e-6)  # float32 sums in another order
+    assert half.memory_bytes() > exact.memory_bytes()  # the copies are extra here, on the CPU
+
+
+def test_an_engine_on_half_precision_copies_decides_as_on_float32() -> None:
+    scene = make_scene(3_000, seed=5, dim=64)
+    streams = [str(s) for s in scene.s.tolist()]
+    config = ClusteringConfig.for_threshold(0.5, sorted(set(streams)))
+    decisions = []
+    for fp16 in (False, True):
+        engine = Engine(config, FaissIndex("exact", "cpu", fp16=fp16))
+        observations = [
+            Observation(scene.X[i], streams[i], f"k{i}", int(scene.t[i]))
+            for i in range(scene.n)
+        ]
+        decisions.append([d for b in range(0, scene.n, 256)
+                          for d in engine.step(observations[b : b + 256]).decisions])
+    assert [(d.cluster_key, d.created) for d in decisions[0]] == [
+        (d.cluster_key, d.created) for d in decisions[1]
+    ]
+
+
+def test_a_query_the_half_precision_scan_leaves_in_doubt_is_searched_again_exactly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    half = FaissIndex("exact", "cpu", fp16=True, candidates=4)
+    keys = [f"c{i}" for i in range(100)]
+    x = np.tile(unit_rows(np.random.default_rng(4), 1, 16), (100, 1))  # all alike: all in doubt
+    x[:, 0] += np.linspace(0.0, 0.1, 100, dtype=np.float32)  # exact order: c99 first
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    half.upsert(keys, x)
+    again = []
+    exact = half._exact
+    monkeypatch.setattr(half, "_exact", lambda q, k: again.append(len(q)) or exact(q, k))
+    _, slots = half.search(x[-2:], 4)
+    assert again == [2]
+    assert keys_of(half, slots[1]) == ["c99", "c98", "c97", "c96"]
 
 
 @pytest.mark.parametrize("kind", ["ivf", "ivfpq", "hnsw"])
