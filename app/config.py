@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, TypeGuard, cast
@@ -157,6 +157,8 @@ class ClusteringConfig:
 
     ``output_topic`` and ``internal_state_topic`` are set when the file names them (the
     microservice form's ``target`` and ``internal_state``); see ``settings_overrides``.
+    ``emit_unrealized`` is None when the file leaves it out: the output profile decides
+    (``for_output_profile``), and the engine reads None as false.
     """
 
     method: str
@@ -165,7 +167,7 @@ class ClusteringConfig:
     merging: MergingConfig | None
     save_internal_state: bool
     start_from_internal_state: bool
-    emit_unrealized: bool
+    emit_unrealized: bool | None
     min_update_interval_ms: int
     streams: tuple[StreamConfig, ...]
     improved: ImprovedModeConfig | None = None
@@ -182,6 +184,22 @@ class ClusteringConfig:
         named = {"output_topic": self.output_topic}
         named["internal_state_topic"] = self.internal_state_topic
         return {k: v for k, v in named.items() if v is not None and k not in explicit}
+
+    def for_output_profile(self, profile: str) -> ClusteringConfig:
+        """This config with ``emit_unrealized`` settled for output ``profile`` when left out.
+
+        UVAP emits registrations of unrealized clusters too, so the ``uvap`` profile does by
+        default; fvc's own profile does not. A value the file gives wins either way.
+
+        >>> config = ClusteringConfig.for_threshold(0.8, ["camera_1"])
+        >>> config.for_output_profile("uvap").emit_unrealized
+        True
+        >>> config.for_output_profile("default").emit_unrealized
+        False
+        """
+        if self.emit_unrealized is not None:
+            return self
+        return replace(self, emit_unrealized=profile == "uvap")
 
     @property
     def improved_mode(self) -> ImprovedModeConfig | None:
@@ -241,7 +259,10 @@ class ClusteringConfig:
         return parse_config(data)
 
     def to_dict(self) -> dict[str, Any]:
-        """The canonical UVAP JSON of this config: every field explicit, no aliases."""
+        """The canonical UVAP JSON of this config: every field explicit, no aliases.
+
+        Except ``emit_unrealized`` when the file left it to the output profile.
+        """
         clustering: dict[str, Any] = {"method": self.method, "ema_alpha": self.ema_alpha}
         if self.realization is not None:
             clustering["cluster_realization"] = {
@@ -259,7 +280,8 @@ class ClusteringConfig:
             }
         clustering["save_internal_state"] = self.save_internal_state
         clustering["start_from_internal_state"] = self.start_from_internal_state
-        clustering["emit_unrealized"] = self.emit_unrealized
+        if self.emit_unrealized is not None:
+            clustering["emit_unrealized"] = self.emit_unrealized
         clustering["min_update_interval_ms"] = self.min_update_interval_ms
         if self.improved is not None:
             clustering["improved_mode"] = {
@@ -594,11 +616,8 @@ class _Normaliser:
                     "absent: UVAP's default 0, so a cluster realizes at its first observation",
                 )
             merging = clustering.get("cluster_merging")
-            if isinstance(merging, dict) and merging.get("time_interval_ms") == 0:
-                self._note_default(
-                    ("clustering_config", "cluster_merging", "time_interval_ms"),
-                    "0: UVAP tries a merge at every input; fvc runs merge passes back to back",
-                )
+            if isinstance(merging, dict):
+                self._merging_zeros(merging)
         streams = canonical.get("input_stream_configs")
         for index, stream in enumerate(streams if isinstance(streams, list) else []):
             reg = stream.get("reg_stream_config") if isinstance(stream, dict) else None
@@ -607,6 +626,24 @@ class _Normaliser:
                     ("input_stream_configs", index, "reg_stream_config", "reg_threshold"),
                     f"absent: UVAP's default {DEFAULT_REG_THRESHOLD}",
                 )
+
+    def _merging_zeros(self, merging: dict[str, Any]) -> None:
+        """A 0 UVAP reads where protobuf's JSON leaves it out: the interval and the floor.
+
+        The other two thresholds stay required: 0 is no discount rate, and an initial
+        threshold of 0 would merge every pair.
+        """
+        where = ("clustering_config", "cluster_merging")
+        absent = "absent: UVAP's (proto3's) default 0"
+        if "min_threshold" not in merging:
+            merging["min_threshold"] = 0
+            self._note_default((*where, "min_threshold"), absent)
+        every_input = "UVAP tries a merge at every input; fvc runs merge passes back to back"
+        if "time_interval_ms" not in merging:
+            merging["time_interval_ms"] = 0
+            self._note_default((*where, "time_interval_ms"), f"{absent}: {every_input}")
+        elif merging["time_interval_ms"] == 0:
+            self._note_default((*where, "time_interval_ms"), f"0: {every_input}")
 
     # -- the microservice form --------------------------------------------------------------
 
@@ -958,7 +995,7 @@ def _build(data: dict[str, Any]) -> ClusteringConfig:
         merging=_build_merging(c.get("cluster_merging")),
         save_internal_state=c.get("save_internal_state", False),
         start_from_internal_state=c.get("start_from_internal_state", False),
-        emit_unrealized=c.get("emit_unrealized", False),
+        emit_unrealized=c.get("emit_unrealized"),
         min_update_interval_ms=int(c.get("min_update_interval_ms", 0)),
         streams=tuple(_build_stream(s) for s in data["input_stream_configs"]),
         improved=_build_improved(c.get("improved_mode")),

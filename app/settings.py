@@ -134,11 +134,12 @@ class Settings(BaseSettings):
     allowed_lateness_ms: Annotated[int, _integer(0)] = 0
     lookahead_ms: Annotated[int, _integer(0)] = 0
     idle_timeout_s: Annotated[int, _integer(0)] = Field(60, validation_alias="FVC_IDLE_TIMEOUT")
-    ingest: Annotated[str, _choice("faust", "bulk")] = "faust"
+    ingest: Annotated[str, _choice("faust", "bulk")] = "bulk"
     web_port: Annotated[int, _integer(1, 65535)] = 6066
     topic_partitions: Annotated[int, _integer(1)] = 8
     input_format: Annotated[str, _choice("auto", "json", "msgpack")] = "auto"
     output_format: Annotated[str, _choice("json", "msgpack")] = "json"
+    output_profile: Annotated[str, _choice("default", "uvap")] = "default"
     max_record_bytes: Annotated[int, _integer(1)] = 1 << 20
     strict_input: Flag = False
     expected_dimension: Annotated[int, _integer(0)] = Field(0, validation_alias="FVC_DIMENSION")
@@ -173,6 +174,15 @@ class Settings(BaseSettings):
             message = f"is required with {protocol} and {mechanism}"
             raise ValueError(message)
         return user
+
+    @field_validator("output_profile")
+    @classmethod
+    def _uvap_writes_json(cls, profile: str, info: ValidationInfo) -> str:
+        """UVAP's records are proto3 JSON: a msgpack body would parse nowhere UVAP runs."""
+        if profile == "uvap" and info.data.get("output_format") == "msgpack":
+            message = "needs FVC_OUTPUT_FORMAT=json: UVAP's records are proto3 JSON"
+            raise ValueError(message)
+        return profile
 
     @property
     def gpu_fp16_active(self) -> bool:

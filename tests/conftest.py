@@ -1,4 +1,4 @@
-"""Shared fixtures: the real local services, and a unique namespace for each test.
+"""Shared fixtures: the real local services, a unique namespace for each test, UVAP's messages.
 
 Integration tests use the Kafka broker and Redis server that ``fvc local up`` starts (or that
 ``FVC_KAFKA_BOOTSTRAP`` / ``FVC_REDIS_URL`` point at). Locally they skip when a service is down;
@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.support.gate import require
+from tests.support.uvap_proto import UvapMessages, compile_messages
 
 KAFKA = os.environ.get("FVC_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS = os.environ.get("FVC_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -53,3 +54,9 @@ def redis_url() -> str:
 def unique() -> str:
     """A short unique name for this test's topics, groups and namespaces."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def uvap(tmp_path_factory: pytest.TempPathFactory) -> UvapMessages:
+    """UVAP's FVC messages, compiled from tests/proto/uvap_fvc.proto for this session."""
+    return compile_messages(tmp_path_factory.mktemp("uvap-proto"))

@@ -1,7 +1,8 @@
 """Python to records: input records (for producers and tests) and cluster events, JSON or msgpack.
 
 Events have exactly the shape of the FVClusterUpdateRecord schema; the msgpack variant carries
-``feature`` as raw little-endian float32 bytes.
+``feature`` as raw little-endian float32 bytes. The ``uvap`` profile writes UVAP's own message
+instead, nothing more (docs/uvap.md): what fvc adds travels in Kafka headers (app/worker/outbox.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,19 @@ import msgpack
 import numpy as np
 import orjson
 
-from app.codec.decode import CLUSTER_PATH, FEATURE_PATH
+from app.codec.decode import CLUSTER_PATH, FEATURE_PATH, FEATURE_TYPES
 from app.engine.rules import coherence
 from app.engine.types import Cluster, ClusterId, Event, EventType
 
 _T = TypeVar("_T")
+
+UVAP = "uvap"
+# The uvap profile's record holds UVAP's fields only; what fvc adds travels in these headers.
+EVENT_ID_HEADER = "fvc.event_id"
+CLUSTER_ID_HEADER = "fvc.cluster_id"
+COHERENCE_HEADER = "fvc.coherence"
+# proto3 reads an absent FeatureVector.type as its zero value, and so do UVAP's consumers.
+DEFAULT_FEATURE_TYPE = FEATURE_TYPES[0]
 
 
 def encode_observation(
@@ -65,36 +74,49 @@ def pack(body: dict[str, Any], fmt: str) -> bytes:
     raise ValueError(message)
 
 
-def encode_event(event: Event, fmt: str = "json", method: str | None = None) -> bytes:
-    """One FVClusterUpdateRecord, exactly the shape of the schema, as JSON or msgpack.
+def encode_event(
+    event: Event, fmt: str = "json", method: str | None = None, profile: str = "default"
+) -> bytes:
+    """One FVClusterUpdateRecord, exactly the shape of the schema (or UVAP's), JSON or msgpack.
 
     With the clustering ``method`` the cluster also carries its optional ``coherence``.
     """
-    return pack(event_to_dict(event, binary=fmt == "msgpack", method=method), fmt)
+    body = event_to_dict(event, binary=fmt == "msgpack", method=method, profile=profile)
+    return pack(body, fmt)
 
 
 def event_to_dict(
-    event: Event, *, binary: bool = False, method: str | None = None
+    event: Event, *, binary: bool = False, method: str | None = None, profile: str = "default"
 ) -> dict[str, Any]:
     """The record body of ``event``; ``feature`` is float32 bytes if ``binary``, else an array.
 
     ``method`` (the clustering method) adds ``coherence`` to the cluster: the accumulator alone
-    does not say how to read it.
+    does not say how to read it. The ``uvap`` profile writes only the fields of UVAP's
+    FVClusterUpdateRecord (no ``event_id``, no ``coherence``), a valid FeatureType always, and
+    ``merged_clusters`` as UVAP's example has it: the surviving id first, then the absorbed.
     """
-    body: dict[str, Any] = {"type": event.type.value, "event_id": event.event_id}
+    uvap = profile == UVAP
+    body: dict[str, Any] = {"type": event.type.value}
+    if not uvap:
+        body["event_id"] = event.event_id
+    scored = None if uvap else method
     if event.type is EventType.REG_EVENT:
         cluster = _required(event.cluster, event)
         body["reg_event"] = {
             "cluster_id": _id_dict(event.cluster_id or cluster.id),
-            "cluster": _cluster_dict(cluster, binary, method),
+            "cluster": _cluster_dict(cluster, binary, scored, uvap),
             "input_stream_id": event.input_stream_id,
         }
     elif event.type is EventType.MERGE_EVENT:
         cluster = _required(event.cluster, event)
+        survivor = event.cluster_id or cluster.id
+        merged = event.merged_clusters
+        if uvap:
+            merged = (survivor, *(m for m in merged if m != survivor))
         body["merge_event"] = {
-            "cluster_id": _id_dict(event.cluster_id or cluster.id),
-            "cluster": _cluster_dict(cluster, binary, method),
-            "merged_clusters": [_id_dict(c) for c in event.merged_clusters],
+            "cluster_id": _id_dict(survivor),
+            "cluster": _cluster_dict(cluster, binary, scored, uvap),
+            "merged_clusters": [_id_dict(c) for c in merged],
         }
     elif event.type is EventType.DELETE_EVENT:
         deleted = _required(
@@ -121,18 +143,25 @@ def _id_dict(cluster_id: ClusterId) -> dict[str, str]:
     }
 
 
-def _cluster_dict(cluster: Cluster, binary: bool, method: str | None) -> dict[str, Any]:
+def _cluster_dict(
+    cluster: Cluster, binary: bool, method: str | None, uvap: bool = False
+) -> dict[str, Any]:
     """The FVCluster of an event: the L2-normalised representative, count and realization.
 
     Plus ``coherence`` when the method has one (an optional field UVAP consumers ignore).
+    With ``uvap``, a type that is no FeatureType name (fvc takes any name in, or none) is
+    written as proto3 reads it: PERSON_FACE.
     """
     rep = np.ascontiguousarray(cluster.representative, dtype=np.float32)
     feature = rep.astype("<f4").tobytes() if binary else rep
+    kind = cluster.type
+    if uvap and kind not in FEATURE_TYPES.values():
+        kind = DEFAULT_FEATURE_TYPE
     body: dict[str, Any] = {
         "representative_fv": {
             "model_id": cluster.model_id,
             "feature": feature,
-            "type": cluster.type,
+            "type": kind,
         },
         "num_observations": int(cluster.num_observations),
         "is_realized": bool(cluster.realized),

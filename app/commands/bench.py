@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=1, help="scene seed")
     parser.add_argument("--workers", type=int, default=1, help="workers in one group (default 1)")
     parser.add_argument("--ingest", choices=("faust", "bulk"),
-                        default=os.environ.get("FVC_INGEST", "faust"),
+                        default=os.environ.get("FVC_INGEST", "bulk"),
                         help="the workers' input path, FVC_INGEST (default $FVC_INGEST, else"
                              " faust; bulk is the faster one)")
     parser.add_argument("--output-format", choices=("msgpack", "json"), default="msgpack",

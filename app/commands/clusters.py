@@ -97,8 +97,8 @@ async def _run(args: argparse.Namespace) -> int:
     config = None
     if config_path and args.action == "delete":
         config = _config_for_delete(config_path)
-    elif config_path:
-        config = load_config(config_path)
+    elif config_path:  # a merge's event follows the workers' emission rules
+        config = load_config(config_path).for_output_profile(settings.output_profile)
     store = store_for(settings)
     # A Redis outage (a restart, a failover) is waited out as a worker waits it out.
     retrying = AsyncRetrying(

@@ -48,7 +48,7 @@ class BenchOptions:
     latency_n: int = 4_000
     seed: int = 1
     workers: int = 1
-    ingest: str = "faust"  # FVC_INGEST of the workers
+    ingest: str = "bulk"  # FVC_INGEST of the workers
     output_format: str = "msgpack"  # FVC_OUTPUT_FORMAT of the workers
 
 

@@ -56,8 +56,9 @@ class ClusterView:
         if kind in ("REG_EVENT", "MERGE_EVENT"):
             body = event["reg_event" if kind == "REG_EVENT" else "merge_event"]
             key = cluster_name(body["cluster_id"])
-            merged = body.get("merged_clusters") or ()
-            changed = [self._absorb(cluster_name(m), key) for m in merged]
+            # UVAP's profile lists the survivor among the merged ids, as UVAP's example does
+            names = (cluster_name(m) for m in body.get("merged_clusters") or ())
+            changed = [self._absorb(name, key) for name in names if name != key]
             if self._newer(key, event):
                 changed.append(self._put(key, body["cluster"]))
             return tuple(changed)

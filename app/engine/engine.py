@@ -309,10 +309,11 @@ class Engine:
         if track:
             tracks.claim(scratch, track, key)
         if due:
-            scratch.record(key, life.realize(changed, obs.time, obs.stream_id, scratch.events))
+            realized = life.realize(changed, obs.time, obs.stream_id, scratch.events, obs.key)
+            scratch.record(key, realized)
             return
         if emit:
-            scratch.events.append(reg_event(changed, obs.time, obs.stream_id))
+            scratch.events.append(reg_event(changed, obs.time, obs.stream_id, obs.key))
         scratch.record(key, changed)
 
     def _caught_up(self, cluster: Cluster, time: int, scratch: BatchScratch) -> Cluster:
@@ -361,7 +362,9 @@ class Engine:
         if track:
             tracks.claim(scratch, track, cluster.key)
         scratch.expected[cluster.key] = 0
-        settled = self.lifecycle.settle(cluster, obs.time, obs.time, obs.stream_id, scratch.events)
+        settled = self.lifecycle.settle(
+            cluster, obs.time, obs.time, obs.stream_id, scratch.events, obs.key
+        )
         scratch.record(cluster.key, settled)
         return cluster.key
 

@@ -27,9 +27,11 @@ def event_id(key: str, version: int) -> str:
     return f"{key}@{version}"
 
 
-def reg_event(cluster: Cluster, time: int, stream_id: str) -> Event:
-    """REG_EVENT describing ``cluster`` as it is now."""
-    return _about(EventType.REG_EVENT, cluster, time, input_stream_id=stream_id)
+def reg_event(cluster: Cluster, time: int, stream_id: str, input_key: str = "") -> Event:
+    """REG_EVENT describing ``cluster`` as it is now (``input_key``: the observation's, if one)."""
+    return _about(
+        EventType.REG_EVENT, cluster, time, input_stream_id=stream_id, input_key=input_key
+    )
 
 
 def merge_event(cluster: Cluster, time: int, merged: tuple[ClusterId, ...]) -> Event:
@@ -44,6 +46,7 @@ def _about(
     *,
     input_stream_id: str = "",
     merged_clusters: tuple[ClusterId, ...] = (),
+    input_key: str = "",
 ) -> Event:
     return Event(
         type=kind,
@@ -53,10 +56,13 @@ def _about(
         cluster=cluster,
         input_stream_id=input_stream_id,
         merged_clusters=merged_clusters,
+        input_key=input_key,
     )
 
 
-def delete_event(cluster: Cluster, time: int, reason: DeleteReason) -> Event:
+def delete_event(
+    cluster: Cluster, time: int, reason: DeleteReason, input_key: str = ""
+) -> Event:
     """DELETE_EVENT for ``cluster``; its id names the version after the last one."""
     return Event(
         type=EventType.DELETE_EVENT,
@@ -64,6 +70,7 @@ def delete_event(cluster: Cluster, time: int, reason: DeleteReason) -> Event:
         time=time,
         cluster_id=cluster.id,
         reason=reason,
+        input_key=input_key,
     )
 
 
@@ -110,29 +117,41 @@ class Lifecycle:
         return (realized or self.emit_unrealized) and self._not_throttled(last_emit_time, time)
 
     def settle(
-        self, cluster: Cluster, time: int, watermark: int, stream_id: str, events: list[Event]
+        self,
+        cluster: Cluster,
+        time: int,
+        watermark: int,
+        stream_id: str,
+        events: list[Event],
+        input_key: str = "",
     ) -> Cluster | None:
         """After a change: realize if due, else emit an update if the rules say so.
 
         Returns the cluster to keep, or None when the REMOVE action took it out of the DB.
+        ``input_key`` names the observation behind the change in its events.
         """
         if self.due(cluster, watermark):
-            return self.realize(cluster, time, stream_id, events)
+            return self.realize(cluster, time, stream_id, events, input_key)
         if self.emits(cluster.realized, cluster.last_emit_time, time):
             cluster = replace(cluster, last_emit_time=time, emitted=True)
-            events.append(reg_event(cluster, time, stream_id))
+            events.append(reg_event(cluster, time, stream_id, input_key))
         return cluster
 
     def realize(
-        self, cluster: Cluster, time: int, stream_id: str, events: list[Event]
+        self,
+        cluster: Cluster,
+        time: int,
+        stream_id: str,
+        events: list[Event],
+        input_key: str = "",
     ) -> Cluster | None:
         """Realize ``cluster``: always one REG_EVENT, then the realized-cluster action."""
         cluster = replace(cluster, realized=True, last_emit_time=time, emitted=True)
-        events.append(reg_event(cluster, time, stream_id))
+        events.append(reg_event(cluster, time, stream_id, input_key))
         if self.action == UNREALIZE:
             return replace(cluster, realized=False, pending=0, pending_since=time)
         if self.action == REMOVE:
-            events.append(delete_event(cluster, time, DeleteReason.REALIZED))
+            events.append(delete_event(cluster, time, DeleteReason.REALIZED, input_key))
             return None
         return cluster
 

@@ -82,9 +82,9 @@ def units(states: np.ndarray) -> np.ndarray:
     >>> units(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)).tolist()
     [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
     """
-    norms = np.sqrt(np.einsum("ij,ij->i", states, states))
+    norms: np.ndarray = np.sqrt(np.einsum("ij,ij->i", states, states))
     norms[norms == 0.0] = 1.0
-    return (states / norms[:, None]).astype(np.float32, copy=False)
+    return cast(np.ndarray, states / norms[:, None]).astype(np.float32, copy=False)
 
 
 def coherence(method: str, state: np.ndarray, num_observations: int) -> float | None:

@@ -111,6 +111,8 @@ class Event:
 
     ``cluster`` is the state the event describes (None for END_OF_INPUT_RECORD and deletes);
     ``event_id`` is unique and deterministic: the cluster key and the version it describes.
+    ``input_key`` is the detection key of the observation that caused it, "" for a change
+    event time made (realization by time, expiry, merges) or an operator asked for.
     """
 
     type: EventType
@@ -121,6 +123,7 @@ class Event:
     input_stream_id: str = ""
     merged_clusters: tuple[ClusterId, ...] = ()
     reason: DeleteReason | None = None
+    input_key: str = ""
 
     @property
     def key(self) -> str:

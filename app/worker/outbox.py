@@ -3,6 +3,8 @@
 Events go to the downstream topic, bad input records to the dead-letter topic (original bytes
 as the value, the reason and source position in headers), and, with ``save_internal_state``,
 every cluster change to the compacted internal-state topic (an empty value is a tombstone).
+With ``FVC_OUTPUT_PROFILE=uvap`` events are UVAP's records, keyed by the input record they are
+about, and what fvc adds to them travels in headers (docs/uvap.md).
 """
 
 from __future__ import annotations
@@ -13,12 +15,20 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from app.codec.encode import encode_event
+from app.codec.encode import (
+    CLUSTER_ID_HEADER,
+    COHERENCE_HEADER,
+    EVENT_ID_HEADER,
+    UVAP,
+    encode_event,
+)
 from app.engine import Event, Observation, StepResult
+from app.engine.rules import coherence
 from app.errors import DecodeError
 from app.settings import Settings
 from app.store.base import OutboxRecord
 from app.store.codec import encode_cluster
+from app.worker.input_keys import NO_KEY, input_keys
 from app.worker.internal_state import offset_key
 
 if TYPE_CHECKING:
@@ -59,21 +69,32 @@ class OutboxWriter:
         out = [self.dead_letter(record, error) for record, error in dead_letters]
         if self.settings.assignments_topic and observations:
             out += self._assignments(result, observations)
-        out += self.event_records(result.events)
+        uvap = self.settings.output_profile == UVAP
+        out += self.event_records(result.events, input_keys(result) if uvap else ())
         if self.save_internal_state:
             out += self._state_records(result, offsets or {})
         return out
 
-    def event_records(self, events: Sequence[Event]) -> list[OutboxRecord]:
-        """Events for the downstream topic, keyed by cluster id.
+    def event_records(
+        self, events: Sequence[Event], keys: Sequence[bytes] = ()
+    ) -> list[OutboxRecord]:
+        """Events for the downstream topic, keyed by cluster id (uvap: by input record).
 
         The event type also travels as the header ``fvc.event_type``, so consumers (and the
-        publisher's metrics) can route on it without decoding the value.
+        publisher's metrics) can route on it without decoding the value. ``keys`` are the uvap
+        profile's, one an event (``input_keys``); without them its events have no key.
         """
         fmt, method = self.settings.output_format, self.method
         topic = self.settings.output_topic
         if self.epoch:
             events = [replace(e, event_id=f"{e.event_id}~{self.epoch}") for e in events]
+        if self.settings.output_profile == UVAP:
+            keys = keys or [NO_KEY] * len(events)
+            return [
+                OutboxRecord(e.event_id, key, encode_event(e, fmt, profile=UVAP), e.time, topic,
+                             self._uvap_headers(e))
+                for e, key in zip(events, keys, strict=True)
+            ]
         return [
             OutboxRecord(
                 e.event_id, e.key.encode(), encode_event(e, fmt, method), e.time, topic,
@@ -81,6 +102,21 @@ class OutboxWriter:
             )
             for e in events
         ]
+
+    def _uvap_headers(self, event: Event) -> tuple[tuple[str, bytes], ...]:
+        """What the default profile's record holds and UVAP's has no field for."""
+        headers = [
+            (EVENT_TYPE_HEADER, event.type.value.encode()),
+            (EVENT_ID_HEADER, event.event_id.encode()),
+        ]
+        if event.key:
+            headers.append((CLUSTER_ID_HEADER, event.key.encode()))
+        cluster = event.cluster
+        if cluster is not None and self.method is not None:
+            score = coherence(self.method, cluster.state, cluster.num_observations)
+            if score is not None:
+                headers.append((COHERENCE_HEADER, repr(score).encode()))
+        return tuple(headers)
 
     def dead_letter(self, record: RawRecord, error: DecodeError) -> OutboxRecord:
         """The original record for the dead-letter topic, with why and where in headers."""

@@ -3,6 +3,10 @@
 Used by the worker's outbox timer and by batch mode. librdkafka batches and sends in its own
 threads, so queueing a record costs microseconds; ``flush`` waits for every delivery report off
 the event loop and fails loudly if any record was refused (the outbox keeps it for a retry).
+
+With ``FVC_OUTPUT_PROFILE=uvap`` every event goes to partition 0 of the downstream topic: its
+records are keyed by input record, not by cluster, so one partition is what keeps a cluster's
+events (and all of them) in the order they were stored.
 """
 
 from __future__ import annotations
@@ -38,15 +42,21 @@ class Publisher:
 
     async def send(self, record: OutboxRecord) -> None:
         """Queue one record (an empty value is a tombstone)."""
+        topic = record.topic or self.settings.output_topic
+        placed = {"partition": 0} if self._one_partition(topic) else {}
         self.producer.produce(
-            record.topic or self.settings.output_topic,
+            topic,
             key=record.key or None,
             value=record.value or None,
             timestamp=record.timestamp,
             headers=list(record.headers) or None,
             on_delivery=self._delivered,
+            **placed,
         )
         self.producer.poll(0)
+
+    def _one_partition(self, topic: str) -> bool:
+        return self.settings.output_profile == "uvap" and topic == self.settings.output_topic
 
     async def flush(self) -> None:
         """Wait for every queued record to be acknowledged by Kafka."""

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from app.codec.encode import encode_event
 from app.engine import Event, EventType
 from app.kafka_client import make_consumer, make_producer
 from app.worker.event_order import EventOrder
@@ -144,10 +143,11 @@ async def _end_of_input(runtime: Runtime, producer: Producer) -> None:
     topic = runtime.settings.output_topic
     watermark = runtime.engine.watermark
     event = Event(EventType.END_OF_INPUT_RECORD, f"END_OF_INPUT@{watermark}", watermark)
-    value = encode_event(event, runtime.settings.output_format)
+    (record,) = runtime.pipeline.outbox.event_records([event])  # the output profile's shape
     partitions = producer.list_topics(topic, timeout=30).topics[topic].partitions
     for partition in sorted(partitions):
-        producer.produce(topic, key=None, value=value, partition=partition, timestamp=watermark)
+        producer.produce(topic, key=None, value=record.value, partition=partition,
+                         timestamp=watermark, headers=list(record.headers))
     producer.flush(30)
 
 

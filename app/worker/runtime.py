@@ -60,7 +60,7 @@ class Runtime:
     ) -> None:
         self.config_errors: list[str] = []
         try:
-            config = load_config(config_path)
+            config = load_config(config_path).for_output_profile(settings.output_profile)
         except ConfigError as exc:  # UVAP's behaviour: stay up, idle, until a valid one comes
             self.config_errors = _problems(exc)
             log.error("invalid config %s; idle until a valid one is loaded: %s", config_path, exc)
@@ -108,8 +108,10 @@ class Runtime:
 
         settings, config = self.settings, self.config
         ensure_topics(settings, [*config.topics, settings.dead_letter_topic])
-        # consumers such as `fvc reid` rebuild their view from the whole event history
-        ensure_topics(settings, [settings.output_topic], keep_forever=True)
+        # consumers such as `fvc reid` rebuild their view from the whole event history; UVAP's
+        # profile publishes on one partition (app/worker/publisher.py), so it creates just one
+        partitions = 1 if settings.output_profile == "uvap" else None
+        ensure_topics(settings, [settings.output_topic], partitions, keep_forever=True)
         if config.save_internal_state or config.start_from_internal_state:
             ensure_topics(settings, [settings.internal_state_topic], compacted=True)
         if settings.assignments_topic:
@@ -293,7 +295,9 @@ class Runtime:
         config comes (UVAP's behaviour); the others carry on.
         """
         try:
-            config = load_config(self.config_path)
+            config = load_config(self.config_path).for_output_profile(
+                self.settings.output_profile
+            )
         except ConfigError as exc:
             self.config_errors = _problems(exc)
             log.error("invalid config %s; processing paused: %s", self.config_path, exc)

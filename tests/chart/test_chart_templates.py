@@ -72,6 +72,15 @@ def test_every_setting_is_set_from_values(helm: Helm) -> None:
     assert not unknown, f"the chart sets {unknown}, which app/settings.py does not read"
 
 
+def test_default_install_leaves_the_output_topics_to_the_config(
+    default: list[dict[str, Any]],
+) -> None:
+    """A UVAP microservice config's ``target`` names the output topic: the chart keeps out."""
+    variables = env(worker(default))
+    assert "FVC_OUTPUT_TOPIC" not in variables and "FVC_INTERNAL_STATE_TOPIC" not in variables
+    assert Settings.from_env({}).output_topic == "fvc.FVClusterUpdateRecord.json"
+
+
 def test_default_settings_parse_as_the_worker_would(default: list[dict[str, Any]]) -> None:
     known = set(Settings.variables().values())
     variables = {name: e["value"] for name, e in env(worker(default)).items() if "value" in e}
@@ -313,7 +322,7 @@ def test_keda_watches_the_workers_consumer_group(helm: Helm) -> None:
     group = env(worker(docs))["FVC_APP_ID"]["value"]
     assert group == "cams-fvc"
     triggers = scaled["spec"]["triggers"]
-    assert {t["metadata"]["consumerGroup"] for t in triggers} == {group}
+    assert {t["metadata"]["consumerGroup"] for t in triggers} == {f"{group}.ingest"}  # bulk
     assert [t["metadata"]["topic"] for t in triggers] == [
         f"camera_{i}.FeatureVectorRecord.json" for i in range(4)
     ]
@@ -330,7 +339,7 @@ def test_keda_group_follows_consumer_group_value(helm: Helm) -> None:
     assert env(worker(docs))["FVC_APP_ID"]["value"] == "vision-clusters"
     assert {
         t["metadata"]["consumerGroup"] for t in find(docs, "ScaledObject")["spec"]["triggers"]
-    } == {"vision-clusters"}
+    } == {"vision-clusters.ingest"}
 
 
 @pytest.mark.parametrize(

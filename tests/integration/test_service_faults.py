@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from worker_support import Deployment, free_port, http, wait_for
 
 from app.dev.local import stack
@@ -86,14 +86,26 @@ def records_in_topics(deployment: Deployment) -> int:
     """Records the camera topics hold: what the producer got in, retries included.
 
     A producer retrying through a broker restart may have written a record twice (each copy at
-    its own offset): the workers must count every record the topics hold, once.
+    its own offset): the workers must count every record the topics hold, once. A broker just
+    restarted answers NOT_LEADER_FOR_PARTITION until it has elected its leaders: asked again.
     """
     consumer = make_consumer(deployment.settings)
+
+    def watermarks(where: TopicPartition) -> tuple[int, int]:
+        for _ in range(30):
+            try:
+                return consumer.get_watermark_offsets(where, 30)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                    raise
+                time.sleep(1.0)
+        return consumer.get_watermark_offsets(where, 30)
+
     try:
         total = 0
         for topic in deployment.config.topics:
             for partition in consumer.list_topics(topic, timeout=30).topics[topic].partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 30)
+                low, high = watermarks(TopicPartition(topic, partition))
                 total += high - low
         return total
     finally:

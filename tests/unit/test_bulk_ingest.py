@@ -28,9 +28,9 @@ def test_each_partition_stores_the_offset_after_its_last_record() -> None:
 
 
 def test_bulk_ingest_reads_in_a_consumer_group_of_its_own() -> None:
-    assert Settings.from_env({"FVC_APP_ID": "cams"}).ingest_group == "cams"
-    bulk = Settings.from_env({"FVC_APP_ID": "cams", "FVC_INGEST": "bulk"})
-    assert bulk.ingest_group == "cams.ingest"
+    assert Settings.from_env({"FVC_APP_ID": "cams"}).ingest_group == "cams.ingest"  # the default
+    agent = Settings.from_env({"FVC_APP_ID": "cams", "FVC_INGEST": "faust"})
+    assert agent.ingest_group == "cams"
 
 
 class Broker:

@@ -23,12 +23,13 @@ from referencing.jsonschema import DRAFT202012
 from app.codec.decode import cluster_name, decode_event
 from app.codec.encode import encode_event
 from app.config import parse_config
+from app.downstream.reid.follow import take_event_id
 from app.downstream.reid.http import make_app
 from app.downstream.reid.request import BadRequest, parse_identify
 from app.downstream.reid.service import ReidOptions, ReidService
 from app.downstream.reid.state import ReidState
 from app.downstream.view import ClusterView, event_version
-from app.engine import Engine, Observation
+from app.engine import Engine, Event, Observation
 from app.offline.synth import make_scene
 from app.settings import Settings
 
@@ -48,6 +49,14 @@ def engine_run(n: int = 600, seed: int = 3, remove: int = 2) -> tuple[Engine, li
     Returns the engine and its events decoded in both formats, with and without the optional
     coherence.
     """
+    engine, events = engine_events(n, seed, remove)
+    fmt, method = ("json", "msgpack"), (None, CONFIG.method)  # with and without coherence
+    return engine, [decode_event(encode_event(e, fmt[i % 2], method[i // 2 % 2]))
+                    for i, e in enumerate(events)]
+
+
+def engine_events(n: int, seed: int, remove: int) -> tuple[Engine, list[Event]]:
+    """``engine_run``'s engine and the events it made."""
     scene = make_scene(n, seed=seed, dim=32, cameras=1)
     engine, events = Engine(CONFIG), []
     for start in range(0, n, 50):
@@ -62,9 +71,7 @@ def engine_run(n: int = 600, seed: int = 3, remove: int = 2) -> tuple[Engine, li
         gone = engine.remove(key)
         engine.apply(gone)
         events += gone.events
-    fmt, method = ("json", "msgpack"), (None, CONFIG.method)  # with and without coherence
-    return engine, [decode_event(encode_event(e, fmt[i % 2], method[i // 2 % 2]))
-                    for i, e in enumerate(events)]
+    return engine, events
 
 
 def kafka_like(events: list[dict], rng: random.Random, partitions: int = 4) -> list[dict]:
@@ -108,6 +115,21 @@ def test_any_kafka_delivery_order_with_duplicates_gives_the_same_view(seed: int)
     engine, events = engine_run()
     view = ClusterView().apply_all(kafka_like(events, random.Random(seed)))
     assert_view_is_engine(view, engine)
+
+
+def test_the_uvap_profiles_records_rebuild_the_same_view() -> None:
+    """UVAP's records: the id in a header, the survivor among the merged ids, one partition."""
+    engine, made = engine_events(600, 3, 2)
+    events = []
+    for event in made:
+        body = decode_event(encode_event(event, "json", profile="uvap"))
+        assert "event_id" not in body
+        take_event_id(body, [("fvc.event_type", b"x"), ("fvc.event_id", event.event_id.encode())])
+        events.append(body)
+    assert any(e["type"] == "MERGE_EVENT" for e in events)
+    rng = random.Random(5)
+    again = [e for e in events if rng.random() < 0.1]  # a new leader publishes some again
+    assert_view_is_engine(ClusterView().apply_all(events + again), engine)
 
 
 def test_an_older_version_never_rolls_the_view_back() -> None:

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 
 from app.background import Background
 from app.codec.decode import decode_event
+from app.codec.encode import EVENT_ID_HEADER
 from app.downstream.reid.metrics import ReidMetrics
 from app.downstream.reid.state import ReidState
 from app.errors import DecodeError
@@ -118,6 +119,7 @@ class Follower(Background):
             self.positions[message.partition()] = message.offset() + 1
             try:
                 event = decode_event(message.value() or b"")
+                take_event_id(event, message.headers())
             except DecodeError as exc:
                 self.metrics.bad_events.inc()
                 log.warning("skipped a record of %s at partition %d offset %d: %s", self.topic,
@@ -150,3 +152,12 @@ class Follower(Background):
             lag += max(0, max(high, self.ends[p]) - position)
         self.lag = lag
         self.metrics.lag.set(lag)
+
+
+def take_event_id(event: dict[str, Any], headers: list[tuple[str, bytes]] | None) -> None:
+    """The uvap profile's records carry their ``event_id`` in a header: the view needs it."""
+    if "event_id" in event:
+        return
+    for name, value in headers or ():
+        if name == EVENT_ID_HEADER:
+            event["event_id"] = value.decode("utf-8", errors="replace")

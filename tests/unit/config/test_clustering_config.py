@@ -196,8 +196,8 @@ BROKEN = [
     ),
     (
         "merging incomplete",
-        _delete((*C, "cluster_merging", "min_threshold")),
-        f"{MERGING}.min_threshold",
+        _delete((*C, "cluster_merging", "initial_threshold")),
+        f"{MERGING}.initial_threshold",
         "is required",
     ),
     ("ema_alpha zero", _set((*C, "ema_alpha"), 0), f"{CC}.ema_alpha", "must be > 0"),
@@ -351,7 +351,7 @@ def test_design_example_builds_the_expected_values():
     assert config.realization == RealizationConfig(5, 10000, "KEEP_REALIZED")
     assert config.merging == MergingConfig(0.8, 0.98, 0.65, 5000)
     assert (config.save_internal_state, config.start_from_internal_state) == (True, False)
-    assert (config.emit_unrealized, config.min_update_interval_ms) == (False, 0)
+    assert (config.emit_unrealized, config.min_update_interval_ms) == (None, 0)
     assert config.streams == (
         StreamConfig(
             "camera_1", "camera_1.FeatureVectorRecord.json", "features", None, 0.8, 86400000
