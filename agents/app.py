@@ -6,6 +6,7 @@ Only wiring lives here; what each agent, timer and page does is in ``app.worker.
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import faust
 
@@ -68,6 +69,8 @@ def create_app(runtime: Runtime) -> faust.App:
     from agents import ingest, timers, web
 
     settings = runtime.settings
+    # Faust makes its data dir without parents: a worker started in a fresh folder would stop
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings),

@@ -82,7 +82,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic", type=int, metavar="N", help="generate N synthetic detections")
     p.add_argument("--seed", type=int, default=0, help="--synthetic seed (default 0)")
     p.add_argument("--dim", type=int, default=512, help="--synthetic dimension (default 512)")
-    p.add_argument("--cameras", type=int, default=4, help="--synthetic cameras (default 4)")
+    p.add_argument(
+        "--cameras", type=int,
+        help="--synthetic cameras (default 4, named camera_0...; with --config, its streams)",
+    )
     p.add_argument("--config", metavar="FILE", help="clustering config: stream -> topic, path")
     p.add_argument(
         "--stream", default=DEFAULT_STREAM, metavar="ID",
@@ -133,7 +136,7 @@ def handler(args: argparse.Namespace) -> int:
     quiet_client_logs()
     settings = Settings.from_env(kafka_bootstrap=args.bootstrap)
     config = load_config(args.config) if args.config else None
-    rows = _rows(args).head(args.limit).starting_at(_start_ms(args))
+    rows = _rows(args, config).head(args.limit).starting_at(_start_ms(args))
     bar = tqdm(total=rows.n, unit="rec", desc="producing", disable=not sys.stderr.isatty())
     with bar:
         report = produce_scene(
@@ -173,14 +176,23 @@ def _start_ms(args: argparse.Namespace) -> int | None:
     return int(text)
 
 
-def _rows(args: argparse.Namespace) -> Rows:
-    """The rows of the source the arguments name: exactly one of SOURCE and --synthetic."""
+def _rows(args: argparse.Namespace, config: ClusteringConfig | None = None) -> Rows:
+    """The rows of the source the arguments name: exactly one of SOURCE and --synthetic.
+
+    A synthetic scene for a config has its cameras named after the config's streams.
+    """
     if (args.source is None) == (args.synthetic is None):
         raise FvcError("give exactly one of SOURCE (a .npz, .npy or .jsonl file) and --synthetic N")
     if args.rate < 0 or (args.limit is not None and args.limit < 0):
         raise FvcError("--rate and --limit must not be negative")
     if args.synthetic is not None:
-        return synthetic_rows(args.synthetic, seed=args.seed, dim=args.dim, cameras=args.cameras)
+        streams = list(config.stream_ids) if config is not None else []
+        cameras = args.cameras or len(streams) or 4
+        rows = synthetic_rows(args.synthetic, seed=args.seed, dim=args.dim, cameras=cameras)
+        if streams and cameras <= len(streams):
+            names = {f"camera_{i}": stream for i, stream in enumerate(streams)}
+            rows = replace(rows, s=np.array([names[s] for s in rows.s.tolist()]))
+        return rows
     return read_rows(args.source, stream=args.stream, interval_ms=args.interval_ms)
 
 

@@ -282,6 +282,18 @@ def test_cli_reports_undelivered_records_and_exits_non_zero(fake, tmp_path, caps
     assert capsys.readouterr().out.startswith("sent 2 records to 2 topic(s), 1 created in ")
 
 
+def test_a_synthetic_scene_for_a_config_is_seen_by_its_streams(
+    fake, monkeypatch, tmp_path
+) -> None:
+    delivering = FakeProducer(failing=())
+    monkeypatch.setattr(kafka_client, "make_producer", lambda _settings: delivering)
+    (tmp_path / "c.json").write_bytes(orjson.dumps(config_for(("a", None), ("b", None)).to_dict()))
+    run_produce(["--synthetic", "60", "--dim", "4", "--config", str(tmp_path / "c.json")])
+    assert {topic for topic, *_ in delivering.sent} == {"a.in", "b.in"}  # not camera_0..3
+    with pytest.raises(FvcError, match="'camera_0' is not in the config"):  # asked for more
+        run_produce(["--synthetic", "60", "--cameras", "3", "--config", str(tmp_path / "c.json")])
+
+
 def test_client_config_is_minimal_for_plaintext() -> None:
     config = kafka_client.client_config(Settings(kafka_bootstrap="k:1"), **{"linger.ms": 7})
     assert config["bootstrap.servers"] == "k:1" and config["security.protocol"] == "plaintext"
