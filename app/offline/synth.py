@@ -10,6 +10,9 @@ The files it writes have the same layout as ``shared/data/lfw_dev.npz``: ``X`` f
 ``y`` int64 identity, ``t`` int64 event time in ms, ``s`` stream id (``camera_0`` ...), and
 ``k`` int64 track id: the visit (one walk past one camera) the row belongs to, as a tracker would
 number it.
+
+Here identities are isotropic random directions; :mod:`app.offline.modern` makes the same kind of
+stream with vectors that behave like FaceNet/ArcFace-style embeddings.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def make_scene(
     k = _check(n, dim, cameras, identities, intra_cosine, distractor_fraction, zipf_a, burst)
     rng = np.random.default_rng(seed)
     visit_id, visit_len = _visits(rng, n, k, distractor_fraction, zipf_a, burst)
-    t, cam, order = _timeline(rng, visit_len, cameras, frame_interval_ms, start_ms)
+    t, cam, order = timeline(rng, visit_len, cameras, frame_interval_ms, start_ms)
     y = np.repeat(visit_id, visit_len)[order]
     track = np.repeat(np.arange(visit_len.size, dtype=np.int64), visit_len)[order]
     X = _vectors(rng, y, k, dim, intra_cosine)
@@ -172,15 +175,15 @@ def _visits(
     counts = 1 + rng.multinomial(extra, popularity / popularity.sum())
     regular_visits = rng.permutation(np.repeat(regulars, counts))
     lengths = rng.integers(burst[0], burst[1] + 1, regular_visits.size)
-    lengths = _fit_total(rng, lengths, budget)
+    lengths = fit_total(rng, lengths, budget)
     visit_id = np.concatenate([regular_visits, distractors])
     visit_len = np.concatenate([lengths, np.ones(n_distractors, dtype=lengths.dtype)])
     shuffle = rng.permutation(visit_id.size)
     return visit_id[shuffle], visit_len[shuffle]
 
 
-def _fit_total(rng: np.random.Generator, lengths: np.ndarray, total: int) -> np.ndarray:
-    """Nudge burst lengths by one here and there (never below 1) until they sum to ``total``."""
+def fit_total(rng: np.random.Generator, lengths: np.ndarray, total: int) -> np.ndarray:
+    """Nudge counts by one here and there (never below 1) until they sum to ``total``."""
     lengths = lengths.copy()
     short = total - int(lengths.sum())
     if short > 0:
@@ -193,7 +196,7 @@ def _fit_total(rng: np.random.Generator, lengths: np.ndarray, total: int) -> np.
     return lengths
 
 
-def _timeline(
+def timeline(
     rng: np.random.Generator,
     visit_len: np.ndarray,
     cameras: int,

@@ -11,7 +11,9 @@ import pytest
 
 from app.commands import synth as synth_command
 from app.errors import FvcError
+from app.offline.modern import make_modern_scene
 from app.offline.synth import Scene, load_scene, make_scene, measure_cosines
+from app.offline.vector_stats import VectorStats, vector_stats
 
 LFW = Path(__file__).resolve().parents[3] / "shared" / "data" / "lfw_dev.npz"
 
@@ -190,3 +192,144 @@ def test_command_turns_bad_input_into_a_clear_error(tmp_path: Path) -> None:
     args = parser.parse_args(["synth", str(tmp_path / "missing" / "x.npz"), "--n", "5"])
     with pytest.raises(FvcError, match="cannot write"):
         args.func(args)
+
+
+# -- the modern model: vectors that behave like FaceNet/ArcFace-style embeddings ----------------
+
+
+@pytest.fixture(scope="module")
+def modern() -> Scene:
+    return make_modern_scene(4000, seed=5)
+
+
+@pytest.fixture(scope="module")
+def modern_stats(modern: Scene) -> VectorStats:
+    return vector_stats(modern.X, modern.y)
+
+
+def test_modern_same_seed_same_scene_other_seed_other_scene() -> None:
+    a, b = make_modern_scene(800, seed=4, dim=64), make_modern_scene(800, seed=4, dim=64)
+    for key in "Xytsk":
+        assert np.array_equal(getattr(a, key), getattr(b, key))
+    assert not np.array_equal(a.X, make_modern_scene(800, seed=5, dim=64).X)
+
+
+def test_modern_shapes_people_and_images_per_person(modern: Scene) -> None:
+    assert modern.X.shape == (4000, 512) and modern.X.dtype == np.float32
+    assert modern.y.dtype == np.int64 and modern.s.dtype.kind == "U"
+    counts = np.bincount(modern.y)
+    assert counts.size == 100  # about n / 40 people by default
+    assert counts.min() >= 18 and counts.max() <= 62  # 20 to 60, nudged to add up to n
+    many = np.bincount(make_modern_scene(20_000, seed=1, dim=16, identities=500).y)
+    assert many.size == 500 and many.min() >= 18 and many.max() <= 62
+
+
+def test_modern_timeline_is_the_camera_scene_one(modern: Scene) -> None:
+    assert (np.diff(modern.t) >= 0).all()
+    assert set(modern.s.tolist()) == {f"camera_{i}" for i in range(4)}
+    assert modern.k is not None
+    for track in np.unique(modern.k)[:100]:  # a visit is one person on one camera
+        rows = modern.k == track
+        assert len(set(modern.y[rows].tolist())) == 1 and len(set(modern.s[rows].tolist())) == 1
+    norms = np.linalg.norm(modern.X, axis=1)
+    assert norms.min() >= 0.8 - 1e-4 and norms.max() <= 1.6 + 1e-4
+
+
+def test_modern_cosines_are_facenet_like(modern_stats: VectorStats) -> None:
+    # docs/quality.md: same person about 0.65 (0.6-0.7), different people about 0.1.
+    assert 0.6 <= modern_stats.same_mean <= 0.7
+    assert 0.05 <= modern_stats.different_mean <= 0.15
+    assert 0.12 <= modern_stats.same_sd <= 0.22 and 0.12 <= modern_stats.different_sd <= 0.24
+    assert 2.8 <= modern_stats.separation <= 3.8  # near LFW-dlib's 4.0, far from isotropic's 8
+
+
+def test_modern_identities_are_anisotropic_around_a_common_direction(
+    modern_stats: VectorStats,
+) -> None:
+    assert abs(modern_stats.centred_different) < 0.03  # the 0.1 comes from the shared mean
+    assert 15 <= modern_stats.identity_dimensions <= 45  # of 512: a few tens, as LFW's 20 of 128
+    isotropic = make_scene(4000, seed=5, dim=512, identities=100, distractor_fraction=0.0)
+    assert vector_stats(isotropic.X, isotropic.y).identity_dimensions > 60  # of at most 99
+
+
+def test_modern_has_a_few_percent_of_outliers(modern: Scene, modern_stats: VectorStats) -> None:
+    assert 0.01 <= modern_stats.far_share <= 0.07
+    unit = modern.X / np.linalg.norm(modern.X, axis=1, keepdims=True)
+    sums = np.zeros((100, unit.shape[1]))
+    np.add.at(sums, modern.y, unit)
+    own = np.einsum("ij,ij->i", unit, sums[modern.y] - unit)
+    own /= np.linalg.norm(sums[modern.y] - unit, axis=1)
+    low = own < 0.45  # typical images sit near 0.8 from their person's mean
+    assert 0.01 <= low.mean() <= 0.05
+    assert 0.15 <= float(np.median(own[low])) <= 0.4  # outliers: cosine about 0.3
+
+
+def test_modern_one_image_is_an_uncertain_witness_an_average_a_clean_one(modern: Scene) -> None:
+    unit = modern.X / np.linalg.norm(modern.X, axis=1, keepdims=True)
+    sums = np.zeros((100, unit.shape[1]))
+    np.add.at(sums, modern.y, unit)
+    means = sums / np.linalg.norm(sums, axis=1, keepdims=True)
+    images = unit @ unit.T
+    strangers = modern.y[:, None] != modern.y[None, :]
+    same = ~strangers & ~np.eye(modern.n, dtype=bool)
+    assert images[strangers].max() > np.median(images[same]) - 0.1  # images overlap
+    between_means = (means @ means.T)[~np.eye(100, dtype=bool)]
+    within = np.einsum("ij,ij->i", unit, means[modern.y])
+    assert between_means.max() < np.median(within)  # averages do not
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n": 0},
+        {"n": 10, "identities": 11},
+        {"n": 10, "images": (5, 2)},
+        {"n": 10, "burst": (0, 3)},
+        {"n": 10, "cameras": 0},
+        {"n": 10, "dim": 1},
+    ],
+)
+def test_modern_bad_arguments_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        make_modern_scene(seed=0, **kwargs)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 33])
+def test_modern_tiny_scenes(n: int) -> None:
+    s = make_modern_scene(n, seed=1, dim=8)
+    assert s.X.shape == (n, 8) and (np.diff(s.t) >= 0).all() and np.isfinite(s.X).all()
+
+
+def test_modern_fifty_thousand_512d_vectors_take_well_under_two_seconds() -> None:
+    start = time.process_time()
+    make_modern_scene(50_000, seed=0)
+    assert time.process_time() - start < 2.0
+
+
+def test_command_writes_a_modern_scene(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "faces.npz"
+    args = _parser().parse_args(["synth", str(out), "--n", "800", "--seed", "3", "--model",
+                                 "modern", "--dim", "64"])
+    assert args.func(args) == 0
+    assert "800 vectors, 20 identities" in capsys.readouterr().out
+    expected = make_modern_scene(800, seed=3, dim=64)
+    assert np.array_equal(load_scene(out).X, expected.X)
+
+
+def test_command_refuses_isotropic_options_with_the_modern_model(tmp_path: Path) -> None:
+    argv = ["synth", str(tmp_path / "x.npz"), "--n", "100", "--model", "modern"]
+    for extra in (["--distractors", "0"], ["--intra-cosine", "0.5", "0.6"]):
+        args = _parser().parse_args(argv + extra)
+        with pytest.raises(FvcError, match="only for --model isotropic"):
+            args.func(args)
+
+
+def test_lfw_statistics_are_the_documented_ones() -> None:
+    if not LFW.exists():
+        pytest.skip(f"{LFW} is absent")
+    real = load_scene(LFW)
+    stats = vector_stats(real.X, real.y)
+    assert stats.same_mean == pytest.approx(0.950, abs=0.002)
+    assert stats.different_mean == pytest.approx(0.841, abs=0.002)
+    assert stats.separation == pytest.approx(4.0, abs=0.05)
+    assert stats.centred_same == pytest.approx(0.638, abs=0.005)
