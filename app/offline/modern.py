@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.offline.synth import NORM_RANGE, Scene, fit_total, timeline
+from app.offline.synth import NORM_RANGE, Scene, fit_total, refuse, timeline
 
 SHARED = 0.15  # share of a centre's variance along the direction common to all faces
 VISIT_COSINE = 0.85  # cosine between the centres of two visits of one person
@@ -89,9 +89,7 @@ def _check(
         (not 1 <= images[0] <= images[1], f"images must satisfy 1 <= lo <= hi, got {images}"),
         (not 1 <= burst[0] <= burst[1], f"burst must satisfy 1 <= lo <= hi, got {burst}"),
     ]
-    for bad, message in problems:
-        if bad:
-            raise ValueError(message)
+    refuse(problems)
     return k
 
 

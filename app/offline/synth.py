@@ -18,6 +18,7 @@ stream with vectors that behave like FaceNet/ArcFace-style embeddings.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,10 +146,15 @@ def _check(
         (zipf_a <= 1, f"zipf_a must be above 1, got {zipf_a}"),
         (not 1 <= burst[0] <= burst[1], f"burst must satisfy 1 <= lo <= hi, got {burst}"),
     ]
+    refuse(problems)
+    return k
+
+
+def refuse(problems: Iterable[tuple[bool, str]]) -> None:
+    """Raise ValueError with the first problem that holds (a scene's argument checks)."""
     for bad, message in problems:
         if bad:
             raise ValueError(message)
-    return k
 
 
 def _visits(
