@@ -93,12 +93,12 @@ class Engine:
         units = self._units(observations)
         sims, slots = self._search(units)
         sim_rows, slot_rows = sims.tolist(), slots.tolist()  # one conversion, not one per row
-        scratch = BatchScratch(len(observations), units.shape[1])
+        scratch = BatchScratch(units)
         watermark = self.watermark
         decisions = []
         for i, obs in enumerate(observations):
             watermark = max(watermark, obs.time)
-            key, sim = self._best(units[i], sim_rows[i], slot_rows[i], scratch, obs.time)
+            key, sim = self._best(i, units[i], sim_rows[i], slot_rows[i], scratch, obs.time)
             stream = self._stream(obs.stream_id)
             threshold = stream.reg_threshold
             track = ""
@@ -227,6 +227,7 @@ class Engine:
 
     def _best(
         self,
+        position: int,
         unit: np.ndarray,
         sims: list[float],
         slots: list[int],
@@ -246,7 +247,7 @@ class Engine:
         else:
             if len(self.index) > len(slots):
                 best_key, best_sim = self._best_untouched(unit, scratch, time)
-        touched_key, touched_sim = scratch.best(unit, lambda c: self.alive_at(c, time))
+        touched_key, touched_sim = scratch.best(position, lambda c: self.alive_at(c, time))
         if touched_key is not None and touched_sim > best_sim:
             return touched_key, touched_sim
         return best_key, best_sim
@@ -277,43 +278,50 @@ class Engine:
     ) -> None:
         # The hot path: one Cluster built directly (dataclasses.replace costs twice as much),
         # with the emission decided beforehand so no second copy is needed for it.
-        cluster = self._caught_up(scratch.current(key, self.clusters), obs.time, scratch)
+        cluster = scratch.current(key, self.clusters)
+        time = obs.time
+        if not cluster.realized and cluster.pending > 0:
+            cluster = self._caught_up(cluster, time, scratch)
         life = self.lifecycle
+        realized = cluster.realized
         pending = cluster.pending + obs.count
-        pending_since = obs.time if cluster.pending == 0 else cluster.pending_since
-        due = life.due_at(cluster.realized, pending, pending_since, obs.time)
-        emit = not due and life.emits(cluster.realized, cluster.last_emit_time, obs.time)
+        pending_since = time if cluster.pending == 0 else cluster.pending_since
+        due = life.due_at(realized, pending, pending_since, time)
+        emit = not due and life.emits(realized, cluster.last_emit_time, time)
+        streams = cluster.streams
+        retention = cluster.retention_ms
+        if obs.stream_id not in streams:
+            streams = tuple(sorted((*streams, obs.stream_id)))
+        if retention:
+            stream_retention = self._stream(obs.stream_id).retention_ms
+            retention = rules.combined_retention(retention, stream_retention)
         changed = Cluster(
             id=cluster.id,
             state=rules.updated_state(self.method, cluster.state, unit, obs.count, self.alpha),
             num_observations=cluster.num_observations + obs.count,
-            realized=cluster.realized,
+            realized=realized,
             first_time=cluster.first_time,
-            last_time=max(cluster.last_time, obs.time),
-            streams=cluster.streams
-            if obs.stream_id in cluster.streams
-            else tuple(sorted((*cluster.streams, obs.stream_id))),
-            retention_ms=rules.combined_retention(
-                cluster.retention_ms, self._stream(obs.stream_id).retention_ms
-            ),
+            last_time=time if time > cluster.last_time else cluster.last_time,
+            streams=streams,
+            retention_ms=retention,
             version=cluster.version + 1,
             pending=pending,
             pending_since=pending_since,
-            last_emit_time=obs.time if emit else cluster.last_emit_time,
+            last_emit_time=time if emit else cluster.last_emit_time,
             emitted=cluster.emitted or emit,
             model_id=cluster.model_id,
             type=cluster.type,
             track=track or cluster.track,
-            track_time=obs.time if track else cluster.track_time,
+            track_time=time if track else cluster.track_time,
         )
         if track:
             tracks.claim(scratch, track, key)
         if due:
-            realized = life.realize(changed, obs.time, obs.stream_id, scratch.events, obs.key)
-            scratch.record(key, realized)
+            kept = life.realize(changed, time, obs.stream_id, scratch.events, obs.key)
+            scratch.record(key, kept)
             return
         if emit:
-            scratch.events.append(reg_event(changed, obs.time, obs.stream_id, obs.key))
+            scratch.events.append(reg_event(changed, time, obs.stream_id, obs.key))
         scratch.record(key, changed)
 
     def _caught_up(self, cluster: Cluster, time: int, scratch: BatchScratch) -> Cluster:

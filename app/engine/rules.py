@@ -41,7 +41,7 @@ def updated_state(
     [0.5, 0.5]
     """
     if method == SIMPLE_AVERAGE:
-        return state + unit * np.float32(count)
+        return state + unit if count == 1 else state + unit * np.float32(count)
     if method == EXP_AVERAGE:
         weight = np.float32(1.0 - (1.0 - alpha) ** count)
         return (np.float32(1.0) - weight) * state + weight * unit
@@ -74,6 +74,15 @@ def unit(state: np.ndarray) -> np.ndarray:
     if norm == 0.0:
         return state.astype(np.float32, copy=True)
     return (state / np.float32(norm)).astype(np.float32, copy=False)
+
+
+def unit_into(state: np.ndarray, out: np.ndarray) -> None:
+    """``unit(state)`` written into ``out`` (a float32 row): the same bits, no new array."""
+    norm = math.sqrt(float(state.dot(state)))
+    if norm == 0.0:
+        out[:] = state
+    else:
+        np.divide(state, np.float32(norm), out=out)
 
 
 def units(states: np.ndarray) -> np.ndarray:

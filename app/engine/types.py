@@ -8,8 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar, dataclass_transform
 
 import numpy as np
+
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True)
+def value(cls: type[_T]) -> type[_T]:
+    """A frozen record for the type checker, a plain slots dataclass at run time.
+
+    A frozen dataclass sets each field through ``object.__setattr__``: 4.4 us for a cluster's 17
+    fields against 0.5 us, paid once per observation. The checker still refuses any assignment
+    to a field, which is what frozen is for here.
+    """
+    return dataclass(slots=True)(cls)
 
 
 class EventType(str, Enum):
@@ -60,7 +74,7 @@ class Observation:
     track: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Cluster:
     """A cluster's whole state at one version, exactly what the store keeps.
 
@@ -105,7 +119,7 @@ class Cluster:
         return (self.state / norm).astype(np.float32, copy=False)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Event:
     """One FVClusterUpdateRecord to publish downstream.
 
