@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ingest", choices=("faust", "bulk"),
                         default=os.environ.get("FVC_INGEST", "bulk"),
                         help="the workers' input path, FVC_INGEST (default $FVC_INGEST, else"
-                             " faust; bulk is the faster one)")
+                             " bulk, the faster one)")
     parser.add_argument("--output-format", choices=("msgpack", "json"), default="msgpack",
                         help="the workers' event format, FVC_OUTPUT_FORMAT (default msgpack)")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")

@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import orjson
@@ -32,7 +33,7 @@ from app.errors import (
     VersionConflict,
 )
 from app.settings import Settings
-from app.store.base import ClockState, Commit, StateStore
+from app.store.base import ClockState, Commit, OutboxRecord, StateStore
 from app.worker.metrics import stage_histogram
 from app.worker.outbox import OutboxWriter
 
@@ -162,6 +163,11 @@ class Pipeline:
         self.outbox = OutboxWriter(settings, config)
         self.applied: dict[str, int] = {}
         self.lock = asyncio.Lock()
+        # The engine steps on a thread of its own, so the event loop goes on publishing earlier
+        # batches' events and fetching the next records meanwhile: the search (numpy, FAISS)
+        # runs without the GIL. Steps stay one at a time, and the engine changes only under
+        # ``lock`` (a step only reads it until ``apply``).
+        self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="fvc-engine")
         self.dimension = settings.expected_dimension
         self.stage_seconds = stage_histogram() if stage_seconds is None else stage_seconds
         self.writer = uuid.uuid4().hex  # names this pipeline's commits in the change stream
@@ -465,11 +471,11 @@ class Pipeline:
         merge_clock: tuple[int | None, int] | None = None,
     ) -> tuple[StepResult, int]:
         """Compute, store atomically, apply; on a version conflict reload and recompute."""
+        loop = asyncio.get_running_loop()
         for attempt in range(MAX_CONFLICT_RETRIES):
-            with self.stage_seconds.labels("engine").time():
-                result = compute()
-            with self.stage_seconds.labels("encode").time():
-                records = self.outbox.records(result, dead_letters, offsets, observations)
+            result, records = await loop.run_in_executor(
+                self._engine_thread, self._compute, compute, dead_letters, offsets, observations
+            )
             changes = result.upserts or result.deletions or records
             if not (changes or offsets or merge_clock):
                 self.engine.apply(result)
@@ -506,6 +512,20 @@ class Pipeline:
             return result, attempt
         message = f"{MAX_CONFLICT_RETRIES} version conflicts in a row"
         raise VersionConflict([message])
+
+    def _compute(
+        self,
+        compute: Callable[[], StepResult],
+        dead_letters: Sequence[tuple[RawRecord, DecodeError]],
+        offsets: dict[str, int] | None,
+        observations: Sequence[Observation],
+    ) -> tuple[StepResult, list[OutboxRecord]]:
+        """The engine's step and its outbox records (on the engine thread)."""
+        with self.stage_seconds.labels("engine").time():
+            result = compute()
+        with self.stage_seconds.labels("encode").time():
+            records = self.outbox.records(result, dead_letters, offsets, observations)
+        return result, records
 
     async def _reload(self, keys: Sequence[str]) -> None:
         current = await self.store.get(keys)

@@ -254,7 +254,8 @@ class Runtime:
             return 0
         if batch.reset:
             log.warning("change stream trimmed past our cursor; reloading everything")
-            await self.bootstrap()
+            async with self.pipeline.lock:  # not under a step on the engine thread
+                await self.bootstrap()
             return len(self.engine.clusters)
         self.cursor = batch.cursor
         if batch.upserts or batch.deletions:
