@@ -71,8 +71,8 @@ DOCS = ROOT / "docs"
 TARGET_P = 0.98
 LFW_RECALL_TARGET = 0.85
 THROUGHPUT_FLOOR = 0.75  # improved at most 25% slower than without it
-CAL_PRECISION = 0.97
-CAL_RECALL_GAP = 0.03
+CAL_PRECISION_BAND = 0.01  # calibrated: whole-stream precision in [0.98, 0.98 + this]
+CAL_RECALL_GAP = 0.02  # ... and recall at most this below the best fvc setting tuned on the whole
 CAL_FRACTION = 0.3
 INTERVAL_MS = 5000
 TWO_PASS_OFFSET = 0.02
@@ -328,7 +328,8 @@ def throughput(data: DataSet, threshold: float, rounds: int) -> dict[str, Any]:
 def calibration_check(data: DataSet, result: Result) -> dict[str, Any]:
     """``fvc calibrate`` on the first 30% of the stream, for its whole size, scored on all of it.
 
-    The score is set against the best single thresholds chosen on the whole stream.
+    The score is set against the best fvc setting tuned on the whole stream (any family), and
+    against the best single threshold (no merging) and the improved mode's best.
     """
     scene = data.scene
     units = (scene.X / np.linalg.norm(scene.X, axis=1, keepdims=True)).astype(np.float32)
@@ -343,10 +344,13 @@ def calibration_check(data: DataSet, result: Result) -> dict[str, Any]:
     u_precision, u_recall = measure(whole, Setting.make("plain", estimate.threshold), INTERVAL_MS)
     single, single_t = result.best("fvc-uvap")
     improved, improved_t = result.best("fvc-improved")
+    tuned, tuned_method = best_of(result, FVC_METHODS)
     return {
         "sample": cut,
         "chosen": setting.label,
         "threshold": setting.threshold,
+        "sample_precision": round(cal.chosen.precision, 4),
+        "sample_recall": round(cal.chosen.recall, 4),
         "expected_precision": round(cal.chosen.expected_precision, 4),
         "expected_recall": round(cal.chosen.expected_recall, 4),
         "whole_precision": round(precision, 4),
@@ -355,9 +359,10 @@ def calibration_check(data: DataSet, result: Result) -> dict[str, Any]:
         "best_single_recall": round(single, 4),
         "best_improved_recall": round(improved, 4),
         "best_improved_threshold": improved_t,
-        "precision_ok": precision >= CAL_PRECISION,
-        "recall_ok": recall >= single - CAL_RECALL_GAP,
-        "recall_ok_vs_improved": recall >= improved - CAL_RECALL_GAP,
+        "best_tuned_recall": round(tuned, 4),
+        "best_tuned_method": tuned_method,
+        "precision_ok": TARGET_P <= precision <= TARGET_P + CAL_PRECISION_BAND,
+        "recall_ok": recall >= tuned - CAL_RECALL_GAP,
         "seconds": round(seconds, 1),
         "unlabelled": {
             "threshold": estimate.threshold,
@@ -449,12 +454,13 @@ def verdicts(results: list[Result]) -> list[tuple[str, str, bool | None]]:
     for r in results:
         if r.calibration:
             c = r.calibration
-            out.append((f"{r.name}: calibrate on first 30% -> whole-stream precision >= 0.97",
+            out.append((f"{r.name}: calibrate on first 30% -> whole-stream precision in "
+                        f"[0.98, {TARGET_P + CAL_PRECISION_BAND:.2f}]",
                         f"{c['whole_precision']:.4f}", c["precision_ok"]))
-            out.append((f"{r.name}: ... and recall within 0.03 of the best single threshold",
-                        f"{c['whole_recall']:.4f} vs {c['best_single_recall']:.4f} "
-                        f"(T = {c['best_single_threshold']}); improved mode's best "
-                        f"{c['best_improved_recall']:.4f}", c["recall_ok"]))
+            out.append((f"{r.name}: ... and recall within {CAL_RECALL_GAP} of the best fvc "
+                        "setting tuned on the whole stream",
+                        f"{c['whole_recall']:.4f} vs {c['best_tuned_recall']:.4f} "
+                        f"({c['best_tuned_method']})", c["recall_ok"]))
     return out
 
 
@@ -623,15 +629,18 @@ def markdown(results: list[Result], command: str, seconds: float, image: str) ->
                        f"{vps['fvc-improved-off']} | {vps['fvc-uvap']} | {tp['ratio_best']} "
                        f"(median {tp['ratio_median']}) | {tp['ratio_vs_uvap']} |")
     out += ["", THROUGHPUT_NOTE, "", "## Calibration check (`fvc calibrate`, item 3)", "",
-            "| data set | sample | chosen | expected P / R | whole-stream P / R | "
-            "best single threshold on the whole stream | improved mode's best |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+            "| data set | sample | chosen | P / R on the sample | expected P / R at the whole "
+            "size | whole-stream P / R | best fvc setting tuned on the whole stream | "
+            "best single threshold | improved mode's best |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in main:
         if r.calibration:
             c = r.calibration
             out.append(f"| {r.name} | first {c['sample']} | {c['chosen']} at T = {c['threshold']} "
+                       f"| {c['sample_precision']} / {c['sample_recall']} "
                        f"| {c['expected_precision']} / {c['expected_recall']} | "
                        f"{c['whole_precision']} / {c['whole_recall']} | "
+                       f"{c['best_tuned_recall']} ({c['best_tuned_method']}) | "
                        f"{c['best_single_recall']} (T = {c['best_single_threshold']}) | "
                        f"{c['best_improved_recall']} (T = {c['best_improved_threshold']}) |")
     out += ["", CALIBRATION_NOTE, "",
@@ -764,9 +773,10 @@ timer itself, which the plain merge pass pays too."""
 CALIBRATION_NOTE = """\
 `fvc calibrate` ran on the first 30% of each stream, asked for precision 0.98 at the size of
 the whole stream (`--expected-size`), and its config was then run on the whole stream. The
-target is whole-stream precision >= 0.97 and recall within 0.03 of the best single threshold
-chosen on the whole stream (the UVAP column of the tables: one reg_threshold, no merging); the
-last column compares with the improved mode's own best on the whole stream as well."""
+target is whole-stream precision between 0.98 and 0.99 (reached, with no recall given away for
+more) and recall within 0.02 of the best fvc setting tuned on the whole stream (any of the fvc
+rows of the tables, its threshold chosen knowing the answer). The last two columns give the
+best single threshold (no merging) and the improved mode's own best as well."""
 
 EXPLANATION = """## What the improved mode does, and why
 

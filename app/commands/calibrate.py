@@ -18,12 +18,13 @@ DESCRIPTION = """\
 Choose the clustering settings for your embedding model from a sample of its vectors.
 
 With labels (y), the engine clusters the sample in file order exactly as `fvc evaluate`
-does, for a grid of reg_threshold values and for each family of settings: plain, and the
-improved mode (clustering_config.improved_mode) with a few size discounts and its merge
-timer. It keeps the setting with the most recall whose precision, extrapolated to the
-size the config will run at (--expected-size), reaches --target-precision. Precision
-falls as more people are seen, so the sample is also clustered in halves and quarters
-and the trend is extrapolated (impurity at least proportional to the size).
+does, for a grid of reg_threshold values and for each family of settings: plain, the
+merge timer at a few merge thresholds (with --improved off), and the improved mode
+(clustering_config.improved_mode) with a few size discounts. It keeps the setting with
+the most recall whose precision, extrapolated to the size the config will run at
+(--expected-size), reaches --target-precision. Precision falls as more people are seen,
+so the sample is also clustered in halves and quarters and the trend is extrapolated
+(impurity at least proportional to the size).
 
 With --unlabelled, labels are ignored: each vector's nearest-neighbour similarity is
 either a genuine match or the most similar stranger; a two-component mixture separates
@@ -44,7 +45,10 @@ examples:
   fvc calibrate sample.npz --config config/four-cameras.json --out tuned.json
 """
 
-JSON_KEYS = ("target_precision", "expected_precision", "expected_recall", "config")
+JSON_KEYS = (
+    "target_precision", "expected_precision", "expected_recall", "at_sample_size",
+    "at_expected_size", "config",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -150,8 +154,17 @@ def _labelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | None
         "target_precision": args.target_precision,
         "expected_precision": round(chosen.expected_precision, 4),
         "expected_recall": round(chosen.expected_recall, 4),
+        "at_sample_size": _figures(cal.sample_size, chosen.precision, chosen.recall),
+        "at_expected_size": _figures(
+            cal.expected_size, chosen.expected_precision, chosen.expected_recall
+        ),
         "config": config,
     }
+
+
+def _figures(size: int, precision: float, recall: float) -> dict[str, float | int]:
+    """The chosen setting's B-cubed figures at one size: measured (sample) or extrapolated."""
+    return {"vectors": size, "precision": round(precision, 4), "recall": round(recall, 4)}
 
 
 def _unlabelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | None) -> dict:
@@ -189,9 +202,7 @@ def _validate(config: dict[str, Any]) -> None:
 def _print_labelled(cal: Any) -> None:
     chosen = cal.chosen
     family = chosen.setting.family
-    rows = [p for p in cal.points if p.setting.family == family]
-    if family == "improved":
-        rows = [p for p in rows if _same_fraction(p, chosen)]
+    rows = [p for p in cal.points if p.setting.family == family and _same_share(p, chosen)]
     print(f"sample {cal.sample_size} vectors, expected size {cal.expected_size}, "
           f"target precision {cal.target_precision}")
     print(f"{'setting':>22} {'threshold':>9} {'P sample':>9} {'R sample':>9} "
@@ -207,15 +218,24 @@ def _print_labelled(cal: Any) -> None:
           f"precision {chosen.expected_precision:.4f}, recall {chosen.expected_recall:.4f}")
 
 
-def _same_fraction(point: Any, chosen: Any) -> bool:
-    """Whether an improved row has the chosen discount, as a share of (1 - T).
+def _share(point: Any) -> float:
+    """The improved discount, or the merge family's offset, as a share of ``1 - T``.
 
-    A share, because the rows' size_discount differs a little from one threshold to the next.
+    A share, because the settings' size_discount and merge threshold differ a little from one
+    threshold to the next; plain settings have none (0).
     """
-    def share(p: Any) -> float:
-        return round(p.setting.size_discount / max(1e-9, 1 - p.setting.threshold), 1)
+    setting = point.setting
+    room = max(1e-9, 1 - setting.threshold)
+    if setting.family == "improved":
+        return round(setting.size_discount / room, 1)
+    if setting.family == "merge":
+        return round((setting.merge_threshold - setting.threshold) / room, 1)
+    return 0.0
 
-    return share(point) == share(chosen)
+
+def _same_share(point: Any, chosen: Any) -> bool:
+    """Whether a row has the chosen setting's discount or merge offset."""
+    return bool(_share(point) == _share(chosen))
 
 
 def _plot_labelled(cal: Any, path: str) -> None:
@@ -223,8 +243,7 @@ def _plot_labelled(cal: Any, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     groups: dict[str, list[Any]] = {}
     for p in cal.points:
-        groups.setdefault(p.setting.label if p.setting.family != "improved" else
-                          f"improved {_share_text(p)}", []).append(p)
+        groups.setdefault(_group(p), []).append(p)
     for name, pts in groups.items():
         pts = sorted(pts, key=lambda p: p.setting.threshold)
         ts = [p.setting.threshold for p in pts]
@@ -242,8 +261,13 @@ def _plot_labelled(cal: Any, path: str) -> None:
     plt.close(fig)
 
 
-def _share_text(p: Any) -> str:
-    return f"d={p.setting.size_discount / max(1e-9, 1 - p.setting.threshold):.1f}(1-T)"
+def _group(p: Any) -> str:
+    """The curve a point belongs to: its family and share of ``1 - T``."""
+    if p.setting.family == "improved":
+        return f"improved d={_share(p):.1f}(1-T)"
+    if p.setting.family == "merge":
+        return f"merge at T+{_share(p):.1f}(1-T)"
+    return "plain"
 
 
 def _plot_unlabelled(sample: Any, estimate: Any, path: str) -> None:

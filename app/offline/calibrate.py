@@ -5,9 +5,9 @@ A threshold belongs to the embedding model (dlib faces: about 0.95; FaceNet-styl
 
 * **Labelled** (``calibrate``): run the engine over the sample, in file order with event-time
   merge timers exactly as ``fvc evaluate`` does, for a grid of thresholds and for each family of
-  settings (plain; plain with the merge timer; the improved mode with a few size discounts), and
-  keep the setting with the most recall whose precision *at the expected size* reaches the
-  target.
+  settings (plain; plain with the merge timer at a few merge thresholds; the improved mode with
+  a few size discounts), and keep the setting with the most recall whose precision *at the
+  expected size* reaches the target.
 * **Size.** Precision falls as more people are seen (more chances of a false match), so a
   threshold right for a sample is too loose for the full stream. The sample is also run in
   halves and quarters (contiguous blocks); the impurity ``1 - precision`` is fitted as a power of
@@ -34,7 +34,8 @@ from app.config import ClusteringConfig, parse_config
 from app.errors import FvcError
 
 FAMILIES = ("plain", "merge", "improved")
-MERGE_OFFSET = 0.2  # merge family: flat merge threshold T + 0.2 (1 - T)
+MERGE_OFFSET = 0.2  # merge family: merge threshold T + 0.2 (1 - T) by default
+MERGE_OFFSETS = (0.0, 0.1, 0.2)  # merge family: the offsets searched
 DISCOUNT_FRACTIONS = (0.3, 0.6, 0.8)  # improved family: size_discount = f (1 - T)
 COARSE_STEPS = 24
 DEFAULT_INTERVAL_MS = 5000
@@ -148,11 +149,22 @@ class Setting:
     size_discount: float | None = None
 
     @classmethod
-    def make(cls, family: str, threshold: float, fraction: float = 0.0) -> Setting:
-        """The family's setting at ``threshold`` (``fraction``: the improved size discount)."""
+    def make(
+        cls,
+        family: str,
+        threshold: float,
+        fraction: float = 0.0,
+        *,
+        offset: float = MERGE_OFFSET,
+    ) -> Setting:
+        """The family's setting at ``threshold``.
+
+        ``fraction``: the improved size discount, as a share of ``1 - T``; ``offset``: the merge
+        family's flat merge threshold is ``T + offset (1 - T)``.
+        """
         t = round(float(threshold), 4)
         if family == "merge":
-            return cls(family, t, round(min(1.0, t + MERGE_OFFSET * (1 - t)), 4))
+            return cls(family, t, round(min(1.0, t + offset * (1 - t)), 4))
         if family == "improved":
             return cls(family, t, t, round(min(0.5, fraction * (1 - t)), 4))
         return cls("plain", t)
@@ -183,18 +195,21 @@ class Setting:
         for stream in data["input_stream_configs"]:
             stream["reg_stream_config"]["reg_threshold"] = self.threshold
         if self.merge_threshold is not None:
-            floor = self.merge_threshold
-            if self.size_discount is not None:
-                floor = round(max(0.0, self.merge_threshold - self.size_discount), 4)
             clustering["cluster_merging"] = {
                 "initial_threshold": self.merge_threshold,
                 "threshold_discount_rate": 1.0,
-                "min_threshold": floor,
+                "min_threshold": self._merge_floor(self.merge_threshold),
                 "time_interval_ms": interval_ms,
             }
         if self.size_discount is not None:
             clustering["improved_mode"] = {"enabled": True, "size_discount": self.size_discount}
         return data
+
+    def _merge_floor(self, initial: float) -> float:
+        """The lowest merge threshold: the improved mode's discount may lower it, by the floor."""
+        if self.size_discount is not None:
+            return round(max(0.0, initial - self.size_discount), 4)
+        return initial
 
     def config(self, stream_ids: Sequence[str], **kwargs: Any) -> ClusteringConfig:
         """The validated config of :meth:`config_dict`."""
@@ -415,8 +430,11 @@ def _families(improved: str) -> tuple[str, ...]:
 
 
 def _family_settings(family: str, thresholds: np.ndarray) -> list[Setting]:
+    """The family's candidates: every threshold with each of its merge shapes or discounts."""
     if family == "improved":
         return [Setting.make(family, t, f) for f in DISCOUNT_FRACTIONS for t in thresholds]
+    if family == "merge":
+        return [Setting.make(family, t, offset=o) for o in MERGE_OFFSETS for t in thresholds]
     return [Setting.make(family, t) for t in thresholds]
 
 

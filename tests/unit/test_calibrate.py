@@ -14,6 +14,8 @@ from app.offline.calibrate import (
     CalibrationError,
     Point,
     Setting,
+    _families,
+    _family_settings,
     extrapolate,
     fit_size_slopes,
     load_sample,
@@ -47,6 +49,11 @@ def test_threshold_chosen_on_one_scene_holds_on_another(tmp_path, capsys) -> Non
     answer = json.loads(printed)
     assert tuple(answer) == calibrate_command.JSON_KEYS
     assert answer["target_precision"] == 0.95 and answer["expected_precision"] >= 0.95
+    assert answer["at_sample_size"]["vectors"] == 900
+    assert answer["at_expected_size"] == {"vectors": 2700,
+                                          "precision": answer["expected_precision"],
+                                          "recall": answer["expected_recall"]}
+    assert answer["at_sample_size"]["recall"] >= answer["expected_recall"]
     config = load_config(out)
     assert config.to_dict() == load_config(out).to_dict()
     assert set(config.stream_ids) == {f"camera_{i}" for i in range(4)}
@@ -144,6 +151,16 @@ def test_precision_is_extrapolated_at_least_in_proportion_to_size() -> None:
     perfect = Point(s, 1.0, 1.0, {400: (1.0, 1.0)})
     extrapolate(perfect, 400, 800, 1.0, 0.0)
     assert perfect.expected_precision == pytest.approx(1 - 0.5 / 400 * 2)
+
+
+def test_the_merge_family_is_searched_over_its_merge_threshold() -> None:
+    settings = _family_settings("merge", np.array([0.5, 0.6]))
+    assert {(s.threshold, s.merge_threshold) for s in settings} == {
+        (0.5, 0.5), (0.5, 0.55), (0.5, 0.6), (0.6, 0.6), (0.6, 0.64), (0.6, 0.68)}
+    merging = Setting.make("merge", 0.6, offset=0.1).config(["camera_0"]).merging
+    assert merging is not None
+    assert (merging.initial_threshold, merging.min_threshold) == (0.64, 0.64)
+    assert "merge" in _families("off") and "merge" not in _families("auto")
 
 
 def test_settings_write_valid_configs_over_a_base() -> None:
