@@ -40,7 +40,9 @@ class BatchScratch:
         self._alive = np.zeros(capacity, dtype=bool)
         self._block_start = -self.BLOCK
         self._block_units = units[:0]
-        self._sims = np.full((self.BLOCK, capacity), -np.inf, dtype=np.float32)
+        # row r, column j: touched row r against the block's observation j (a row is written
+        # whole, contiguously, each time the batch changes its cluster)
+        self._sims = np.full((capacity, self.BLOCK), -np.inf, dtype=np.float32)
 
     def current(self, key: str, clusters: Mapping[str, Cluster]) -> Cluster:
         """The cluster as this batch has left it so far; remembers its starting version."""
@@ -61,12 +63,12 @@ class BatchScratch:
             self._keys.append(key)
         if cluster is None:
             self._alive[row] = False
-            self._sims[:, row] = -np.inf
+            self._sims[row] = -np.inf
             return
         vector = self._matrix[row]
         rules.unit_into(cluster.state, vector)
         self._alive[row] = True
-        self._sims[: len(self._block_units), row] = self._block_units @ vector
+        np.dot(self._block_units, vector, out=self._sims[row, : len(self._block_units)])
 
     def best(
         self, position: int, usable: Callable[[Cluster], bool]
@@ -82,7 +84,7 @@ class BatchScratch:
         if column >= self.BLOCK or column < 0:
             self._begin_block(position, n)
             column = 0
-        sims = self._sims[column, :n]
+        sims = self._sims[:n, column]
         while True:
             row = int(sims.argmax())
             sim = float(sims[row])
@@ -99,9 +101,9 @@ class BatchScratch:
         """Similarities of the next ``BLOCK`` observations to the ``n`` rows as they are now."""
         self._block_start = position
         self._block_units = self._units[position : position + self.BLOCK]
-        sims = self._block_units @ self._matrix[:n].T
-        sims[:, ~self._alive[:n]] = -np.inf
-        self._sims[: len(sims), :n] = sims
+        sims = self._matrix[:n] @ self._block_units.T
+        sims[~self._alive[:n]] = -np.inf
+        self._sims[:n, : len(self._block_units)] = sims
 
     def result(self, decisions: tuple[Decision, ...], watermark: int) -> StepResult:
         """The batch as a result to store and apply."""
