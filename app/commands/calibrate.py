@@ -22,9 +22,11 @@ does, for a grid of reg_threshold values and for each family of settings: plain,
 merge timer at a few merge thresholds (with --improved off), and the improved mode
 (clustering_config.improved_mode) with a few size discounts. It keeps the setting with
 the most recall whose precision, extrapolated to the size the config will run at
-(--expected-size), reaches --target-precision. Precision falls as more people are seen,
-so the sample is also clustered in halves and quarters and the trend is extrapolated
-(impurity at least proportional to the size).
+(--expected-size), reaches --target-precision. Precision falls as more people are seen:
+the labels tell how many distinct people a stream of that size will hold (few more when
+the same people keep coming back), and the impurity is extrapolated in proportion to
+them and to the 0.4th power of the images per person. Recall is extrapolated from the
+sample's halves and quarters.
 
 With --unlabelled, labels are ignored: each vector's nearest-neighbour similarity is
 either a genuine match or the most similar stranger; a two-component mixture separates
@@ -205,6 +207,10 @@ def _print_labelled(cal: Any) -> None:
     rows = [p for p in cal.points if p.setting.family == family and _same_share(p, chosen)]
     print(f"sample {cal.sample_size} vectors, expected size {cal.expected_size}, "
           f"target precision {cal.target_precision}")
+    seen, expected = cal.people
+    if seen:
+        print(f"people: {seen} in the sample, about {expected:.0f} expected at "
+              f"{cal.expected_size} vectors")
     print(f"{'setting':>22} {'threshold':>9} {'P sample':>9} {'R sample':>9} "
           f"{'P expected':>10} {'R expected':>10}")
     for p in sorted(rows, key=lambda p: p.setting.threshold):
@@ -218,24 +224,9 @@ def _print_labelled(cal: Any) -> None:
           f"precision {chosen.expected_precision:.4f}, recall {chosen.expected_recall:.4f}")
 
 
-def _share(point: Any) -> float:
-    """The improved discount, or the merge family's offset, as a share of ``1 - T``.
-
-    A share, because the settings' size_discount and merge threshold differ a little from one
-    threshold to the next; plain settings have none (0).
-    """
-    setting = point.setting
-    room = max(1e-9, 1 - setting.threshold)
-    if setting.family == "improved":
-        return round(setting.size_discount / room, 1)
-    if setting.family == "merge":
-        return round((setting.merge_threshold - setting.threshold) / room, 1)
-    return 0.0
-
-
 def _same_share(point: Any, chosen: Any) -> bool:
     """Whether a row has the chosen setting's discount or merge offset."""
-    return bool(_share(point) == _share(chosen))
+    return bool(point.setting.share == chosen.setting.share)
 
 
 def _plot_labelled(cal: Any, path: str) -> None:
@@ -264,9 +255,9 @@ def _plot_labelled(cal: Any, path: str) -> None:
 def _group(p: Any) -> str:
     """The curve a point belongs to: its family and share of ``1 - T``."""
     if p.setting.family == "improved":
-        return f"improved d={_share(p):.1f}(1-T)"
+        return f"improved d={p.setting.share:.1f}(1-T)"
     if p.setting.family == "merge":
-        return f"merge at T+{_share(p):.1f}(1-T)"
+        return f"merge at T+{p.setting.share:.1f}(1-T)"
     return "plain"
 
 

@@ -9,10 +9,14 @@ A threshold belongs to the embedding model (dlib faces: about 0.95; FaceNet-styl
   a few size discounts), and keep the setting with the most recall whose precision *at the
   expected size* reaches the target.
 * **Size.** Precision falls as more people are seen (more chances of a false match), so a
-  threshold right for a sample is too loose for the full stream. The sample is also run in
-  halves and quarters (contiguous blocks); the impurity ``1 - precision`` is fitted as a power of
-  the size (one exponent per family, shared by all thresholds) and extrapolated to
-  ``expected_size``; recall likewise, linearly in log(size).
+  threshold right for a sample is too loose for the full stream. The impurity ``1 - precision``
+  is modelled as proportional to the number of distinct people ``D`` times the observations per
+  person ``m = size / D`` to the power ``ITEM_EXPONENT``: ``D`` comes from the sample's labels
+  (a Chao1 species extrapolation over visits, ``expected_people``), so a stream whose people keep
+  coming back (``D`` levels off) is extrapolated with little growth, and one with new people all
+  the time with nearly proportional growth. Each setting's impurity is the worst of it and its
+  grid neighbours (a cliff next door is a warning). Recall is extrapolated linearly in
+  log(size), with the slope measured on the sample's halves and quarters (contiguous blocks).
 * **Unlabelled** (``estimate_unlabelled``): every vector's nearest-neighbour similarity in the
   sample is either a genuine match (another image of the same person) or an impostor (the most
   similar stranger). A two-component Gaussian mixture separates them; the threshold is where the
@@ -40,7 +44,8 @@ DISCOUNT_FRACTIONS = (0.3, 0.6, 0.8)  # improved family: size_discount = f (1 - 
 COARSE_STEPS = 24
 DEFAULT_INTERVAL_MS = 5000
 DEFAULT_SIZE_FACTOR = 10  # --expected-size default: ten times the sample
-BETA_RANGE = (1.0, 2.0)
+EPISODE_GAP = 20  # a person unseen for this many observations has left: the next one is a new visit
+ITEM_EXPONENT = 0.4  # impurity ~ people x (observations per person) ** ITEM_EXPONENT
 MIN_ROWS = 20
 NN_QUERIES = 6000  # nearest-neighbour statistics from at most this many rows
 
@@ -170,6 +175,23 @@ class Setting:
         return cls("plain", t)
 
     @property
+    def share(self) -> float:
+        """The improved discount, or the merge family's offset, as a share of ``1 - T``.
+
+        A share, because the settings' size discount and merge threshold differ a little from
+        one threshold to the next; plain settings have none (0).
+
+        >>> Setting.make("merge", 0.5, offset=0.2).share, Setting.make("plain", 0.5).share
+        (0.2, 0.0)
+        """
+        room = max(1e-9, 1 - self.threshold)
+        if self.family == "improved" and self.size_discount is not None:
+            return round(self.size_discount / room, 1)
+        if self.family == "merge" and self.merge_threshold is not None:
+            return round((self.merge_threshold - self.threshold) / room, 1)
+        return 0.0
+
+    @property
     def label(self) -> str:
         """Short readable name."""
         if self.family == "merge":
@@ -289,58 +311,134 @@ def measure_point(
     return point
 
 
-def fit_size_slopes(points: Sequence[Point]) -> tuple[float, float]:
-    """Shared exponent of impurity vs size, and slope of recall vs log(size), for ``points``.
+def visits(y: np.ndarray, gap: int = EPISODE_GAP) -> np.ndarray:
+    """How many visits each identity makes in ``y`` (stream order), one entry per identity.
 
-    Impurity: ``log(1 - P) = a_T + beta log(size)``, one intercept per setting and one ``beta``
-    for all, from the settings whose impurity on the whole sample is worth at least one item of
-    the smallest block (a block without any counts as half an item). ``beta`` is clipped to
-    ``BETA_RANGE``: at least 1, because the strangers an item can be confused with grow in
-    proportion to the number of people, so small impurities grow at least as fast; 1 without
-    informative points.
+    A visit ends when the person is not seen for ``gap`` observations: items of one visit are
+    not independent sightings (a burst of frames, several cameras at once).
+
+    >>> visits(np.array([1, 1, 2, 1] + [3] * 30 + [1])).tolist()
+    [2, 1, 1]
+    """
+    last: dict[Any, int] = {}
+    count: dict[Any, int] = {}
+    for i, label in enumerate(y.tolist()):
+        if label not in last or i - last[label] > gap:
+            count[label] = count.get(label, 0) + 1
+        last[label] = i
+    return np.array(list(count.values()), dtype=np.int64)
+
+
+def expected_people(y: np.ndarray, expected_size: int) -> float:
+    """Distinct identities expected in a stream of ``expected_size`` observations like ``y``.
+
+    Chao1 extrapolation of the species accumulation curve (Shen, Chao and Lin 2003) over visits:
+    ``f0 = f1^2 / (2 f2)`` people not seen yet, of whom ``f0 (1 - (1 - f1 / (V f0 + f1))^W)``
+    turn up in ``W`` more visits (``V`` visits in the sample, ``f1``/``f2`` people seen in one/two
+    visits). People who keep coming back (few seen once) level the curve off; a stream of new
+    people all the time (nearly everyone seen once) keeps it growing. Never more than in
+    proportion to the size.
+
+    >>> again = np.tile(np.repeat(np.arange(10), 30), 4)  # 10 people, 4 visits each
+    >>> round(expected_people(again, 3600), 1)
+    10.0
+    """
+    n = int(y.shape[0])
+    counts = visits(y)
+    seen = float(counts.size)
+    if expected_size <= n or seen == 0:
+        return seen
+    f1, f2 = int((counts == 1).sum()), int((counts == 2).sum())
+    unseen = f1 * f1 / (2 * f2) if f2 else f1 * (f1 - 1) / 2
+    if unseen <= 0:
+        return seen
+    v = float(counts.sum())
+    more = v * (expected_size / n - 1)
+    new = unseen * (1 - (1 - f1 / (v * unseen + f1)) ** more)
+    return float(min(seen + new, seen * expected_size / n))
+
+
+def size_exponent(people_ratio: float, size_ratio: float) -> float:
+    """Exponent ``beta`` of ``impurity ~ size^beta`` between the sample and the expected size.
+
+    ``impurity ~ D m^c`` with ``D`` the people and ``m = size / D`` the observations per person
+    (``c = ITEM_EXPONENT``): with ``D ~ size^h``, ``beta = h + c (1 - h)``. From ``c`` (the same
+    people seen more often) to 1 (new people in proportion to the size).
+
+    >>> size_exponent(1.0, 10.0), size_exponent(10.0, 10.0)
+    (0.4, 1.0)
+    """
+    if size_ratio <= 1.0:
+        return 1.0
+    h = float(np.clip(math.log(max(people_ratio, 1.0)) / math.log(size_ratio), 0.0, 1.0))
+    return h + ITEM_EXPONENT * (1 - h)
+
+
+def fit_recall_slope(points: Sequence[Point]) -> float:
+    """Shared slope of recall vs log(size) over ``points`` (their halves and quarters), <= 0.
 
     >>> s = Setting.make("plain", 0.5)
-    >>> pts = [Point(s, 1 - 0.04, 0.9, {100: (0.96, 0.9), 50: (0.98, 0.92), 25: (0.99, 0.94)})]
-    >>> beta, gamma = fit_size_slopes(pts)
-    >>> round(beta, 3), round(gamma, 4)
-    (1.0, -0.0289)
+    >>> round(fit_recall_slope([Point(s, 0.96, 0.9, {100: (0.96, 0.9), 50: (0.98, 0.92),
+    ...                                              25: (0.99, 0.94)})]), 4)
+    -0.0289
     """
-    xs_b: list[np.ndarray] = []
-    ys_b: list[np.ndarray] = []
-    xs_g: list[np.ndarray] = []
-    ys_g: list[np.ndarray] = []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
     for point in points:
         sizes = sorted(point.by_size)
         if len(sizes) < 2:
             continue
         logs = np.log(np.array(sizes, dtype=np.float64))
-        imp = np.array([1.0 - point.by_size[s][0] for s in sizes])
         rec = np.array([point.by_size[s][1] for s in sizes])
-        xs_g.append(logs - logs.mean())
-        ys_g.append(rec - rec.mean())
-        if imp[-1] >= 1.0 / sizes[0]:  # informative: about an item's worth on the smallest block
-            li = np.log(np.where(imp > 0, imp, 0.5 / np.array(sizes, dtype=np.float64)))
-            xs_b.append(logs - logs.mean())
-            ys_b.append(li - li.mean())
-    beta = 1.0
-    if len(xs_b) >= 1:
-        x, y = np.concatenate(xs_b), np.concatenate(ys_b)
-        if float(x @ x) > 0:
-            beta = float(np.clip((x @ y) / (x @ x), *BETA_RANGE))
-    gamma = 0.0
-    if xs_g:
-        x, y = np.concatenate(xs_g), np.concatenate(ys_g)
-        if float(x @ x) > 0:
-            gamma = float(min(0.0, (x @ y) / (x @ x)))  # more people never help recall
-    return beta, gamma
+        xs.append(logs - logs.mean())
+        ys.append(rec - rec.mean())
+    if not xs:
+        return 0.0
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    if float(x @ x) <= 0:
+        return 0.0
+    return float(min(0.0, (x @ y) / (x @ x)))  # more people never help recall
 
 
-def extrapolate(point: Point, n: int, expected_size: int, beta: float, gamma: float) -> None:
-    """Fill in the point's expected precision and recall at ``expected_size``."""
+def series(points: Sequence[Point]) -> list[list[Point]]:
+    """``points`` grouped by family and discount (or merge offset) share, by threshold."""
+    groups: dict[tuple[str, float], list[Point]] = {}
+    for point in points:
+        groups.setdefault((point.setting.family, point.setting.share), []).append(point)
+    return [sorted(g, key=lambda p: p.setting.threshold) for g in groups.values()]
+
+
+def extrapolate(
+    point: Point,
+    n: int,
+    expected_size: int,
+    beta: float,
+    gamma: float,
+    impurity: float | None = None,
+) -> None:
+    """Fill in the point's expected precision and recall at ``expected_size``.
+
+    ``impurity``: the sample impurity to grow (default the point's own).
+    """
     ratio = max(1.0, expected_size / n)
-    impurity = max(1.0 - point.precision, 0.5 / n)  # nothing seen is not "never": half an item
-    point.expected_precision = max(0.0, 1.0 - impurity * ratio**beta)
+    own = 1.0 - point.precision if impurity is None else impurity
+    own = max(own, 0.5 / n)  # nothing seen is not "never": half an item
+    point.expected_precision = max(0.0, 1.0 - own * ratio**beta)
     point.expected_recall = float(np.clip(point.recall + gamma * math.log(ratio), 0.0, 1.0))
+
+
+def extrapolate_series(points: Sequence[Point], n: int, expected_size: int, beta: float) -> None:
+    """Extrapolate one series (same family and shape, by threshold).
+
+    A setting's impurity is taken as the worst of it and its neighbours on the threshold grid:
+    next to a cliff the stream's own threshold would sit on the wrong side of it. The recall
+    slope is the series' own (a larger discount holds recall better as the stream grows).
+    """
+    gamma = fit_recall_slope(points)
+    impurities = [1.0 - p.precision for p in points]
+    for i, point in enumerate(points):
+        worst = max(impurities[max(0, i - 1) : i + 2])
+        extrapolate(point, n, expected_size, beta, gamma, worst)
 
 
 # -- labelled calibration -----------------------------------------------------------------------
@@ -358,6 +456,7 @@ class Calibration:
     points: list[Point]
     slopes: dict[str, tuple[float, float]]
     coarse: list[Point]
+    people: tuple[int, float] = (0, 0.0)  # identities in the sample, expected at expected_size
 
 
 def nn_similarities(X: np.ndarray, limit: int = NN_QUERIES, seed: int = 0) -> np.ndarray:
@@ -403,16 +502,20 @@ def calibrate(
     anchor = _anchor(coarse, target_precision)
     fine = np.arange(anchor - step, anchor + 2 * step + step / 8, step / 4)
     fine = fine[(fine > 0.0) & (fine < 1.0)]
+    people = (int(np.unique(sample.y).size), expected_people(sample.y, size))
+    beta = size_exponent(people[1] / people[0], size / sample.n)
     points: list[Point] = []
     slopes: dict[str, tuple[float, float]] = {}
     for family in families:
         settings = _family_settings(family, fine)
         measured = [_report(measure_point(sample, s, interval_ms), progress) for s in settings]
-        slopes[family] = fit_size_slopes(measured)
-        for point in measured:
-            extrapolate(point, sample.n, size, *slopes[family])
+        slopes[family] = (beta, fit_recall_slope(measured))
+        for group in series(measured):
+            extrapolate_series(group, sample.n, size, beta)
         points += measured
-    return _choose(sample, target_precision, size, points, slopes, coarse)
+    cal = _choose(sample, target_precision, size, points, slopes, coarse)
+    cal.people = people
+    return cal
 
 
 def _families(improved: str) -> tuple[str, ...]:
@@ -591,10 +694,13 @@ __all__ = [
     "Setting",
     "calibrate",
     "estimate_unlabelled",
+    "expected_people",
     "extrapolate",
     "fit_mixture",
-    "fit_size_slopes",
+    "fit_recall_slope",
     "load_sample",
     "measure",
     "nn_similarities",
+    "size_exponent",
+    "visits",
 ]
