@@ -62,6 +62,7 @@ from app.config import ClusteringConfig  # noqa: E402
 from app.engine import Cluster, ClusterId, Decision, Engine, Observation  # noqa: E402
 from app.index import make_index  # noqa: E402
 from app.index.numpy_index import NumpyIndex  # noqa: E402
+from app.threads import single_threaded_numpy_blas  # noqa: E402
 
 DIM = 512
 SEARCH_K = 4  # the engine's default search_k
@@ -658,7 +659,6 @@ def loop_target(sizes: Sizes, device: str) -> dict[str, Any]:
     from app.offline.quality import score_all
     from app.offline.synth import make_scene
     from app.store import MemoryStore
-    from app.threads import single_threaded_numpy_blas
 
     log(f"loop target: scene of {sizes.scene_n:,} vectors, ~{sizes.scene_identities:,} people")
     scene = make_scene(sizes.scene_n, seed=11, dim=DIM, identities=sizes.scene_identities)
@@ -673,7 +673,6 @@ def loop_target(sizes: Sizes, device: str) -> dict[str, Any]:
             stages = StageTimer(index)
             with (
                 faiss_threads(threads),
-                single_threaded_numpy_blas(),  # as in `fvc evaluate` (app/threads.py)
                 progress(scene.n, "fvc evaluate") as bar,
             ):
                 figures = evaluate(scene, config, Engine(config, index), MemoryStore(),
@@ -898,6 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sgemm = Sgemm()
     report: dict[str, Any] = {"quick": args.quick, "machine": machine_reference(sizes, sgemm)}
     log(f"sgemm reference {report['machine']['sgemm_gflops']} GFLOP/s")
+    single_threaded_numpy_blas()  # as every fvc command runs (app/threads.py)
     if "search" in only:
         report["search"] = search_share(sizes, sgemm, args.device)
     if "engine" in only:

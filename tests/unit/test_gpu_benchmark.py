@@ -21,3 +21,14 @@ def test_gpu_benchmark_smoke_run_on_cpu() -> None:
     assert all(r["queries_per_second"] > 0 for r in rows)
     assert all(r["agreement_with_cpu_exact"] == 1.0 for r in rows if r["kind"] == "exact")
     assert all(r["agreement_with_cpu_exact"] >= 0.9 for r in rows)
+
+
+def test_gpu_engine_benchmark_smoke_run_without_a_device() -> None:
+    script = SCRIPT.with_name("gpu_engine.py")
+    command = [sys.executable, str(script), "--clusters", "3000", "--observations", "1024",
+               "--batches", "256", "512", "--check", "512", "--json"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    report = json.loads(out.stdout)
+    assert [r["batch"] for r in report["rows"]] == [256, 512]
+    assert all(r["vectors_per_second"] > 0 and 0 < r["search_share"] < 1 for r in report["rows"])
+    assert report["decisions_equal_cpu_exact"] == 1.0
