@@ -12,6 +12,7 @@ one observation, and the FeatureVector ``type`` enum is taken by name or by numb
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -317,14 +318,14 @@ def _check_vector(vector: np.ndarray, where: str, dimension: int) -> None:
         _fail("wrong_dimension", f"{where} has {vector.shape[0]} values, expected {dimension}")
     if vector.shape[0] == 0:
         _fail("wrong_dimension", f"{where} is empty")
-    if not np.isfinite(vector).all():
-        _fail("non_finite", f"{where} holds NaN or infinite values")
-    with np.errstate(over="ignore", under="ignore"):
-        norm = float(np.linalg.norm(vector))
-    if norm == 0.0:
-        _fail("zero_vector", f"{where} has length zero (or too small for float32)")
-    if not np.isfinite(norm):
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        square = float(vector.dot(vector))  # one pass; the element check only when it is off
+    if not math.isfinite(square):
+        if not np.isfinite(vector).all():
+            _fail("non_finite", f"{where} holds NaN or infinite values")
         _fail("non_finite", f"{where} is too long: its norm overflows float32")
+    if square == 0.0:
+        _fail("zero_vector", f"{where} has length zero (or too small for float32)")
 
 
 def _kind(value: object) -> str:

@@ -57,7 +57,7 @@ class ClusterId:
         return f"{self.first_detection_stream_id}:{self.first_detection_key}"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Observation:
     """One detection (or an upstream cluster counting as ``count`` observations).
 
