@@ -42,6 +42,12 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 50
 REPLAYED = "replayed:"  # the prefix of a store generation rebuilt by replaying the inputs
 ACTIVE_WINDOW_MS = 2_000  # another worker's partition this quiet no longer holds this one back
+# Engine steps run on one thread of their own, so the event loop goes on publishing earlier
+# batches' events and fetching the next records meanwhile: the search (numpy, FAISS) runs
+# without the GIL. Steps stay one at a time, and an engine changes only under its pipeline's
+# ``lock`` (a step only reads it until ``apply``). One thread per process, however many
+# pipelines it holds.
+ENGINE_THREAD = ThreadPoolExecutor(1, thread_name_prefix="fvc-engine")
 
 
 def position(topic: str, partition: int) -> str:
@@ -163,11 +169,6 @@ class Pipeline:
         self.outbox = OutboxWriter(settings, config)
         self.applied: dict[str, int] = {}
         self.lock = asyncio.Lock()
-        # The engine steps on a thread of its own, so the event loop goes on publishing earlier
-        # batches' events and fetching the next records meanwhile: the search (numpy, FAISS)
-        # runs without the GIL. Steps stay one at a time, and the engine changes only under
-        # ``lock`` (a step only reads it until ``apply``).
-        self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="fvc-engine")
         self.dimension = settings.expected_dimension
         self.stage_seconds = stage_histogram() if stage_seconds is None else stage_seconds
         self.writer = uuid.uuid4().hex  # names this pipeline's commits in the change stream
@@ -474,7 +475,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         for attempt in range(MAX_CONFLICT_RETRIES):
             result, records = await loop.run_in_executor(
-                self._engine_thread, self._compute, compute, dead_letters, offsets, observations
+                ENGINE_THREAD, self._compute, compute, dead_letters, offsets, observations
             )
             changes = result.upserts or result.deletions or records
             if not (changes or offsets or merge_clock):
