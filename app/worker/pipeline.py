@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import orjson
@@ -33,7 +32,7 @@ from app.errors import (
     VersionConflict,
 )
 from app.settings import Settings
-from app.store.base import ClockState, Commit, OutboxRecord, StateStore
+from app.store.base import ClockState, Commit, StateStore
 from app.worker.metrics import stage_histogram
 from app.worker.outbox import OutboxWriter
 
@@ -42,12 +41,6 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 50
 REPLAYED = "replayed:"  # the prefix of a store generation rebuilt by replaying the inputs
 ACTIVE_WINDOW_MS = 2_000  # another worker's partition this quiet no longer holds this one back
-# Engine steps run on one thread of their own, so the event loop goes on publishing earlier
-# batches' events and fetching the next records meanwhile: the search (numpy, FAISS) runs
-# without the GIL. Steps stay one at a time, and an engine changes only under its pipeline's
-# ``lock`` (a step only reads it until ``apply``). One thread per process, however many
-# pipelines it holds.
-ENGINE_THREAD = ThreadPoolExecutor(1, thread_name_prefix="fvc-engine")
 
 
 def position(topic: str, partition: int) -> str:
@@ -472,11 +465,11 @@ class Pipeline:
         merge_clock: tuple[int | None, int] | None = None,
     ) -> tuple[StepResult, int]:
         """Compute, store atomically, apply; on a version conflict reload and recompute."""
-        loop = asyncio.get_running_loop()
         for attempt in range(MAX_CONFLICT_RETRIES):
-            result, records = await loop.run_in_executor(
-                ENGINE_THREAD, self._compute, compute, dead_letters, offsets, observations
-            )
+            with self.stage_seconds.labels("engine").time():
+                result = compute()
+            with self.stage_seconds.labels("encode").time():
+                records = self.outbox.records(result, dead_letters, offsets, observations)
             changes = result.upserts or result.deletions or records
             if not (changes or offsets or merge_clock):
                 self.engine.apply(result)
@@ -513,20 +506,6 @@ class Pipeline:
             return result, attempt
         message = f"{MAX_CONFLICT_RETRIES} version conflicts in a row"
         raise VersionConflict([message])
-
-    def _compute(
-        self,
-        compute: Callable[[], StepResult],
-        dead_letters: Sequence[tuple[RawRecord, DecodeError]],
-        offsets: dict[str, int] | None,
-        observations: Sequence[Observation],
-    ) -> tuple[StepResult, list[OutboxRecord]]:
-        """The engine's step and its outbox records (on the engine thread)."""
-        with self.stage_seconds.labels("engine").time():
-            result = compute()
-        with self.stage_seconds.labels("encode").time():
-            records = self.outbox.records(result, dead_letters, offsets, observations)
-        return result, records
 
     async def _reload(self, keys: Sequence[str]) -> None:
         current = await self.store.get(keys)

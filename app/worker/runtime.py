@@ -254,7 +254,7 @@ class Runtime:
             return 0
         if batch.reset:
             log.warning("change stream trimmed past our cursor; reloading everything")
-            async with self.pipeline.lock:  # not under a step on the engine thread
+            async with self.pipeline.lock:  # never in the middle of a batch
                 await self.bootstrap()
             return len(self.engine.clusters)
         self.cursor = batch.cursor
