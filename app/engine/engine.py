@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from app.engine import maintenance, repair, rules, tracks
+from app.engine import maintenance, plan, repair, rules, tracks
 from app.engine.deadlines import Deadlines
-from app.engine.lifecycle import Lifecycle, reg_event
+from app.engine.lifecycle import REMOVE, Lifecycle, reg_event
 from app.engine.scratch import BatchScratch
 from app.engine.types import Cluster, ClusterId, Decision, Observation, StepResult
 from app.errors import UnknownStream
@@ -51,6 +51,7 @@ class Engine:
         *,
         search_k: int = 8,
         merge_k: int = 10,
+        planned: bool = True,
     ) -> None:
         if index is None:
             from app.index.numpy_index import NumpyIndex
@@ -59,12 +60,14 @@ class Engine:
         self.index = index
         self.search_k = search_k
         self.merge_k = merge_k
+        self.planned = planned  # False: every batch decided one observation at a time
         self.clusters: dict[str, Cluster] = {}
         self.watermark = 0
         self.expiries = Deadlines()
         self.realizations = Deadlines()
         self.merge_dirty: dict[str, None] | None = None  # None: every cluster is a candidate
         self.track_members: dict[str, set[str]] = {}  # stream/track -> clusters naming it
+        self._mortal: set[str] = set()  # clusters with a retention period: they can expire
         self.reconfigure(config)
 
     def reconfigure(self, config: ClusteringConfig) -> None:
@@ -92,13 +95,16 @@ class Engine:
             return StepResult(watermark=self.watermark)
         units = self._units(observations)
         sims, slots = self._search(units)
-        sim_rows, slot_rows = sims.tolist(), slots.tolist()  # one conversion, not one per row
-        scratch = BatchScratch(units)
-        watermark = self.watermark
-        decisions = []
-        for i, obs in enumerate(observations):
-            watermark = max(watermark, obs.time)
-            key, sim = self._best(i, units[i], sim_rows[i], slot_rows[i], scratch, obs.time)
+        found = self._plan(observations, units, sims, slots)
+        decided = 0 if found is None else found.decided
+        scratch = BatchScratch(units, searched=decided < len(observations))
+        watermark = max(self.watermark, max(o.time for o in observations))
+        decisions = [] if found is None else self._follow(found, observations, units, scratch)
+        sim_rows, slot_rows = sims[decided:].tolist(), slots[decided:].tolist()
+        for i in range(decided, len(observations)):
+            obs = observations[i]
+            j = i - decided
+            key, sim = self._best(i, units[i], sim_rows[j], slot_rows[j], scratch, obs.time)
             stream = self._stream(obs.stream_id)
             threshold = stream.reg_threshold
             track = ""
@@ -121,6 +127,82 @@ class Engine:
                 key = self._create(obs, units[i], scratch, track)
                 decisions.append(Decision(key, sim, True))
         return scratch.result(tuple(decisions), watermark)
+
+    def _plan(
+        self,
+        observations: Sequence[Observation],
+        units: np.ndarray,
+        sims: np.ndarray,
+        slots: np.ndarray,
+    ) -> plan.Plan | None:
+        """The batch decided with array operations (app/engine/plan.py), when its rules allow.
+
+        The improved mode's joins, track links and the REMOVE action depend on more than
+        similarities, times and retention: batches under them are decided one at a time.
+        """
+        if (
+            not self.planned
+            or self.improved is not None
+            or self.lifecycle.action == REMOVE
+            or len(observations) < 2
+        ):
+            return None
+        streams = [self._stream(o.stream_id) for o in observations]
+        pairs = zip(observations, streams, strict=True)
+        if any(o.track and s.track_linking is not None for o, s in pairs):
+            return None
+        times = np.array([o.time for o in observations], dtype=np.int64)
+        clusters, index = self.clusters, self.index
+
+        def known(slot: int) -> Cluster:
+            return clusters[index.key_at(slot)]
+
+        def alive(slot: int, time: int) -> bool:
+            return self.alive_at(clusters[index.key_at(slot)], time)
+
+        def exhaustive(row: int, excluded: set[int]) -> tuple[int, float]:
+            return self._best_untouched(units[row], excluded, int(times[row]))
+
+        batch = plan.Batch(
+            units=units,
+            sims=sims,
+            slots=slots,
+            times=times,
+            counts=np.array([o.count for o in observations], dtype=np.int64),
+            thresholds=np.array(
+                [s.reg_threshold if s.reg_threshold < 1.0 else np.inf for s in streams]
+            ),
+            retentions=np.array([s.retention_ms for s in streams], dtype=np.int64),
+            size=len(index),
+            method=self.method,
+            alpha=self.alpha,
+            known=known,
+            alive=alive if self._mortal else None,
+            exhaustive=exhaustive,
+        )
+        return plan.decide(batch)
+
+    def _follow(
+        self,
+        found: plan.Plan,
+        observations: Sequence[Observation],
+        units: np.ndarray,
+        scratch: BatchScratch,
+    ) -> list[Decision]:
+        """Make the planned choices: the clusters and events, one observation after another."""
+        decisions = []
+        size = len(self.index)
+        created: dict[int, str] = {}
+        for i in range(found.decided):
+            obs, target, sim = observations[i], found.targets[i], found.sims[i]
+            if target == size + i:
+                key = created[i] = self._create(obs, units[i], scratch, "")
+                decisions.append(Decision(key, sim, True))
+                continue
+            key = self.index.key_at(target) if target < size else created[target - size]
+            self._update(key, obs, units[i], scratch, "", found.states[i].copy())
+            decisions.append(Decision(key, sim, False))
+        return decisions
 
     def apply(self, result: StepResult) -> None:
         """Make a stored result current: clusters, index, due times, merge candidates."""
@@ -246,27 +328,32 @@ class Engine:
                 break
         else:
             if len(self.index) > len(slots):
-                best_key, best_sim = self._best_untouched(unit, scratch, time)
+                index = self.index
+                touched = {index.slot_of(k) for k in scratch.touched if k in index}
+                slot, best_sim = self._best_untouched(unit, touched, time)
+                best_key = None if slot < 0 else index.key_at(slot)
         touched_key, touched_sim = scratch.best(position, lambda c: self.alive_at(c, time))
         if touched_key is not None and touched_sim > best_sim:
             return touched_key, touched_sim
         return best_key, best_sim
 
     def _best_untouched(
-        self, unit: np.ndarray, scratch: BatchScratch, time: int
-    ) -> tuple[str | None, float]:
-        """Rare fallback when no top-k hit was usable: one exact pass over all vectors."""
+        self, unit: np.ndarray, excluded: set[int], time: int
+    ) -> tuple[int, float]:
+        """Rare fallback when no top-k hit was usable: one exact pass over all vectors.
+
+        Returns the best slot alive at ``time`` outside ``excluded`` and its similarity
+        (-1 and -inf when there is none).
+        """
         sims = self.index.vectors @ unit
-        for key in scratch.touched:
-            if key in self.index:
-                sims[self.index.slot_of(key)] = -np.inf
+        for slot in excluded:
+            sims[slot] = -np.inf
         for slot in np.argsort(-sims, kind="stable").tolist():
             if not np.isfinite(sims[slot]):
                 break
-            key = self.index.key_at(slot)
-            if self.alive_at(self.clusters[key], time):
-                return key, float(sims[slot])
-        return None, -np.inf
+            if self.alive_at(self.clusters[self.index.key_at(slot)], time):
+                return slot, float(sims[slot])
+        return -1, -np.inf
 
     def _update(
         self,
@@ -275,7 +362,9 @@ class Engine:
         unit: np.ndarray,
         scratch: BatchScratch,
         track: str,
+        state: np.ndarray | None = None,
     ) -> None:
+        """``obs`` joins cluster ``key`` (``state``: its accumulator after that, when known)."""
         # The hot path: one Cluster built directly (dataclasses.replace costs twice as much),
         # with the emission decided beforehand so no second copy is needed for it.
         cluster = scratch.current(key, self.clusters)
@@ -297,7 +386,11 @@ class Engine:
             retention = rules.combined_retention(retention, stream_retention)
         changed = Cluster(
             id=cluster.id,
-            state=rules.updated_state(self.method, cluster.state, unit, obs.count, self.alpha),
+            state=(
+                rules.updated_state(self.method, cluster.state, unit, obs.count, self.alpha)
+                if state is None
+                else state
+            ),
             num_observations=cluster.num_observations + obs.count,
             realized=realized,
             first_time=cluster.first_time,
@@ -393,6 +486,10 @@ class Engine:
             self.clusters[cluster.key] = cluster
             if cluster.track or (old is not None and old.track):
                 tracks.remember(self.track_members, old, cluster)
+            if cluster.retention_ms:
+                self._mortal.add(cluster.key)
+            elif old is not None and old.retention_ms:
+                self._mortal.discard(cluster.key)
             self._schedule(cluster)
         self.index.upsert(
             [c.key for c in clusters], rules.units(np.stack([c.state for c in clusters]))
@@ -403,6 +500,7 @@ class Engine:
             return
         for key in keys:
             gone = self.clusters.pop(key, None)
+            self._mortal.discard(key)
             if gone is not None and gone.track:
                 tracks.remember(self.track_members, gone, None)
             if self.merge_dirty is not None:

@@ -27,8 +27,9 @@ class BatchScratch:
 
     BLOCK = 32
 
-    def __init__(self, units: np.ndarray) -> None:
+    def __init__(self, units: np.ndarray, *, searched: bool = True) -> None:
         capacity, dim = units.shape
+        self.searched = searched  # False: the batch was planned (plan.py), nothing searches here
         self.touched: dict[str, Cluster | None] = {}
         self.expected: dict[str, int] = {}
         self.events: list[Event] = []
@@ -56,6 +57,8 @@ class BatchScratch:
     def record(self, key: str, cluster: Cluster | None) -> None:
         """Keep the new state of ``key`` (None: it left the DB) and its searchable row."""
         self.touched[key] = cluster
+        if not self.searched:
+            return
         row = self._rows.get(key)
         if row is None:
             row = len(self._keys)

@@ -1,0 +1,142 @@
+"""Batches decided with array operations (app/engine/plan.py) equal one-at-a-time decisions.
+
+Each scene runs through two engines, one planning its batches and one deciding every
+observation in turn, and everything they emit and keep must be the same: the choices, the
+events, and the clusters' states to the bit. Scenes vary what the plan must get right:
+clusters the batch creates and joins again, clusters that expire in the middle of a batch,
+streams that never join, searches too short to find an untouched cluster, and plans that need
+more correcting rounds than allowed (the rest of the batch is then decided one at a time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from engine_support import make_config, scene
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.config import parse_config
+from app.engine import Engine, Observation, plan
+
+
+def run(engine: Engine, observations: list[Observation], batch: int) -> list[tuple]:
+    """Everything the engine decided and emitted, batch by batch."""
+    out: list[tuple] = []
+    for start in range(0, len(observations), batch):
+        result = engine.step(observations[start : start + batch])
+        out += [(d.cluster_key, d.created) for d in result.decisions]
+        out += [(e.event_id, e.type.value, e.time, e.input_key) for e in result.events]
+        out.append((sorted(c.key for c in result.upserts), sorted(result.deletions)))
+    return out
+
+
+def assert_same_clusters(a: Engine, b: Engine) -> None:
+    assert a.clusters.keys() == b.clusters.keys()
+    for key, cluster in a.clusters.items():
+        other = b.clusters[key]
+        assert np.array_equal(cluster.state, other.state), key
+        assert replace(cluster, state=None) == replace(other, state=None)
+
+
+def engines(config, search_k: int) -> tuple[Engine, Engine]:
+    return Engine(config, search_k=search_k), Engine(config, search_k=search_k, planned=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(2, 160),
+    centres=st.integers(1, 15),
+    noise=st.floats(0.05, 1.0),
+    threshold=st.floats(0.2, 0.95),
+    batch=st.sampled_from([2, 7, 33, 160]),
+    method=st.sampled_from(["SIMPLE_AVERAGE", "EXP_AVERAGE", "USE_LAST"]),
+    search_k=st.sampled_from([1, 2, 8]),
+    rounds=st.sampled_from([1, 2, plan.MAX_ROUNDS]),
+)
+def test_planned_batches_equal_one_at_a_time(
+    seed: int,
+    n: int,
+    centres: int,
+    noise: float,
+    threshold: float,
+    batch: int,
+    method: str,
+    search_k: int,
+    rounds: int,
+) -> None:
+    config = make_config(threshold, method=method, streams=("a", "b"), ema_alpha=0.3)
+    observations = scene(seed, n, centres, noise)
+    planned, single = engines(config, search_k)
+    default = plan.MAX_ROUNDS
+    plan.MAX_ROUNDS = rounds
+    try:
+        assert run(planned, observations, batch) == run(single, observations, batch)
+    finally:
+        plan.MAX_ROUNDS = default
+    assert_same_clusters(planned, single)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    retention=st.sampled_from([3, 10, 40]),
+    batch=st.sampled_from([5, 50, 200]),
+    action=st.sampled_from(["KEEP_REALIZED", "UNREALIZE"]),
+    search_k=st.sampled_from([1, 3]),
+)
+def test_expiry_realization_and_emission_inside_a_planned_batch(
+    seed: int, retention: int, batch: int, action: str, search_k: int
+) -> None:
+    realization = {"num_samples": 3, "time_limit_ms": 15, "realized_cluster_action": action}
+    config = make_config(
+        0.75,
+        streams=("a", "b"),
+        retention_ms=retention,
+        cluster_realization=realization,
+        min_update_interval_ms=4,
+    )
+    observations = scene(seed, 200, 8, 0.4)
+    planned, single = engines(config, search_k)
+    assert run(planned, observations, batch) == run(single, observations, batch)
+    assert_same_clusters(planned, single)
+
+
+def test_a_stream_that_never_joins_creates_a_cluster_per_observation() -> None:
+    streams = [
+        {
+            "stream_id": stream,
+            "fv_field_selector": {"feature_vector_path": "features"},
+            "reg_stream_config": {"reg_threshold": threshold},
+        }
+        for stream, threshold in (("a", 0.5), ("b", 1.0))
+    ]
+    data = {"clustering_config": {"method": "SIMPLE_AVERAGE"}, "input_stream_configs": streams}
+    config = parse_config(data)
+    observations = scene(3, 120, 2, 0.1)
+    planned, single = engines(config, 8)
+    assert run(planned, observations, 120) == run(single, observations, 120)
+    created_by_b = [
+        d.created
+        for o, d in zip(observations, Engine(config).step(observations).decisions, strict=True)
+        if o.stream_id == "b"
+    ]
+    assert created_by_b and all(created_by_b)
+
+
+@pytest.mark.parametrize("method", ["SIMPLE_AVERAGE", "EXP_AVERAGE", "USE_LAST"])
+def test_one_person_seen_many_times_in_one_batch(method: str) -> None:
+    """Every observation joins the cluster the first created: a chain of versions to follow."""
+    rng = np.random.default_rng(5)
+    centre = rng.normal(size=16)
+    observations = [
+        Observation((centre + 0.2 * rng.normal(size=16)).astype(np.float32), "a", f"k{i}", i)
+        for i in range(300)
+    ]
+    planned, single = engines(make_config(0.6, method=method, streams=("a",)), 8)
+    assert run(planned, observations, 300) == run(single, observations, 300)
+    assert len(planned.clusters) == len(single.clusters)
+    assert_same_clusters(planned, single)
