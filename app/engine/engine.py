@@ -137,12 +137,11 @@ class Engine:
     ) -> plan.Plan | None:
         """The batch decided with array operations (app/engine/plan.py), when its rules allow.
 
-        The improved mode's joins, track links and the REMOVE action depend on more than
-        similarities, times and retention: batches under them are decided one at a time.
+        Track links and the REMOVE action depend on more than similarities, sizes, times and
+        retention: batches under them are decided one at a time.
         """
         if (
             not self.planned
-            or self.improved is not None
             or self.lifecycle.action == REMOVE
             or len(observations) < 2
         ):
@@ -179,6 +178,7 @@ class Engine:
             known=known,
             alive=alive if self._mortal else None,
             exhaustive=exhaustive,
+            size_discount=None if self.improved is None else self.improved.size_discount,
         )
         return plan.decide(batch)
 

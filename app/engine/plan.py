@@ -17,6 +17,7 @@ rounds; after ``MAX_ROUNDS`` the caller decides the rest one at a time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ class Batch:
     """One batch's inputs, as arrays: row ``i`` is observation ``i``.
 
     ``thresholds`` is +inf where an observation may never join (a threshold of 1.0).
+    ``size_discount`` is the improved mode's (app/engine/repair.py), None for the plain joins.
     ``known(slot)`` is the index's cluster at ``slot``; ``alive(slot, time)`` says
     whether it may still be joined at ``time``; ``exhaustive(row, excluded)`` is the best slot
     (and similarity) alive at that row's time over the whole index, ``excluded`` left out.
@@ -52,6 +54,7 @@ class Batch:
     known: Callable[[int], Cluster]
     alive: Callable[[int, int], bool] | None
     exhaustive: Callable[[int, set[int]], tuple[int, float]]
+    size_discount: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class _Versions:
         self.units = np.zeros((rows, dim), dtype=np.float32)
         self.last_time = np.zeros(rows, dtype=np.int64)
         self.retention = np.zeros(rows, dtype=np.int64)
+        self.members = np.zeros(rows, dtype=np.int64)  # observations in the cluster after a row
         self._known: dict[int, Cluster] = {}
 
     def rebuild(self, targets: np.ndarray, start: int) -> None:
@@ -109,16 +113,19 @@ class _Versions:
         before = np.zeros_like(units)
         last = np.zeros(len(at), dtype=np.int64)
         retention = np.zeros(len(at), dtype=np.int64)
+        members = np.zeros(len(at), dtype=np.int64)
         chained = previous >= 0
         before[chained] = self.states[previous[chained]]
         last[chained] = self.last_time[previous[chained]]
         retention[chained] = self.retention[previous[chained]]
+        members[chained] = self.members[previous[chained]]
         fresh = np.flatnonzero(~chained & ~created)
         if len(fresh):
-            known = [self._cluster(slot) for slot in targets[fresh].tolist()]
+            known = [self.cluster(slot) for slot in targets[fresh].tolist()]
             before[fresh] = np.stack([c.state for c in known])
             last[fresh] = [c.last_time for c in known]
             retention[fresh] = [c.retention_ms for c in known]
+            members[fresh] = [c.num_observations for c in known]
         stream_retention = b.retentions[at]
         retention = np.where(
             (retention == 0) | (stream_retention == 0), 0, np.maximum(retention, stream_retention)
@@ -128,8 +135,10 @@ class _Versions:
         self.states[at] = states
         self.last_time[at] = np.where(created, times, np.maximum(last, times))
         self.retention[at] = np.where(created, stream_retention, retention)
+        self.members[at] = members + counts
 
-    def _cluster(self, slot: int) -> Cluster:
+    def cluster(self, slot: int) -> Cluster:
+        """The index's cluster at ``slot``, as the batch found it."""
         known = self._known.get(slot)
         if known is None:
             known = self._known[slot] = self.batch.known(slot)
@@ -174,9 +183,8 @@ def decide(batch: Batch) -> Plan:
     rows = len(batch.units)
     positions = np.arange(rows)
     hits = _Hits(batch)
-    empty = np.full(rows, rows, dtype=np.int64)
-    targets, sims = _derive(batch, hits, 0, np.zeros(rows, np.int64), empty, None, None)
     versions = _Versions(batch)
+    targets, sims = _derive(batch, hits, 0, np.zeros(rows, np.int64), versions, None)
     products = np.full((rows, rows), -np.inf, dtype=np.float32)
     start = 1  # row 0 saw nothing of the batch: its choice is final
     for _ in range(MAX_ROUNDS):
@@ -184,10 +192,8 @@ def decide(batch: Batch) -> Plan:
         if start >= rows:
             return Plan(targets.tolist(), sims.tolist(), versions.states, rows)
         _products(batch.units, versions.units, products, start - 1)
-        nexts = _next_touch(targets, positions)
-        derived, derived_sims = _derive(
-            batch, hits, start, targets, nexts, versions, products
-        )
+        touches = (_next_touch(targets, positions), products)
+        derived, derived_sims = _derive(batch, hits, start, targets, versions, touches)
         wrong = np.flatnonzero(derived[start:] != targets[start:])
         sims[start:] = derived_sims[start:]
         if len(wrong) == 0:
@@ -252,21 +258,23 @@ def _derive(
     hits: _Hits,
     start: int,
     targets: np.ndarray,
-    nexts: np.ndarray,
-    versions: _Versions | None,
-    products: np.ndarray | None,
+    versions: _Versions,
+    touches: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's choice given the plan ``targets`` for the rows before it (rows >= start).
 
     Returns the choices and their similarities for every row (rows before ``start`` keep the
-    plan's). Without ``versions`` the batch's own touches are ignored: the batch-start plan.
+    plan's). ``touches`` is each row's next touch of the same cluster and the products of rows
+    with versions; without them the batch's own touches are ignored: the batch-start plan.
     """
     rows, size = len(batch.units), batch.size
     here = np.arange(start, rows)
     slots = batch.slots[start:]
+    wins = np.zeros(len(here), dtype=bool)
+    pick = np.zeros(len(here), dtype=np.int64)
     # untouched best: the first usable hit no earlier row (of the plan) touched
     first_touch = np.full(max(size, 1), rows, dtype=np.int64)
-    if versions is not None:
+    if touches is not None:
         old = targets < size
         np.minimum.at(first_touch, targets[old], np.flatnonzero(old))
     untouched = (slots >= 0) & (first_touch[np.maximum(slots, 0)] >= here[:, None])
@@ -276,7 +284,8 @@ def _derive(
         has, batch.sims[start:][np.arange(len(here)), column].astype(np.float64), -np.inf
     )
     _fallback(batch, has, here, first_touch, best_slot, best_sim)
-    if versions is not None and products is not None:
+    if touches is not None:
+        nexts, products = touches
         # touched best: versions made before the row, not yet replaced, still alive
         made = np.arange(rows)[None, :]
         valid = (made < here[:, None]) & (nexts[None, :] >= here[:, None])
@@ -289,12 +298,55 @@ def _derive(
         wins = touched_sim > best_sim
         best_slot = np.where(wins, targets[pick], best_slot)
         best_sim = np.where(wins, touched_sim, best_sim)
-    joins = (best_slot >= 0) & (best_sim >= batch.thresholds[start:])
+    if batch.size_discount is None:
+        joins = (best_slot >= 0) & (best_sim >= batch.thresholds[start:])
+    else:
+        joins = _joins_improved(batch, versions, start, best_slot, best_sim, wins, pick)
     derived = targets.copy()
     derived[start:] = np.where(joins, best_slot, size + here)
     sims = np.full(rows, -np.inf)
     sims[start:] = best_sim
     return derived, sims
+
+
+def _joins_improved(
+    batch: Batch,
+    versions: _Versions,
+    start: int,
+    best_slot: np.ndarray,
+    best_sim: np.ndarray,
+    touched: np.ndarray,
+    pick: np.ndarray,
+) -> np.ndarray:
+    """``repair.joins`` for rows ``start`` on: the mean similarity to the chosen cluster's members.
+
+    The same arithmetic in the same order as one at a time, so the same bits: the squared norm
+    of a state is its own dot product, its square root taken in double precision.
+    """
+    discount = batch.size_discount or 0.0
+    thresholds = batch.thresholds[start:]
+    floor = thresholds - discount
+    joins = (best_slot >= 0) & ~(
+        (best_sim < floor - 1e-6) & ((best_sim >= 0.0) | (floor >= 0.0))
+    )
+    rows = np.flatnonzero(joins)
+    if not len(rows):
+        return joins
+    members = np.empty(len(rows), dtype=np.float64)
+    norms = np.empty(len(rows), dtype=np.float64)
+    for i, row in enumerate(rows.tolist()):
+        if touched[row]:
+            version = int(pick[row])
+            state, members[i] = versions.states[version], versions.members[version]
+        else:
+            cluster = versions.cluster(int(best_slot[row]))
+            state, members[i] = cluster.state, cluster.num_observations
+        norms[i] = math.sqrt(float(np.dot(state, state)))
+    counts = batch.counts[start:][rows].astype(np.float64)
+    mean = best_sim[rows] * norms / members
+    reduction = discount * (1.0 - np.sqrt((1.0 / counts + 1.0 / members) / 2.0))
+    joins[rows] = mean >= thresholds[rows] - reduction
+    return joins
 
 
 def _fallback(

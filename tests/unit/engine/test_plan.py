@@ -140,3 +140,46 @@ def test_one_person_seen_many_times_in_one_batch(method: str) -> None:
     assert run(planned, observations, 300) == run(single, observations, 300)
     assert len(planned.clusters) == len(single.clusters)
     assert_same_clusters(planned, single)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(2, 160),
+    centres=st.integers(1, 15),
+    noise=st.floats(0.05, 1.0),
+    threshold=st.floats(0.2, 0.95),
+    discount=st.sampled_from([0.0, 0.05, 0.3]),
+    batch=st.sampled_from([2, 9, 160]),
+    rounds=st.sampled_from([1, plan.MAX_ROUNDS]),
+)
+def test_improved_mode_joins_in_a_planned_batch(
+    seed: int,
+    n: int,
+    centres: int,
+    noise: float,
+    threshold: float,
+    discount: float,
+    batch: int,
+    rounds: int,
+) -> None:
+    """The mean similarity to members, with its size discount, read from the plan's versions."""
+    improved = {"enabled": True, "size_discount": discount}
+    merging = {
+        "initial_threshold": threshold,
+        "threshold_discount_rate": 0.97,
+        "min_threshold": threshold / 2,
+        "time_interval_ms": 5,
+    }
+    config = make_config(
+        threshold, streams=("a", "b"), improved_mode=improved, cluster_merging=merging
+    )
+    observations = scene(seed, n, centres, noise)
+    planned, single = engines(config, 4)
+    default = plan.MAX_ROUNDS
+    plan.MAX_ROUNDS = rounds
+    try:
+        assert run(planned, observations, batch) == run(single, observations, batch)
+    finally:
+        plan.MAX_ROUNDS = default
+    assert_same_clusters(planned, single)
