@@ -75,6 +75,11 @@ class TorchIndex(TableBacked):
             if self.fp16:
                 self._half[new] = self._half[old]
 
+    @property
+    def exact_top_k(self) -> bool:
+        """fp32 search is exact; fp16 candidates are re-ranked without a second exact pass."""
+        return not self.fp16
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` slots with float32 similarities."""
         n = len(self.table)

@@ -179,6 +179,7 @@ class Engine:
             alive=alive if self._mortal else None,
             exhaustive=exhaustive,
             size_discount=None if self.improved is None else self.improved.size_discount,
+            table=index.vectors if index.exact_top_k else None,
         )
         return plan.decide(batch)
 
@@ -381,8 +382,8 @@ class Engine:
         retention = cluster.retention_ms
         if obs.stream_id not in streams:
             streams = tuple(sorted((*streams, obs.stream_id)))
-        if retention:
-            stream_retention = self._stream(obs.stream_id).retention_ms
+        if retention:  # the stream is known: the search for this observation looked it up
+            stream_retention = self._streams[obs.stream_id].retention_ms
             retention = rules.combined_retention(retention, stream_retention)
         changed = Cluster(
             id=cluster.id,

@@ -36,6 +36,8 @@ class Batch:
 
     ``thresholds`` is +inf where an observation may never join (a threshold of 1.0).
     ``size_discount`` is the improved mode's (app/engine/repair.py), None for the plain joins.
+    ``table`` is the index's unit vectors when its top k is exact (every cluster it did not
+    return is at most as similar as the k-th it did), None otherwise.
     ``known(slot)`` is the index's cluster at ``slot``; ``alive(slot, time)`` says
     whether it may still be joined at ``time``; ``exhaustive(row, excluded)`` is the best slot
     (and similarity) alive at that row's time over the whole index, ``excluded`` left out.
@@ -55,6 +57,7 @@ class Batch:
     alive: Callable[[int, int], bool] | None
     exhaustive: Callable[[int, set[int]], tuple[int, float]]
     size_discount: float | None = None
+    table: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class _Versions:
         self.last_time = np.zeros(rows, dtype=np.int64)
         self.retention = np.zeros(rows, dtype=np.int64)
         self.members = np.zeros(rows, dtype=np.int64)  # observations in the cluster after a row
+        self.targets = np.zeros(rows, dtype=np.int64)  # the plan they were built for
         self._known: dict[int, Cluster] = {}
 
     def rebuild(self, targets: np.ndarray, start: int) -> None:
@@ -97,6 +101,7 @@ class _Versions:
         """
         b = self.batch
         _repair_guesses(targets, b.size, start)
+        self.targets = targets
         previous, generation = _chains(targets)
         rows = np.arange(start, len(targets))
         for g in range(int(generation[start:].max()) + 1 if len(rows) else 0):
@@ -185,13 +190,13 @@ def decide(batch: Batch) -> Plan:
     hits = _Hits(batch)
     versions = _Versions(batch)
     targets, sims = _derive(batch, hits, 0, np.zeros(rows, np.int64), versions, None)
-    products = np.full((rows, rows), -np.inf, dtype=np.float32)
+    products = _Products(batch, versions)
     start = 1  # row 0 saw nothing of the batch: its choice is final
     for _ in range(MAX_ROUNDS):
         versions.rebuild(targets, start - 1)
         if start >= rows:
             return Plan(targets.tolist(), sims.tolist(), versions.states, rows)
-        _products(batch.units, versions.units, products, start - 1)
+        products.forget(start - 1)
         touches = (_next_touch(targets, positions), products)
         derived, derived_sims = _derive(batch, hits, start, targets, versions, touches)
         wrong = np.flatnonzero(derived[start:] != targets[start:])
@@ -236,12 +241,151 @@ class _Hits:
         return found, column
 
 
-def _products(units: np.ndarray, versions: np.ndarray, out: np.ndarray, start: int) -> None:
+def _block_products(units: np.ndarray, versions: np.ndarray, out: np.ndarray, start: int) -> None:
     """``out[r, i] = units[r] . versions[i]`` for versions ``i >= start`` and rows ``r > i``."""
     rows = len(units)
     for lo in range(start + 1, rows, ROW_BLOCK):
         hi = min(rows, lo + ROW_BLOCK)
         np.matmul(units[lo:hi], versions[start:hi].T, out=out[lo:hi, start:hi])
+
+
+class _Products:
+    """The best version each row can join: products of rows with versions, where they matter.
+
+    Without ``batch.table`` every product of a row with an earlier version is computed, a block
+    of rows at a time. With it, a version of a cluster the index held can beat a row's best
+    untouched cluster only if that cluster is one of the row's hits, or if it moved away from
+    its indexed unit by more than the gap between the row's best and its k-th hit (for unit
+    vectors, |u.v - u.w| <= |v - w|). So a row gets products with the versions of the clusters
+    the batch created, with the versions of its touched hits, and with every version only when
+    some earlier version moved that far: the rest cannot win, exactly.
+    """
+
+    SLACK = 1e-4  # float rounding of the index's similarities and of these products
+    FAR = 32  # versions that moved most, compared with every row
+
+    def __init__(self, batch: Batch, versions: _Versions) -> None:
+        rows = len(batch.units)
+        self.batch, self.versions = batch, versions
+        dense = rows if batch.table is None else 0
+        self.dense = np.full((dense, dense), -np.inf, dtype=np.float32)
+        self.stale = 0  # dense products from this version on are out of date
+        self._nexts = np.zeros(rows, dtype=np.int64)
+        columns = batch.slots.shape[1]
+        if batch.table is not None and batch.size > columns:
+            self.kth = batch.sims[:, columns - 1].astype(np.float64)
+        else:  # every indexed cluster is a hit of every row: no bound is needed
+            self.kth = np.full(rows, -np.inf)
+
+    def forget(self, start: int) -> None:
+        """Versions from row ``start`` on changed."""
+        self.stale = min(self.stale, start)
+
+    def best(
+        self, start: int, best: np.ndarray, first_touch: np.ndarray, nexts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For rows ``start`` on: the similarity of the best version each may join, and its row.
+
+        ``best`` is each row's best untouched similarity. A version may be joined by a later
+        row until the next touch of its cluster, while its retention holds. On a tie the
+        earliest version wins.
+        """
+        self._nexts = nexts
+        count = len(self.batch.units)
+        rows = np.arange(start, count)
+        top, pick = np.full(len(rows), -np.inf), np.zeros(len(rows), dtype=np.int64)
+        if self.batch.table is None:
+            _block_products(self.batch.units, self.versions.units, self.dense, self.stale)
+            self.stale = count
+            everything = np.arange(len(rows))
+            self._offer(top, pick, everything, np.arange(count), self.dense[start:])
+            return top, pick
+        units, versions = self.batch.units, self.versions
+        wide, far = self._reach(rows, best)
+        created = np.flatnonzero(versions.targets >= self.batch.size)
+        columns = np.union1d(created, far)  # any later row may join a cluster the batch created
+        if len(columns):
+            sims = units[rows] @ versions.units[columns].T
+            self._offer(top, pick, np.arange(len(rows)), columns, sims)
+        if len(wide):
+            self._offer(top, pick, wide, np.arange(count), units[rows[wide]] @ versions.units.T)
+        self._offer_hits(top, pick, rows, first_touch)
+        return top, pick
+
+    def _valid(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Whether each version (``columns``) may be joined at each row (``rows``), same shape."""
+        versions = self.versions
+        retention = versions.retention[columns]
+        valid: np.ndarray = (columns < rows) & (self._nexts[columns] >= rows)
+        valid &= (retention == 0) | (
+            versions.last_time[columns] + retention >= self.batch.times[rows]
+        )
+        return valid
+
+    def _offer(
+        self,
+        top: np.ndarray,
+        pick: np.ndarray,
+        at: np.ndarray,
+        columns: np.ndarray,
+        sims: np.ndarray,
+    ) -> None:
+        """Rows ``at`` (of rows ``start`` on) against versions ``columns`` (ascending)."""
+        start = len(self.batch.units) - len(top)
+        valid = self._valid((start + at)[:, None], columns[None, :])
+        sims = np.where(valid, sims, -np.inf)
+        best = sims.argmax(axis=1)
+        found = sims[np.arange(len(at)), best].astype(np.float64)
+        _keep_better(top, pick, at, found, columns[best])
+
+    def _offer_hits(
+        self, top: np.ndarray, pick: np.ndarray, rows: np.ndarray, first_touch: np.ndarray
+    ) -> None:
+        """Each row with the version, as of that row, of each of its hits the batch touched."""
+        slots = self.batch.slots[rows]
+        touched = (slots >= 0) & (first_touch[np.maximum(slots, 0)] < rows[:, None])
+        at, column = np.nonzero(touched)
+        if not len(at):
+            return
+        targets = self.versions.targets
+        order = np.lexsort((np.arange(len(targets)), targets))
+        keys = targets[order] * len(targets) + order
+        wanted = slots[at, column] * len(targets) + rows[at]
+        version = order[np.searchsorted(keys, wanted) - 1]  # its last touch before the row
+        sims = np.einsum("ij,ij->i", self.batch.units[rows[at]], self.versions.units[version])
+        sims = np.where(self._valid(rows[at], version), sims, -np.inf).astype(np.float64)
+        for i in np.argsort(-sims, kind="stable")[::-1].tolist():  # few: best offered last
+            _keep_better(top, pick, at[i : i + 1], sims[i : i + 1], version[i : i + 1])
+
+    def _reach(self, rows: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which products beyond the hits a row needs, from how far versions moved.
+
+        A version of an indexed cluster that is not among a row's hits matters to it only if
+        it moved further than the row's gap (its best untouched similarity less its k-th hit's).
+        The ``FAR`` versions that moved most are compared with every row; a row whose gap is
+        smaller than how far the next one moved is compared with every version (``wide``).
+        Returns the wide rows (positions in ``rows``) and the far versions.
+        """
+        versions = self.versions
+        table = self.batch.table if self.batch.table is not None else versions.units[:0]
+        old = np.flatnonzero(versions.targets < self.batch.size)
+        moved = versions.units[old] - table[versions.targets[old]]
+        drift = np.sqrt(np.einsum("ij,ij->i", moved, moved))
+        order = np.argsort(-drift, kind="stable")
+        far = np.sort(old[order[: self.FAR]])
+        cutoff = float(drift[order[self.FAR]]) if len(order) > self.FAR else 0.0
+        kth = self.kth[rows]
+        gap = np.where(np.isneginf(kth), np.inf, best - np.where(np.isneginf(kth), 0.0, kth))
+        return np.flatnonzero(gap - self.SLACK <= cutoff), far
+
+
+def _keep_better(
+    top: np.ndarray, pick: np.ndarray, at: np.ndarray, sims: np.ndarray, columns: np.ndarray
+) -> None:
+    """Where a candidate beats the row's best so far (or ties it from an earlier version)."""
+    better = (sims > top[at]) | ((sims == top[at]) & (columns < pick[at]) & np.isfinite(sims))
+    top[at[better]] = sims[better]
+    pick[at[better]] = columns[better]
 
 
 def _next_touch(targets: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -259,7 +403,7 @@ def _derive(
     start: int,
     targets: np.ndarray,
     versions: _Versions,
-    touches: tuple[np.ndarray, np.ndarray] | None,
+    touches: tuple[np.ndarray, _Products] | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's choice given the plan ``targets`` for the rows before it (rows >= start).
 
@@ -286,15 +430,7 @@ def _derive(
     _fallback(batch, has, here, first_touch, best_slot, best_sim)
     if touches is not None:
         nexts, products = touches
-        # touched best: versions made before the row, not yet replaced, still alive
-        made = np.arange(rows)[None, :]
-        valid = (made < here[:, None]) & (nexts[None, :] >= here[:, None])
-        retention = versions.retention[None, :]
-        times = batch.times[start:, None]
-        valid &= (retention == 0) | (versions.last_time[None, :] + retention >= times)
-        touched = np.where(valid, products[start:], -np.inf)
-        pick = touched.argmax(axis=1)
-        touched_sim = touched[np.arange(len(here)), pick].astype(np.float64)
+        touched_sim, pick = products.best(start, best_sim, first_touch, nexts)
         wins = touched_sim > best_sim
         best_slot = np.where(wins, targets[pick], best_slot)
         best_sim = np.where(wins, touched_sim, best_sim)

@@ -145,7 +145,7 @@ class Event:
         return self.cluster_id.key if self.cluster_id is not None else ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Decision:
     """What happened to one observation: which cluster took it, at what similarity."""
 

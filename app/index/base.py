@@ -41,6 +41,13 @@ class VectorIndex(Protocol):
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact similarities (b, k) float32 and slots (b, k) int64 of the best ``k``; -1 pads."""
 
+    @property
+    def exact_top_k(self) -> bool:
+        """Whether ``search`` returns the true best ``k``: no key left out is more similar.
+
+        The engine then knows a bound on every key a search did not return (app/engine/plan.py).
+        """
+
     def key_at(self, slot: int) -> str:
         """The key stored at ``slot``."""
 

@@ -182,6 +182,14 @@ class FaissIndex(TableBacked):
                 self._ann_slots.set(ann_id, slot)
         self._maybe_rebuild()
 
+    @property
+    def exact_top_k(self) -> bool:
+        """Whether the top k is the true one: exact search, yes; IVF and HNSW, not always.
+
+        fp16 candidates are searched again exactly when the fp16 rounding leaves a doubt.
+        """
+        return self.kind == "exact"
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` slots with exact similarities."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)

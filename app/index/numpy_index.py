@@ -55,6 +55,8 @@ class NumpyIndex(TableBacked):
         """Forget keys."""
         self.table.remove(keys)
 
+    exact_top_k = True  # one product with every row, then an exact selection
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k inner product."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)

@@ -33,6 +33,11 @@ class TimedIndex:
         """The inner index's vectors."""
         return self.inner.vectors
 
+    @property
+    def exact_top_k(self) -> bool:
+        """The inner index's answer."""
+        return self.inner.exact_top_k
+
     def key_at(self, slot: int) -> str:
         """Key at a slot."""
         return self.inner.key_at(slot)
