@@ -67,7 +67,7 @@ class Engine:
         self.realizations = Deadlines()
         self.merge_dirty: dict[str, None] | None = None  # None: every cluster is a candidate
         self.track_members: dict[str, set[str]] = {}  # stream/track -> clusters naming it
-        self._mortal: set[str] = set()  # clusters with a retention period: they can expire
+        self._mortal = 0  # clusters held with a retention period: they can expire
         self.reconfigure(config)
 
     def reconfigure(self, config: ClusteringConfig) -> None:
@@ -487,10 +487,7 @@ class Engine:
             self.clusters[cluster.key] = cluster
             if cluster.track or (old is not None and old.track):
                 tracks.remember(self.track_members, old, cluster)
-            if cluster.retention_ms:
-                self._mortal.add(cluster.key)
-            elif old is not None and old.retention_ms:
-                self._mortal.discard(cluster.key)
+            self._mortal += (cluster.retention_ms > 0) - (old is not None and old.retention_ms > 0)
             self._schedule(cluster)
         self.index.upsert(
             [c.key for c in clusters], rules.units(np.stack([c.state for c in clusters]))
@@ -501,7 +498,8 @@ class Engine:
             return
         for key in keys:
             gone = self.clusters.pop(key, None)
-            self._mortal.discard(key)
+            if gone is not None and gone.retention_ms > 0:
+                self._mortal -= 1
             if gone is not None and gone.track:
                 tracks.remember(self.track_members, gone, None)
             if self.merge_dirty is not None:

@@ -45,16 +45,20 @@ class DeleteReason(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class ClusterId:
-    """Identity of a cluster: where and when its first observation was seen."""
+    """Identity of a cluster: where and when its first observation was seen.
+
+    ``key`` is the cluster id as one string: the Kafka key of its events and its store key.
+    It is made once, with the id: the engine reads it several times per observation.
+    """
 
     first_detection_time: int
     first_detection_key: str
     first_detection_stream_id: str
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """The cluster id as one string: the Kafka key of its events and its store key."""
-        return f"{self.first_detection_stream_id}:{self.first_detection_key}"
+    def __post_init__(self) -> None:
+        key = f"{self.first_detection_stream_id}:{self.first_detection_key}"
+        object.__setattr__(self, "key", key)  # frozen: set once, here
 
 
 @value
