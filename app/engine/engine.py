@@ -1,9 +1,13 @@
 """The online clustering engine: assigns batches of observations to clusters.
 
-A batch is searched against the index with one matrix product; the observations are then
-resolved in order, each against the best untouched cluster from that search and against the
-few clusters this batch already created or changed (kept in a small scratch matrix), so a batch
-gives exactly the result of one-by-one processing.
+A batch is searched against the index with one matrix product, then decided as a whole
+(``plan.py``): every observation's choice is checked against the states the batch's earlier
+choices give the clusters they touch, so a batch gives exactly the result of one-by-one
+processing. Where a choice depends on more than that (track links, the REMOVE action) or the
+plan needs too many corrections, observations are resolved in order instead, each against the
+best untouched cluster from the search and the few clusters this batch already created or
+changed (kept in a small scratch matrix). Either way the clusters and events are then made one
+observation after another, with the same rules.
 
 ``process`` computes a ``StepResult`` without changing the engine; ``apply`` makes it current.
 Between the two a worker stores the result atomically, and can throw it away on a conflict.
@@ -27,6 +31,13 @@ from app.errors import UnknownStream
 if TYPE_CHECKING:
     from app.config import ClusteringConfig, StreamConfig
     from app.index.base import VectorIndex
+
+
+# A plan that needs more rounds than this costs more than deciding one at a time (measured on
+# batches of 512 at d = 512, docs/benchmarks.md section 9); the next batches are then decided
+# one at a time before planning is tried again.
+PLAN_ROUNDS_WORTH = 1
+UNPLANNED_BATCHES = 8
 
 
 def _text(value: object) -> str:
@@ -61,6 +72,7 @@ class Engine:
         self.search_k = search_k
         self.merge_k = merge_k
         self.planned = planned  # False: every batch decided one observation at a time
+        self._unplanned = 0  # batches left to decide one at a time before planning again
         self.clusters: dict[str, Cluster] = {}
         self.watermark = 0
         self.expiries = Deadlines()
@@ -138,13 +150,15 @@ class Engine:
         """The batch decided with array operations (app/engine/plan.py), when its rules allow.
 
         Track links and the REMOVE action depend on more than similarities, sizes, times and
-        retention: batches under them are decided one at a time.
+        retention: batches under them are decided one at a time. So are the next
+        ``UNPLANNED_BATCHES`` after a plan that took more than ``PLAN_ROUNDS_WORTH`` rounds:
+        each round costs about what deciding one at a time does, and a stream whose batches
+        hold the same people several times (consecutive frames) needs several.
         """
-        if (
-            not self.planned
-            or self.lifecycle.action == REMOVE
-            or len(observations) < 2
-        ):
+        if not self.planned or self.lifecycle.action == REMOVE or len(observations) < 2:
+            return None
+        if self._unplanned > 0:  # only how the next batches are decided: the result is the same
+            self._unplanned -= 1
             return None
         streams = [self._stream(o.stream_id) for o in observations]
         pairs = zip(observations, streams, strict=True)
@@ -181,7 +195,10 @@ class Engine:
             size_discount=None if self.improved is None else self.improved.size_discount,
             table=index.vectors if index.exact_top_k else None,
         )
-        return plan.decide(batch)
+        found = plan.decide(batch)
+        if found.rounds > PLAN_ROUNDS_WORTH:
+            self._unplanned = UNPLANNED_BATCHES
+        return found
 
     def _follow(
         self,

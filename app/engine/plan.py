@@ -67,12 +67,14 @@ class Plan:
     ``targets[i]`` is an index slot, or ``size + j`` for the cluster row ``j`` created
     (``j == i`` when row ``i`` created it); ``sims[i]`` the similarity it was chosen at (-inf
     when there was no candidate); ``states[i]`` the accumulator row ``i`` left its cluster with.
+    ``rounds`` counts the products of rows with versions it took.
     """
 
     targets: list[int]
     sims: list[float]
     states: np.ndarray
     decided: int
+    rounds: int
 
 
 class _Versions:
@@ -94,11 +96,7 @@ class _Versions:
         self._known: dict[int, Cluster] = {}
 
     def rebuild(self, targets: np.ndarray, start: int) -> None:
-        """Versions of rows ``start`` on, after the plan changed there.
-
-        A row whose guess names a cluster that no row before it creates (the plan was corrected
-        before it) is planned to create its own.
-        """
+        """Versions of rows ``start`` on, after the plan changed there."""
         b = self.batch
         _repair_guesses(targets, b.size, start)
         self.targets = targets
@@ -151,22 +149,25 @@ class _Versions:
 
 
 def _repair_guesses(targets: np.ndarray, size: int, start: int) -> None:
-    """Rows that join a batch cluster whose creating row no longer creates it create their own.
+    """Guesses (rows ``start`` on) that join a batch cluster whose creating row now joins another.
 
-    Fixing one row can make it the creator another row named, so this runs until it settles.
+    The guess follows that row: it joins where its creator went, which is right for the common
+    case of one person seen several times in a batch (the second sighting was planned to create
+    a cluster and then joined the first's; the third, planned to join the second's, now joins
+    the first's too). A guess that names a cluster created at or after its own row creates one.
     """
     rows = np.arange(len(targets))
-    while True:
-        creator = targets - size
-        joins_new = (targets >= size) & (creator != rows) & (rows >= start)
-        made = np.zeros(len(targets), dtype=bool)
-        valid = joins_new & (creator < rows)
-        made[valid] = targets[np.where(valid, creator, 0)][valid] == targets[valid]
-        bad = joins_new & ~made
-        if not bad.any():
+    guess = rows >= start
+    for _ in range(len(targets)):  # each pass follows one step back; creators come earlier
+        creator = np.where(targets >= size, targets - size, rows)
+        joins_new = guess & (creator != rows)
+        later = joins_new & (creator > rows)
+        went = targets[np.minimum(creator, len(targets) - 1)]
+        moved = joins_new & ~later & (went != targets)
+        if not (later.any() or moved.any()):
             return
-        first = int(np.flatnonzero(bad)[0])
-        targets[first] = size + first
+        targets[later] = size + rows[later]
+        targets[moved] = went[moved]
 
 
 def _chains(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -192,22 +193,22 @@ def decide(batch: Batch) -> Plan:
     targets, sims = _derive(batch, hits, 0, np.zeros(rows, np.int64), versions, None)
     products = _Products(batch, versions)
     start = 1  # row 0 saw nothing of the batch: its choice is final
-    for _ in range(MAX_ROUNDS):
+    for rounds in range(1, MAX_ROUNDS + 1):
         versions.rebuild(targets, start - 1)
         if start >= rows:
-            return Plan(targets.tolist(), sims.tolist(), versions.states, rows)
+            return Plan(targets.tolist(), sims.tolist(), versions.states, rows, rounds)
         products.forget(start - 1)
         touches = (_next_touch(targets, positions), products)
         derived, derived_sims = _derive(batch, hits, start, targets, versions, touches)
         wrong = np.flatnonzero(derived[start:] != targets[start:])
         sims[start:] = derived_sims[start:]
         if len(wrong) == 0:
-            return Plan(targets.tolist(), sims.tolist(), versions.states, rows)
+            return Plan(targets.tolist(), sims.tolist(), versions.states, rows, rounds)
         first = start + int(wrong[0])
         targets[first:] = derived[first:]
         start = first + 1
     versions.rebuild(targets, start - 1)  # the last corrected row's state
-    return Plan(targets.tolist(), sims.tolist(), versions.states, start)
+    return Plan(targets.tolist(), sims.tolist(), versions.states, start, MAX_ROUNDS)
 
 
 class _Hits:
@@ -252,23 +253,25 @@ def _block_products(units: np.ndarray, versions: np.ndarray, out: np.ndarray, st
 class _Products:
     """The best version each row can join: products of rows with versions, where they matter.
 
-    Without ``batch.table`` every product of a row with an earlier version is computed, a block
-    of rows at a time. With it, a version of a cluster the index held can beat a row's best
-    untouched cluster only if that cluster is one of the row's hits, or if it moved away from
-    its indexed unit by more than the gap between the row's best and its k-th hit (for unit
-    vectors, |u.v - u.w| <= |v - w|). So a row gets products with the versions of the clusters
-    the batch created, with the versions of its touched hits, and with every version only when
-    some earlier version moved that far: the rest cannot win, exactly.
+    Without ``batch.table``, or when the batch created many clusters (people seen several times
+    in one batch), every product of a row with an earlier version is computed, a block of rows
+    at a time, and kept for the next round. Otherwise a version of a cluster the index held can
+    beat a row's best untouched cluster only if that cluster is one of the row's hits, or if it
+    moved away from its indexed unit by more than the gap between the row's best and its k-th
+    hit (for unit vectors, |u.v - u.w| <= |v - w|). So a row gets products with the versions of
+    the clusters the batch created, with the versions of its touched hits, with the ``FAR``
+    versions that moved most, and with every version only when one beyond those moved that
+    far: the rest cannot win, exactly.
     """
 
     SLACK = 1e-4  # float rounding of the index's similarities and of these products
     FAR = 32  # versions that moved most, compared with every row
+    DENSE_FROM = 64  # versions of clusters the batch created beyond which every product is made
 
     def __init__(self, batch: Batch, versions: _Versions) -> None:
         rows = len(batch.units)
         self.batch, self.versions = batch, versions
-        dense = rows if batch.table is None else 0
-        self.dense = np.full((dense, dense), -np.inf, dtype=np.float32)
+        self.dense = np.full((0, 0), -np.inf, dtype=np.float32)  # made when first needed
         self.stale = 0  # dense products from this version on are out of date
         self._nexts = np.zeros(rows, dtype=np.int64)
         columns = batch.slots.shape[1]
@@ -294,15 +297,17 @@ class _Products:
         count = len(self.batch.units)
         rows = np.arange(start, count)
         top, pick = np.full(len(rows), -np.inf), np.zeros(len(rows), dtype=np.int64)
-        if self.batch.table is None:
-            _block_products(self.batch.units, self.versions.units, self.dense, self.stale)
+        units, versions = self.batch.units, self.versions
+        created = np.flatnonzero(versions.targets >= self.batch.size)
+        if self.batch.table is None or len(created) > self.DENSE_FROM:
+            if not self.dense.size:
+                self.dense = np.full((count, count), -np.inf, dtype=np.float32)
+            _block_products(units, versions.units, self.dense, self.stale)
             self.stale = count
             everything = np.arange(len(rows))
             self._offer(top, pick, everything, np.arange(count), self.dense[start:])
             return top, pick
-        units, versions = self.batch.units, self.versions
         wide, far = self._reach(rows, best)
-        created = np.flatnonzero(versions.targets >= self.batch.size)
         columns = np.union1d(created, far)  # any later row may join a cluster the batch created
         if len(columns):
             sims = units[rows] @ versions.units[columns].T

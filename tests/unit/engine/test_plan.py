@@ -1,6 +1,6 @@
 """Batches decided with array operations (app/engine/plan.py) equal one-at-a-time decisions.
 
-Each scene runs through two engines, one planning its batches and one deciding every
+Each scene runs through two engines, one planning every batch and one deciding every
 observation in turn, and everything they emit and keep must be the same: the choices, the
 events, and the clusters' states to the bit. Scenes vary what the plan must get right:
 clusters the batch creates and joins again, clusters that expire in the middle of a batch,
@@ -10,6 +10,7 @@ more correcting rounds than allowed (the rest of the batch is then decided one a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -20,7 +21,17 @@ from hypothesis import strategies as st
 
 from app.config import parse_config
 from app.engine import Engine, Observation, plan
+from app.engine import engine as engine_module
 from app.index.numpy_index import NumpyIndex
+
+
+@pytest.fixture(autouse=True, scope="module")
+def always_plan() -> Iterator[None]:
+    """Plan every batch: no pause after a plan that needed many rounds."""
+    pause = engine_module.UNPLANNED_BATCHES
+    engine_module.UNPLANNED_BATCHES = 0
+    yield
+    engine_module.UNPLANNED_BATCHES = pause
 
 
 def run(engine: Engine, observations: list[Observation], batch: int) -> list[tuple]:
@@ -194,4 +205,35 @@ def test_improved_mode_joins_in_a_planned_batch(
         assert run(planned, observations, batch) == run(single, observations, batch)
     finally:
         plan.MAX_ROUNDS = default
+    assert_same_clusters(planned, single)
+
+
+def test_a_plan_that_took_many_rounds_pauses_planning() -> None:
+    """After a costly plan the next batches are decided one at a time, with the same result."""
+    rng = np.random.default_rng(9)
+    centres = rng.normal(size=(8, 16))
+    observations = [
+        Observation((centres[i // 20] + 0.2 * rng.normal(size=16)).astype(np.float32), "a",
+                    f"k{i}", i)
+        for i in range(160)
+    ]
+    config = make_config(0.6, streams=("a",))
+    engine_module.UNPLANNED_BATCHES = 3
+    try:
+        planned, single = engines(config, 4)
+        calls = []
+        decide = plan.decide
+
+        def counting(batch: plan.Batch) -> plan.Plan:
+            calls.append(len(batch.units))
+            return decide(batch)
+
+        plan.decide = counting
+        try:
+            assert run(planned, observations, 40) == run(single, observations, 40)
+        finally:
+            plan.decide = decide
+    finally:
+        engine_module.UNPLANNED_BATCHES = 0
+    assert len(calls) < 4  # every batch repeats its people: after the first plan, a pause
     assert_same_clusters(planned, single)
