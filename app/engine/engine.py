@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 # one at a time before planning is tried again.
 PLAN_ROUNDS_WORTH = 1
 UNPLANNED_BATCHES = 8
+MAX_UNPLANNED_BATCHES = 512
 
 
 def _text(value: object) -> str:
@@ -73,6 +74,7 @@ class Engine:
         self.merge_k = merge_k
         self.planned = planned  # False: every batch decided one observation at a time
         self._unplanned = 0  # batches left to decide one at a time before planning again
+        self._pause = UNPLANNED_BATCHES  # how many after the next costly plan
         self.clusters: dict[str, Cluster] = {}
         self.watermark = 0
         self.expiries = Deadlines()
@@ -151,9 +153,10 @@ class Engine:
 
         Track links and the REMOVE action depend on more than similarities, sizes, times and
         retention: batches under them are decided one at a time. So are the next
-        ``UNPLANNED_BATCHES`` after a plan that took more than ``PLAN_ROUNDS_WORTH`` rounds:
-        each round costs about what deciding one at a time does, and a stream whose batches
-        hold the same people several times (consecutive frames) needs several.
+        ``UNPLANNED_BATCHES`` after a plan that took more than ``PLAN_ROUNDS_WORTH`` rounds,
+        twice as many after each such plan in a row (up to ``MAX_UNPLANNED_BATCHES``): each
+        round costs about what deciding one at a time does, and a stream whose batches hold
+        the same people several times (consecutive frames) needs several.
         """
         if not self.planned or self.lifecycle.action == REMOVE or len(observations) < 2:
             return None
@@ -197,7 +200,10 @@ class Engine:
         )
         found = plan.decide(batch)
         if found.rounds > PLAN_ROUNDS_WORTH:
-            self._unplanned = UNPLANNED_BATCHES
+            self._unplanned = self._pause
+            self._pause = min(2 * self._pause, MAX_UNPLANNED_BATCHES)
+        else:
+            self._pause = UNPLANNED_BATCHES
         return found
 
     def _follow(

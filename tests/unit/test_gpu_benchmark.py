@@ -1,4 +1,4 @@
-"""``benchmarks/gpu.py`` runs (on the CPU here, small) and reports what a GPU run will."""
+"""The benchmarks of the engine on a GPU and of its planned batches run here, small, on the CPU."""
 
 from __future__ import annotations
 
@@ -32,3 +32,19 @@ def test_gpu_engine_benchmark_smoke_run_without_a_device() -> None:
     assert [r["batch"] for r in report["rows"]] == [256, 512]
     assert all(r["vectors_per_second"] > 0 and 0 < r["search_share"] < 1 for r in report["rows"])
     assert report["decisions_equal_cpu_exact"] == 1.0
+
+
+def test_plan_benchmark_smoke_run() -> None:
+    """Planned, always planned and one at a time choose alike on both scenes (exit 0)."""
+    script = SCRIPT.with_name("plan.py")
+    command = [sys.executable, str(script), "--clusters", "300", "--observations", "1100",
+               "--repeats", "1", "--json"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    rows = json.loads(out.stdout)["rows"]
+    assert [(r["scene"], r["mode"]) for r in rows] == [
+        (scene, mode)
+        for scene in ("re-sightings", "walks")
+        for mode in ("planned", "always planned", "one at a time")
+    ]
+    assert all(r["same_choices"] and r["outside_us_per_vector"] > 0 for r in rows)
+    assert [r["planned_batches"] for r in rows if r["mode"] == "one at a time"] == [0.0, 0.0]
