@@ -6,13 +6,16 @@ cluster otherwise; later observations of a batch see what earlier ones did. Deci
 observation at a time costs a search of the batch's own clusters per observation.
 
 Here the batch is planned from its batch-start search alone. The plan gives every cluster the
-batch touches a state after each touch (a *version*); one matrix product compares every
-observation with every version, and each observation's choice is derived again from the
-versions that exist, unchanged and alive, when it comes. The plan is right up to the first
+batch touches a state after each touch (a *version*); matrix products compare every
+observation with the versions that could change its choice (``_Products``), and each
+observation's choice is derived again from the versions that exist, unchanged and alive, when
+it comes. The plan is right up to the first
 observation whose derived choice differs from it: up to there each derivation saw only right
 choices. That observation's derived choice is then right too, so the plan takes it and the
 derived choices after it, and only what follows is derived again. Most batches need one or two
-rounds; after ``MAX_ROUNDS`` the caller decides the rest one at a time.
+rounds. After ``MAX_ROUNDS``, or a later round that confirmed fewer than ``MIN_CONFIRMED``
+rows (choices that each hang on the one before, such as a walk past a camera drifting between
+clusters), the caller decides the rest one at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from app.engine import rules
 from app.engine.types import Cluster
 
 MAX_ROUNDS = 8
+MIN_CONFIRMED = 32  # a later round that confirms fewer rows than this ends the plan
 ROW_BLOCK = 128  # rows per product: versions after a block's last row are not needed by it
 
 
@@ -205,10 +209,13 @@ def decide(batch: Batch) -> Plan:
         if len(wrong) == 0:
             return Plan(targets.tolist(), sims.tolist(), versions.states, rows, rounds)
         first = start + int(wrong[0])
+        confirmed = first + 1 - start
         targets[first:] = derived[first:]
         start = first + 1
+        if rounds > 1 and confirmed < MIN_CONFIRMED:
+            break  # choices that each hang on the one before: cheaper one at a time
     versions.rebuild(targets, start - 1)  # the last corrected row's state
-    return Plan(targets.tolist(), sims.tolist(), versions.states, start, MAX_ROUNDS)
+    return Plan(targets.tolist(), sims.tolist(), versions.states, start, rounds)
 
 
 class _Hits:

@@ -76,6 +76,7 @@ def engines(config, search_k: int, exact: bool = True) -> tuple[Engine, Engine]:
     method=st.sampled_from(["SIMPLE_AVERAGE", "EXP_AVERAGE", "USE_LAST"]),
     search_k=st.sampled_from([1, 2, 8]),
     rounds=st.sampled_from([1, 2, plan.MAX_ROUNDS]),
+    confirmed=st.sampled_from([0, 8, plan.MIN_CONFIRMED]),
     exact=st.booleans(),
 )
 def test_planned_batches_equal_one_at_a_time(
@@ -88,18 +89,19 @@ def test_planned_batches_equal_one_at_a_time(
     method: str,
     search_k: int,
     rounds: int,
+    confirmed: int,
     exact: bool,
 ) -> None:
     """Exact or not, an index's hits bound what the plan compares each observation with."""
     config = make_config(threshold, method=method, streams=("a", "b"), ema_alpha=0.3)
     observations = scene(seed, n, centres, noise)
     planned, single = engines(config, search_k, exact)
-    default = plan.MAX_ROUNDS
-    plan.MAX_ROUNDS = rounds
+    defaults = plan.MAX_ROUNDS, plan.MIN_CONFIRMED
+    plan.MAX_ROUNDS, plan.MIN_CONFIRMED = rounds, confirmed
     try:
         assert run(planned, observations, batch) == run(single, observations, batch)
     finally:
-        plan.MAX_ROUNDS = default
+        plan.MAX_ROUNDS, plan.MIN_CONFIRMED = defaults
     assert_same_clusters(planned, single)
 
 
