@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # A plan that needs more rounds than this costs more than deciding one at a time (measured on
 # batches of 512 at d = 512, docs/benchmarks.md section 9); the next batches are then decided
 # one at a time before planning is tried again.
-PLAN_ROUNDS_WORTH = 1
+PLAN_ROUNDS_WORTH = 2
 UNPLANNED_BATCHES = 8
 MAX_UNPLANNED_BATCHES = 512
 
@@ -154,9 +154,11 @@ class Engine:
         Track links and the REMOVE action depend on more than similarities, sizes, times and
         retention: batches under them are decided one at a time. So are the next
         ``UNPLANNED_BATCHES`` after a plan that took more than ``PLAN_ROUNDS_WORTH`` rounds,
-        twice as many after each such plan in a row (up to ``MAX_UNPLANNED_BATCHES``): each
-        round costs about what deciding one at a time does, and a stream whose batches hold
-        the same people several times (consecutive frames) needs several.
+        compared every observation with every version (the batch created many clusters) or
+        left the end of its batch to be decided one at a time, twice as many after each such
+        plan in a row (up to ``MAX_UNPLANNED_BATCHES``): a round costs about half of what
+        deciding one at a time does, and a stream whose batches hold the same people several
+        times (consecutive frames) needs many.
         """
         if not self.planned or self.lifecycle.action == REMOVE or len(observations) < 2:
             return None
@@ -199,7 +201,8 @@ class Engine:
             table=index.vectors if index.exact_top_k else None,
         )
         found = plan.decide(batch)
-        if found.rounds > PLAN_ROUNDS_WORTH:
+        costly = found.rounds > PLAN_ROUNDS_WORTH or found.dense
+        if costly or found.decided < len(observations):
             self._unplanned = self._pause
             self._pause = min(2 * self._pause, MAX_UNPLANNED_BATCHES)
         else:

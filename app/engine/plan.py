@@ -71,7 +71,8 @@ class Plan:
     ``targets[i]`` is an index slot, or ``size + j`` for the cluster row ``j`` created
     (``j == i`` when row ``i`` created it); ``sims[i]`` the similarity it was chosen at (-inf
     when there was no candidate); ``states[i]`` the accumulator row ``i`` left its cluster with.
-    ``rounds`` counts the products of rows with versions it took.
+    ``rounds`` counts the products of rows with versions it took; ``dense`` says whether one
+    of them compared every row with every version because the batch created many clusters.
     """
 
     targets: list[int]
@@ -79,6 +80,7 @@ class Plan:
     states: np.ndarray
     decided: int
     rounds: int
+    dense: bool = False
 
 
 class _Versions:
@@ -200,14 +202,18 @@ def decide(batch: Batch) -> Plan:
     for rounds in range(1, MAX_ROUNDS + 1):
         versions.rebuild(targets, start - 1)
         if start >= rows:
-            return Plan(targets.tolist(), sims.tolist(), versions.states, rows, rounds)
+            return Plan(
+                targets.tolist(), sims.tolist(), versions.states, rows, rounds, products.dense_used
+            )
         products.forget(start - 1)
         touches = (_next_touch(targets, positions), products)
         derived, derived_sims = _derive(batch, hits, start, targets, versions, touches)
         wrong = np.flatnonzero(derived[start:] != targets[start:])
         sims[start:] = derived_sims[start:]
         if len(wrong) == 0:
-            return Plan(targets.tolist(), sims.tolist(), versions.states, rows, rounds)
+            return Plan(
+                targets.tolist(), sims.tolist(), versions.states, rows, rounds, products.dense_used
+            )
         first = start + int(wrong[0])
         confirmed = first + 1 - start
         targets[first:] = derived[first:]
@@ -215,7 +221,9 @@ def decide(batch: Batch) -> Plan:
         if rounds > 1 and confirmed < MIN_CONFIRMED:
             break  # choices that each hang on the one before: cheaper one at a time
     versions.rebuild(targets, start - 1)  # the last corrected row's state
-    return Plan(targets.tolist(), sims.tolist(), versions.states, start, rounds)
+    return Plan(
+        targets.tolist(), sims.tolist(), versions.states, start, rounds, products.dense_used
+    )
 
 
 class _Hits:
@@ -279,6 +287,7 @@ class _Products:
         rows = len(batch.units)
         self.batch, self.versions = batch, versions
         self.dense = np.full((0, 0), -np.inf, dtype=np.float32)  # made when first needed
+        self.dense_used = False
         self.stale = 0  # dense products from this version on are out of date
         self._nexts = np.zeros(rows, dtype=np.int64)
         columns = batch.slots.shape[1]
@@ -309,6 +318,8 @@ class _Products:
         if self.batch.table is None or len(created) > self.DENSE_FROM:
             if not self.dense.size:
                 self.dense = np.full((count, count), -np.inf, dtype=np.float32)
+            if self.batch.table is not None:  # not for want of a bound: many new clusters
+                self.dense_used = True
             _block_products(units, versions.units, self.dense, self.stale)
             self.stale = count
             everything = np.arange(len(rows))
