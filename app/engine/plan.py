@@ -99,6 +99,7 @@ class _Versions:
         self.retention = np.zeros(rows, dtype=np.int64)
         self.members = np.zeros(rows, dtype=np.int64)  # observations in the cluster after a row
         self.targets = np.zeros(rows, dtype=np.int64)  # the plan they were built for
+        self.changed = np.ones(rows, dtype=bool)  # units changed since products last read them
         self._known: dict[int, Cluster] = {}
 
     def rebuild(self, targets: np.ndarray, start: int) -> None:
@@ -112,7 +113,9 @@ class _Versions:
             at = rows[generation[start:] == g]
             if len(at):
                 self._touch(at, targets[at], previous[at])
-        self.units[start:] = rules.units(self.states[start:])
+        units = rules.units(self.states[start:])
+        self.changed[start:] |= (units != self.units[start:]).any(axis=1)
+        self.units[start:] = units
 
     def _touch(self, at: np.ndarray, targets: np.ndarray, previous: np.ndarray) -> None:
         """States after rows ``at``, each the first touch of its cluster or after ``previous``."""
@@ -205,7 +208,6 @@ def decide(batch: Batch) -> Plan:
             return Plan(
                 targets.tolist(), sims.tolist(), versions.states, rows, rounds, products.dense_used
             )
-        products.forget(start - 1)
         touches = (_next_touch(targets, positions), products)
         derived, derived_sims = _derive(batch, hits, start, targets, versions, touches)
         wrong = np.flatnonzero(derived[start:] != targets[start:])
@@ -257,12 +259,12 @@ class _Hits:
         return found, column
 
 
-def _block_products(units: np.ndarray, versions: np.ndarray, out: np.ndarray, start: int) -> None:
-    """``out[r, i] = units[r] . versions[i]`` for versions ``i >= start`` and rows ``r > i``."""
+def _block_products(units: np.ndarray, versions: np.ndarray, out: np.ndarray) -> None:
+    """``out[r, i] = units[r] . versions[i]`` for every version ``i`` and row ``r > i``."""
     rows = len(units)
-    for lo in range(start + 1, rows, ROW_BLOCK):
+    for lo in range(1, rows, ROW_BLOCK):
         hi = min(rows, lo + ROW_BLOCK)
-        np.matmul(units[lo:hi], versions[start:hi].T, out=out[lo:hi, start:hi])
+        np.matmul(units[lo:hi], versions[:hi].T, out=out[lo:hi, :hi])
 
 
 class _Products:
@@ -288,17 +290,12 @@ class _Products:
         self.batch, self.versions = batch, versions
         self.dense = np.full((0, 0), -np.inf, dtype=np.float32)  # made when first needed
         self.dense_used = False
-        self.stale = 0  # dense products from this version on are out of date
         self._nexts = np.zeros(rows, dtype=np.int64)
         columns = batch.slots.shape[1]
         if batch.table is not None and batch.size > columns:
             self.kth = batch.sims[:, columns - 1].astype(np.float64)
         else:  # every indexed cluster is a hit of every row: no bound is needed
             self.kth = np.full(rows, -np.inf)
-
-    def forget(self, start: int) -> None:
-        """Versions from row ``start`` on changed."""
-        self.stale = min(self.stale, start)
 
     def best(
         self, start: int, best: np.ndarray, first_touch: np.ndarray, nexts: np.ndarray
@@ -316,12 +313,15 @@ class _Products:
         units, versions = self.batch.units, self.versions
         created = np.flatnonzero(versions.targets >= self.batch.size)
         if self.batch.table is None or len(created) > self.DENSE_FROM:
-            if not self.dense.size:
-                self.dense = np.full((count, count), -np.inf, dtype=np.float32)
             if self.batch.table is not None:  # not for want of a bound: many new clusters
                 self.dense_used = True
-            _block_products(units, versions.units, self.dense, self.stale)
-            self.stale = count
+            if not self.dense.size:
+                self.dense = np.full((count, count), -np.inf, dtype=np.float32)
+                _block_products(units, versions.units, self.dense)
+            else:  # a later round: only the versions that changed
+                changed = np.flatnonzero(versions.changed)
+                self.dense[:, changed] = units @ versions.units[changed].T
+            versions.changed[:] = False
             everything = np.arange(len(rows))
             self._offer(top, pick, everything, np.arange(count), self.dense[start:])
             return top, pick
