@@ -9,7 +9,9 @@ best untouched cluster from the search and the few clusters this batch already c
 changed (kept in a small scratch matrix). Either way the clusters and events are then made one
 observation after another, with the same rules.
 
-``process`` computes a ``StepResult`` without changing the engine; ``apply`` makes it current.
+``process`` computes a ``StepResult`` without changing the clusters; ``apply`` makes it current.
+(``process`` only notes how costly its plan was, which decides how the next batches are
+decided, never what.)
 Between the two a worker stores the result atomically, and can throw it away on a conflict.
 """
 
@@ -104,7 +106,7 @@ class Engine:
     # -- observations -------------------------------------------------------------------------
 
     def process(self, observations: Sequence[Observation]) -> StepResult:
-        """Decide a batch; the engine is unchanged until ``apply``."""
+        """Decide a batch; the clusters are unchanged until ``apply``."""
         if not observations:
             return StepResult(watermark=self.watermark)
         units = self._units(observations)
