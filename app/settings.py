@@ -128,6 +128,7 @@ class Settings(BaseSettings):
     batch_size: Annotated[int, _integer(1)] = 512
     batch_timeout_s: Seconds = Field(0.05, validation_alias="FVC_BATCH_TIMEOUT")
     search_threads: Annotated[int, _integer(1)] = 1
+    overlap_commits: Flag = True
     store_outage_s: Seconds = 300.0
     broker_outage_s: Seconds = 300.0
     group_session_timeout_s: Seconds = 10.0

@@ -181,6 +181,15 @@ class EventClock:
         if scan.merge_start is not None:
             self.merge_last = scan.merge_start
 
+    def checkpoint(self) -> tuple[dict[str, PartitionTime], int | None, int | None]:
+        """Partition times, watermark and last merge boundary as they are, for ``restore``."""
+        return dict(self.partitions), self.watermark, self.merge_last
+
+    def restore(self, held: tuple[dict[str, PartitionTime], int | None, int | None]) -> None:
+        """Go back to a ``checkpoint`` (a scan adopted since was refused by the store)."""
+        partitions, self.watermark, self.merge_last = held
+        self.partitions = dict(partitions)
+
     def merged(self, at: int) -> None:
         """A merge pass ran (here or elsewhere) at watermark ``at``."""
         if self.interval_ms is not None:

@@ -18,7 +18,7 @@ Between the two a worker stores the result atomically, and can throw it away on 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -45,6 +45,19 @@ MAX_UNPLANNED_BATCHES = 512
 
 def _text(value: object) -> str:
     return str(getattr(value, "value", value))
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What ``apply`` of one result is about to change, as it was: enough to take it back.
+
+    ``clusters`` holds each touched cluster as it was (None: it did not exist), ``dirty``
+    whether it was a merge candidate (None: every cluster was one).
+    """
+
+    clusters: dict[str, Cluster | None]
+    dirty: dict[str, bool] | None
+    watermark: int
 
 
 class Engine:
@@ -243,6 +256,37 @@ class Engine:
                 self.merge_dirty.pop(key, None)
             self.merge_dirty.update(dict.fromkeys(c.key for c in result.upserts))
 
+    def checkpoint(self, result: StepResult) -> Checkpoint:
+        """What ``apply(result)`` would change, as it is now, for ``restore``.
+
+        A worker applies a result before the store confirms it, to decide the next batch
+        meanwhile; a refused commit is then taken back with ``restore``.
+        """
+        keys = dict.fromkeys(result.expected)
+        keys.update(dict.fromkeys(c.key for c in result.upserts))
+        keys.update(dict.fromkeys(result.deletions))
+        keys.update(dict.fromkeys(result.swept))
+        dirty = self.merge_dirty
+        return Checkpoint(
+            clusters={key: self.clusters.get(key) for key in keys},
+            dirty=None if dirty is None else {key: key in dirty for key in keys},
+            watermark=self.watermark,
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Take back the result applied since ``checkpoint`` was taken."""
+        held = checkpoint.clusters
+        self._drop([k for k, c in held.items() if c is None and k in self.clusters])
+        self._put([c for c in held.values() if c is not None])
+        dirty = self.merge_dirty
+        if dirty is not None and checkpoint.dirty is not None:
+            for key, was in checkpoint.dirty.items():
+                if was:
+                    dirty[key] = None
+                else:
+                    dirty.pop(key, None)
+        self.watermark = checkpoint.watermark
+
     def step(self, observations: Sequence[Observation]) -> StepResult:
         """Process and apply at once (offline use)."""
         result = self.process(observations)
@@ -287,10 +331,13 @@ class Engine:
         the REMOVE action took it out at its realization deadline: both hold whether or not the
         timer that deletes it has run yet.
         """
+        return not self.expired_by(cluster, time) and not self.lifecycle.removed_by(cluster, time)
+
+    @staticmethod
+    def expired_by(cluster: Cluster, time: int) -> bool:
+        """Whether ``cluster``'s retention ran out before event time ``time``."""
         retention = cluster.retention_ms
-        if retention and cluster.last_time + retention < time:
-            return False
-        return not self.lifecycle.removed_by(cluster, time)
+        return retention > 0 and cluster.last_time + retention < time
 
     def remove(self, key: str, time: int | None = None) -> StepResult:
         """Delete a cluster on request (DELETE_EVENT, reason REMOVED)."""

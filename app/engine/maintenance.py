@@ -42,7 +42,8 @@ def advance(engine: Engine, watermark: int) -> StepResult:
         changed[key] = engine.lifecycle.realize(bumped, deadline, stream, events)
     for key in list(engine.expiries.pop_due(watermark, engine.version_of)):
         expiring = None if key in changed else engine.clusters.get(key)
-        if expiring is None:
+        # a version taken back (Engine.restore) and made again may meet an entry of the first
+        if expiring is None or not engine.expired_by(expiring, watermark):
             continue
         expected[key] = expiring.version
         changed[key] = None

@@ -5,6 +5,13 @@ For a batch of raw input records: drop those at or below the partition offsets a
 selected field are skipped as UVAP skips them; both still count as applied), run the engine,
 and store clusters, events, dead letters and the new offsets in one atomic commit. Events and
 dead letters reach Kafka later, from the outbox, so none is lost if the process dies here.
+
+With ``overlap`` a batch's commit is sent and the next batch decided while the store works on
+it: the result is applied to the engine when sent, and taken back if the store refuses it
+(``_InFlight``); its records are then handled again, one commit at a time, before anything
+else. Offsets and outbox records are only ever what the store holds, so a worker that dies
+with a commit in flight loses nothing: the next owner of its partitions starts from the
+stored offsets.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import orjson
@@ -23,6 +31,7 @@ from app.codec.decode import decode
 from app.config import ClusteringConfig, parse_config
 from app.engine import Engine, Observation, StepResult
 from app.engine.clock import NOT_HOLDING, ORDERED, EventClock, PartitionTime, Scan, boundary
+from app.engine.engine import Checkpoint
 from app.errors import (
     AlreadyApplied,
     ClockMoved,
@@ -124,6 +133,28 @@ class _Tally:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Redo:
+    """A segment's records with the offsets and clock from before it: what takes it back."""
+
+    records: list[RawRecord]
+    applied: dict[str, int]
+    clock: tuple[dict[str, PartitionTime], int | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A commit sent to the store and applied here, not yet confirmed."""
+
+    task: asyncio.Task[None]
+    redo: _Redo
+    engine: Checkpoint
+
+
+class _Redone(Exception):
+    """A commit in flight was refused and its records handled again: decide this batch anew."""
+
+
 def wall_ms() -> int:
     """The wall clock in ms: only idle inputs let it move the watermark (app/engine/clock.py)."""
     return int(time.time() * 1000)
@@ -141,7 +172,9 @@ class Pipeline:
     (once per boundary, whichever worker gets there), then the rest of the batch follows, so
     every mode and batch size gives the same clusters. ``ordered`` is for input released in
     event-time order (batch mode, bulk ingest): the watermark is then the newest event time
-    seen. ``batch`` is for input read to its end: no partition is ever idle.
+    seen. ``batch`` is for input read to its end: no partition is ever idle. ``overlap``
+    decides the next batch while the last one's commit is in flight (module docstring).
+    Everything but ``handle`` waits for a commit in flight first (``exclusive``).
     """
 
     def __init__(
@@ -154,8 +187,12 @@ class Pipeline:
         *,
         ordered: bool = False,
         batch: bool = False,
+        overlap: bool = False,
         now_ms: Callable[[], int] = wall_ms,
     ) -> None:
+        self.overlap = overlap
+        self._inflight: _InFlight | None = None
+        self._unsettled: list[RawRecord] = []  # records of a refused commit, to handle again
         self.engine = engine
         self.store = store
         self.settings = settings
@@ -203,7 +240,7 @@ class Pipeline:
 
         Under the batch lock, so a batch in flight never sees its offsets replaced midway.
         """
-        async with self.lock:
+        async with self.exclusive():
             self.applied = await self.store.offsets()
             self._take_clock(await self.store.clock())
 
@@ -234,31 +271,85 @@ class Pipeline:
         commit whose first offset of a partition is not past the stored one.
         """
         async with self.lock:
-            ordered = _unique_in_order(records)
-            tally = _Tally()
-            for _ in range(MAX_CONFLICT_RETRIES):
-                fresh = [r for r in ordered if r.offset > self.applied.get(r.position, -1)]
-                if not fresh:
-                    return tally.outcome(len(records))
-                with self.stage_seconds.labels("decode").time():
-                    decoded = self._decode(fresh)
-                try:
-                    await self._segments(decoded, tally)
-                except AlreadyApplied:
-                    log.info("offsets moved under this batch (a replay, or another worker)")
-                    self.applied = await self.store.offsets()
-                    continue
-                except ClockMoved:
-                    self._take_clock(await self.store.clock())
-                    continue
-                except ConfigChanged:
-                    await self._follow_config()
-                    continue
-                return tally.outcome(len(records) - len(fresh))
-            message = "input offsets kept moving under this batch; giving up on it"
-            raise AlreadyApplied(message)
+            return await self._handle(records, overlap=self.overlap)
 
-    async def _segments(self, decoded: _Decoded, tally: _Tally) -> None:
+    @asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """The batch lock, with the commit in flight confirmed (or its records handled again)."""
+        async with self.lock:
+            await self._settle()
+            yield
+
+    async def settle(self) -> None:
+        """Wait until every batch handled so far is in the store (before stopping, say)."""
+        async with self.exclusive():
+            pass
+
+    async def confirm(self) -> None:
+        """``settle`` if the store has answered the commit in flight; never waits for one."""
+        inflight = self._inflight
+        if self._unsettled or (inflight is not None and inflight.task.done()):
+            await self.settle()
+
+    async def _settle(self) -> bool:
+        """Confirm the commit in flight; True when it was refused and its records handled again.
+
+        A refused commit is taken back (engine, offsets, clock) and its records handled again
+        one commit at a time, with the usual retries. If that fails too (the store is down),
+        the records wait for the next call: nothing is decided before them.
+        """
+        inflight = self._inflight
+        if inflight is not None:
+            try:
+                with self.stage_seconds.labels("store").time():
+                    await asyncio.shield(inflight.task)  # a cancelled caller leaves it running
+            except Exception as exc:  # noqa: BLE001 - whatever refused it, the records go again
+                log.info("a commit in flight was refused (%s); handling its %d records again",
+                         type(exc).__name__, len(inflight.redo.records))
+                self.engine.restore(inflight.engine)
+                self.applied = inflight.redo.applied
+                self.clock.restore(inflight.redo.clock)
+                self._unsettled = inflight.redo.records
+            self._inflight = None
+        records, self._unsettled = self._unsettled, []
+        if not records:
+            return False
+        try:
+            await self._handle(records, overlap=False)
+        except BaseException:
+            self._unsettled = records
+            raise
+        return True
+
+    async def _handle(self, records: Sequence[RawRecord], overlap: bool) -> BatchOutcome:
+        """``handle`` with the batch lock held."""
+        ordered = _unique_in_order(records)
+        tally = _Tally()
+        for _ in range(MAX_CONFLICT_RETRIES):
+            fresh = [r for r in ordered if r.offset > self.applied.get(r.position, -1)]
+            if not fresh:
+                return tally.outcome(len(records))
+            with self.stage_seconds.labels("decode").time():
+                decoded = self._decode(fresh)
+            try:
+                await self._segments(decoded, tally, overlap)
+            except _Redone:
+                continue
+            except AlreadyApplied:
+                log.info("offsets moved under this batch (a replay, or another worker)")
+                self.applied = await self.store.offsets()
+                continue
+            except ClockMoved:
+                self._take_clock(await self.store.clock())
+                continue
+            except ConfigChanged:
+                await self._follow_config()
+                continue
+            return tally.outcome(len(records) - len(fresh))
+        message = "input offsets kept moving under this batch; giving up on it"
+        raise AlreadyApplied(message)
+
+    async def _segments(self, decoded: _Decoded, tally: _Tally, overlap: bool) -> None:
         """Store the batch in segments cut at merge boundaries, each pass between two."""
         observations, rows = decoded.observations, decoded.rows
         positions = [decoded.records[r].position for r in rows]
@@ -271,7 +362,8 @@ class Pipeline:
             if end_rec > start_rec:
                 part = observations[start_obs:end_obs]
                 tally.conflicts += await self._store_segment(
-                    decoded, start_rec, end_rec, part, positions[start_obs:end_obs], scan, tally
+                    decoded, start_rec, end_rec, part, positions[start_obs:end_obs], scan, tally,
+                    overlap,
                 )
             if scan.merge_at is not None:
                 tally.merges += await self._timers(scan.merge_at)
@@ -286,10 +378,12 @@ class Pipeline:
         positions: list[str],
         scan: Scan,
         tally: _Tally,
+        overlap: bool,
     ) -> int:
         """Commit records ``start:end`` of the batch with their observations; version retries.
 
-        ``positions`` are the observations' partitions, for their newest event times.
+        ``positions`` are the observations' partitions, for their newest event times. With
+        ``overlap`` the commit is sent and this returns at once (``_settle`` confirms it).
         """
         segment = decoded.records[start:end]
         dead, ignored = decoded.between(start, end)
@@ -298,6 +392,7 @@ class Pipeline:
         for where, obs in zip(positions, observations, strict=True):
             event_times[where] = max(obs.time, event_times.get(where, obs.time))
         start_clock = None if scan.merge_start is None else (None, scan.merge_start)
+        redo = _Redo(segment, dict(self.applied), self.clock.checkpoint()) if overlap else None
         _, tries = await self._commit(
             lambda: self.engine.process(observations),
             offsets=offsets,
@@ -306,6 +401,7 @@ class Pipeline:
             observations=observations,
             event_times=event_times,
             merge_clock=start_clock,
+            redo=redo,
         )
         self.applied.update(offsets)
         self.clock.adopt(scan)
@@ -343,7 +439,7 @@ class Pipeline:
         Every commit names the config version it was computed under and the store refuses a
         stale one, so after a reload nothing is stored under the old config, by any worker.
         """
-        async with self.lock:
+        async with self.exclusive():
             return await self._follow_config()
 
     async def _follow_config(self) -> bool:
@@ -365,7 +461,7 @@ class Pipeline:
         A reload that raced another one follows the winner and tries once more on top of it.
         """
         body = orjson.dumps(config.to_dict(), option=orjson.OPT_SORT_KEYS)
-        async with self.lock:
+        async with self.exclusive():
             for _ in range(2):
                 stored = await self.store.config()
                 if stored is not None and stored.body == body:
@@ -382,7 +478,7 @@ class Pipeline:
 
     async def expect(self, positions: list[str]) -> None:
         """Input partitions the watermark waits for until heard from (``EventClock.expect``)."""
-        async with self.lock:
+        async with self.exclusive():
             self.clock.expect(positions, self.now_ms())
 
     async def refresh_clock(self) -> None:
@@ -391,7 +487,7 @@ class Pipeline:
         Every worker does this every second, so its watermark follows partitions it does not
         read, and a partition counts as idle only when no worker applied anything from it.
         """
-        async with self.lock:
+        async with self.exclusive():
             self._take_clock(await self.store.clock())
 
     async def release_bound(
@@ -428,10 +524,15 @@ class Pipeline:
         return min(places) if places else None
 
     async def publish_frontiers(self, frontiers: dict[tuple[str, int], int]) -> None:
-        """Store where this worker's partitions stand, for the others' ``release_bound``."""
-        await self.store.publish_frontiers(
-            {position(t, p): time for (t, p), time in frontiers.items()}, self.now_ms()
-        )
+        """Store where this worker's partitions stand, for the others' ``release_bound``.
+
+        Once the commits before are confirmed: another worker must be able to read the
+        clusters of every record before a frontier.
+        """
+        async with self.exclusive():
+            await self.store.publish_frontiers(
+                {position(t, p): time for (t, p), time in frontiers.items()}, self.now_ms()
+            )
 
     async def tick(self) -> int:
         """Timer: the watermark from every worker's partitions; the timers due at it.
@@ -439,7 +540,7 @@ class Pipeline:
         Returns the merge passes stored. Inputs that stopped arriving let the watermark move
         with the wall clock once idle (``FVC_IDLE_TIMEOUT``): the only wall-clock step.
         """
-        async with self.lock:
+        async with self.exclusive():
             self._take_clock(await self.store.clock())
             at = self.clock.watermark
             try:
@@ -450,7 +551,7 @@ class Pipeline:
 
     async def step(self, compute: Callable[[], StepResult]) -> StepResult:
         """Commit an operator step (remove, merge on request) like a batch."""
-        async with self.lock:
+        async with self.exclusive():
             result, _ = await self._commit(compute)
             return result
 
@@ -463,13 +564,22 @@ class Pipeline:
         observations: Sequence[Observation] = (),
         event_times: dict[str, int] | None = None,
         merge_clock: tuple[int | None, int] | None = None,
+        redo: _Redo | None = None,
     ) -> tuple[StepResult, int]:
-        """Compute, store atomically, apply; on a version conflict reload and recompute."""
+        """Compute, store atomically, apply; on a version conflict reload and recompute.
+
+        The result is computed on top of the commit in flight, if any, which is confirmed
+        before this one is stored; refused, it was handled again and ``_Redone`` says that
+        this batch must be decided anew. With ``redo`` this commit is sent, applied and left
+        in flight.
+        """
         for attempt in range(MAX_CONFLICT_RETRIES):
             with self.stage_seconds.labels("engine").time():
                 result = compute()
             with self.stage_seconds.labels("encode").time():
                 records = self.outbox.records(result, dead_letters, offsets, observations)
+            if await self._settle():
+                raise _Redone
             changes = result.upserts or result.deletions or records
             if not (changes or offsets or merge_clock):
                 self.engine.apply(result)
@@ -488,6 +598,13 @@ class Pipeline:
                 merge_clock=merge_clock,
                 config_version=self.config_version,
             )
+            if redo is not None:
+                checkpoint = self.engine.checkpoint(result)
+                with self.stage_seconds.labels("apply").time():
+                    self.engine.apply(result)
+                task = asyncio.get_running_loop().create_task(self.store.commit(commit))
+                self._inflight = _InFlight(task, redo, checkpoint)
+                return result, attempt
             try:
                 with self.stage_seconds.labels("store").time():
                     await self.store.commit(commit)

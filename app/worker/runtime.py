@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -40,6 +41,7 @@ from app.worker.outbox import EVENT_TYPE_HEADER
 from app.worker.pipeline import REPLAYED, BatchOutcome, Pipeline, RawRecord
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 Send = Callable[[OutboxRecord], Awaitable[None]]
 
@@ -80,6 +82,7 @@ class Runtime:
         self.pipeline = Pipeline(
             self.engine, self.store, config, settings, stages,
             ordered=batch or settings.ingest == "bulk", batch=batch,  # both release in order
+            overlap=settings.overlap_commits,
         )
         self.metrics.watch(self.engine)
         self.metrics.watermark.set_function(lambda: self.pipeline.clock.watermark or 0)
@@ -213,7 +216,11 @@ class Runtime:
         self.exit_process(EXIT_STORE_LOST)
 
     async def stop(self) -> None:
-        """Release the store."""
+        """Confirm the commit in flight, then release the store."""
+        try:
+            await self.pipeline.settle()
+        except Exception:  # the stored offsets say where the next worker starts: nothing is lost
+            log.warning("stopping with a batch not stored", exc_info=True)
         await self.store.close()
 
     async def bootstrap(self) -> None:
@@ -236,7 +243,7 @@ class Runtime:
             await asyncio.sleep(0.2)
         began = time.perf_counter()
         try:
-            outcome = await self._retrying(records)
+            outcome = await self._retrying(self.pipeline.handle, records)
         except StoreLost as exc:
             self.store_lost(exc)
             raise
@@ -246,7 +253,13 @@ class Runtime:
         return outcome
 
     async def follow_changes(self) -> int:
-        """Take other workers' changes into the local engine; returns how many."""
+        """Take other workers' changes into the local engine; returns how many.
+
+        Every worker runs this every ``FOLLOW_INTERVAL_S``: it first settles a commit in flight
+        that the store has answered, so a refused one is handled again even when no batch
+        follows it.
+        """
+        await self.pipeline.confirm()
         # this worker's own commits are in its engine already: only other writers' are read
         batch = await self.store.changes(self.cursor, skip_writer=self.pipeline.writer)
         if batch.reset and await self.store.generation() != self.pipeline.generation:
@@ -254,11 +267,13 @@ class Runtime:
             return 0
         if batch.reset:
             log.warning("change stream trimmed past our cursor; reloading everything")
-            async with self.pipeline.lock:  # never in the middle of a batch
+            async with self.pipeline.exclusive():  # never in the middle of a batch
                 await self.bootstrap()
             return len(self.engine.clusters)
         self.cursor = batch.cursor
         if batch.upserts or batch.deletions:
+            # not waiting for a commit in flight: if the store refuses it for a change taken
+            # here, the version checks make its batch reload that cluster and decide again
             async with self.pipeline.lock:
                 self.engine.load(batch.upserts, batch.deletions)
         return len(batch.upserts) + len(batch.deletions)
@@ -330,16 +345,20 @@ class Runtime:
             "coherence": await self.coherence.get(self.config.method, clusters),
         }
 
-    async def _retrying(self, records: Sequence[RawRecord]) -> BatchOutcome:
-        """Handle a batch, retrying while the store is unavailable, with backoff, keeping order."""
+    async def settle(self) -> None:
+        """Wait until every batch handled so far is stored, waiting out an outage like a batch."""
+        await self._retrying(self.pipeline.settle)
+
+    async def _retrying(self, work: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """Run ``work`` (a batch), retrying while the store is unavailable, with backoff."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(StoreUnavailable),
             wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
             before_sleep=self._note_outage,
         )
-        outcome = await retrying(self.pipeline.handle, records)
+        result = await retrying(work, *args)
         self.outage.recovered()
-        return outcome
+        return result
 
     def _note_outage(self, state: RetryCallState) -> None:
         """Count the failure against the outage limit, and say how long the batch waits."""

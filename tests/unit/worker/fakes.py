@@ -37,8 +37,11 @@ def make_settings(**env: str) -> Settings:
     """Worker settings for in-process tests: memory store, CPU index, ``FVC_*`` overrides.
 
     The one place tests build ``Settings``: adapt it here if their construction changes.
+    Commits are confirmed before ``handle`` returns, so a test sees a batch's effect at once;
+    tests of overlapped commits (test_overlapped_commits.py) ask for them.
     """
-    base = {"FVC_REDIS_URL": "memory://", "FVC_DEVICE": "cpu", "FVC_INDEX": "exact"}
+    base = {"FVC_REDIS_URL": "memory://", "FVC_DEVICE": "cpu", "FVC_INDEX": "exact",
+            "FVC_OVERLAP_COMMITS": "false"}
     return Settings.from_env({**base, **env})
 
 

@@ -47,12 +47,13 @@ async def replay(
     batch_sizes: Sequence[int],
     *,
     ordered: bool = False,
+    overlap: bool = False,
 ) -> tuple[LiveAnswer, list[tuple[str, bytes]], int]:
     """Feed ``records`` in batches cycling through ``batch_sizes``; the answer and events."""
     settings = live_settings()
     store = MemoryStore()
     pipeline = Pipeline(Engine(config), store, config, settings, ordered=ordered,
-                        batch=ordered, now_ms=lambda: 0)
+                        batch=ordered, overlap=overlap, now_ms=lambda: 0)
     await pipeline.load_offsets()
     start, turn, merges = 0, 0, 0
     while start < len(records):
@@ -99,6 +100,7 @@ async def test_a_replay_of_one_partition_gives_the_offline_answer_at_any_batch_s
 ) -> None:
     records, config, offline = one_camera
     answers = [await replay(records, config, sizes) for sizes in ([512], [1, 7, 64], [1500])]
+    answers.append(await replay(records, config, [1, 7, 64], overlap=True))
     for answer, _, _ in answers:
         assert answer.final() == offline
     assert answers[0][2] > 10, "the scene must cross merge boundaries for this to mean much"
@@ -119,9 +121,12 @@ async def test_batch_mode_order_gives_the_offline_answer_for_many_cameras(
     four_cameras: tuple[list[RawRecord], ClusteringConfig, dict],
 ) -> None:
     records, config, offline = four_cameras
-    answer, _, merges = await replay(in_event_order(records, config), config, [300], ordered=True)
-    assert merges > 10
-    assert answer.final() == offline
+    for overlap in (False, True):
+        answer, _, merges = await replay(
+            in_event_order(records, config), config, [300], ordered=True, overlap=overlap
+        )
+        assert merges > 10
+        assert answer.final() == offline
 
 
 async def test_a_worker_restarted_mid_stream_carries_on_with_the_same_clock(
