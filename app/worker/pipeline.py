@@ -10,8 +10,8 @@ With ``overlap`` a batch's commit is sent and the next batch decided while the s
 it: the result is applied to the engine when sent, and taken back if the store refuses it
 (``_InFlight``); its records are then handled again, one commit at a time, before anything
 else. Offsets and outbox records are only ever what the store holds, so a worker that dies
-with a commit in flight loses nothing: the next owner of its partitions starts from the
-stored offsets.
+with a commit in flight loses nothing where the next owner of its partitions starts from the
+stored offsets (bulk ingest, batch mode; the Faust agent does not, so it never overlaps).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -41,7 +42,7 @@ from app.errors import (
     VersionConflict,
 )
 from app.settings import Settings
-from app.store.base import ClockState, Commit, StateStore
+from app.store.base import ClockState, Commit, OutboxRecord, StateStore
 from app.worker.metrics import stage_histogram
 from app.worker.outbox import OutboxWriter
 
@@ -173,8 +174,10 @@ class Pipeline:
     every mode and batch size gives the same clusters. ``ordered`` is for input released in
     event-time order (batch mode, bulk ingest): the watermark is then the newest event time
     seen. ``batch`` is for input read to its end: no partition is ever idle. ``overlap``
-    decides the next batch while the last one's commit is in flight (module docstring).
-    Everything but ``handle`` waits for a commit in flight first (``exclusive``).
+    decides the next batch while the last one's commit is in flight (module docstring), in
+    a thread of its own that ``setup_thread`` prepares (FAISS's thread count, say), so that
+    the event loop sends the commit meanwhile. Everything but ``handle`` waits for a commit in
+    flight first (``exclusive``).
     """
 
     def __init__(
@@ -188,9 +191,11 @@ class Pipeline:
         ordered: bool = False,
         batch: bool = False,
         overlap: bool = False,
+        setup_thread: Callable[[], None] | None = None,
         now_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.overlap = overlap
+        self._decider = ThreadPoolExecutor(1, "fvc-decide", initializer=setup_thread)
         self._inflight: _InFlight | None = None
         self._unsettled: list[RawRecord] = []  # records of a refused commit, to handle again
         self.engine = engine
@@ -279,6 +284,10 @@ class Pipeline:
         async with self.lock:
             await self._settle()
             yield
+
+    def close(self) -> None:
+        """Let the decider thread go (after ``settle``)."""
+        self._decider.shutdown(wait=False)
 
     async def settle(self) -> None:
         """Wait until every batch handled so far is in the store (before stopping, say)."""
@@ -573,11 +582,18 @@ class Pipeline:
         this batch must be decided anew. With ``redo`` this commit is sent, applied and left
         in flight.
         """
-        for attempt in range(MAX_CONFLICT_RETRIES):
+        def computed() -> tuple[StepResult, list[OutboxRecord]]:
             with self.stage_seconds.labels("engine").time():
                 result = compute()
             with self.stage_seconds.labels("encode").time():
-                records = self.outbox.records(result, dead_letters, offsets, observations)
+                return result, self.outbox.records(result, dead_letters, offsets, observations)
+
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            if self._inflight is None:
+                result, records = computed()
+            else:  # in a thread, so that the event loop sends the commit in flight meanwhile
+                loop = asyncio.get_running_loop()
+                result, records = await loop.run_in_executor(self._decider, computed)
             if await self._settle():
                 raise _Redone
             changes = result.upserts or result.deletions or records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,18 @@ def test_hop_benchmark_times_one_kafka_hop(kafka_bootstrap) -> None:
     (row,) = json.loads(done.stdout)["rounds"]
     assert row["records"] == 400 and 0 < row["latency_ms_p50"] <= row["latency_ms_p99"]
     assert len(row["by_eighth"]) == 8
+
+
+def test_overlap_benchmark_hides_the_store_wait_and_counts_every_vector(redis_url) -> None:
+    """The pipeline against the real Redis, one commit at a time and overlapped."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "overlap.py"
+    env = {**os.environ, "FVC_REDIS_URL": redis_url}
+    done = subprocess.run([sys.executable, str(script), "--clusters", "200", "--vectors", "2048",
+                           "--dim", "64", "--batch", "128", "--rounds", "1", "--json"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]  # it exits 1 if a vector was lost or doubled
+    report = json.loads(done.stdout)
+    serial, overlapped = (run["stage_us_per_vector"]["store"] for run in report["runs"])
+    assert [run["overlap"] for run in report["runs"]] == [False, True]
+    assert overlapped < serial, "the store is waited for while the next batch is decided"
+    assert report["overlap_to_serial_ratio"] > 0
