@@ -251,6 +251,8 @@ class Engine:
         self._put(result.upserts)
         self._drop(result.deletions)
         self.watermark = max(self.watermark, result.watermark)
+        if self.merge_dirty is None and result.swept:  # the first merge pass: all were swept
+            self.merge_dirty = {}
         if self.merge_dirty is not None:
             for key in result.swept:
                 self.merge_dirty.pop(key, None)
@@ -278,13 +280,14 @@ class Engine:
         held = checkpoint.clusters
         self._drop([k for k, c in held.items() if c is None and k in self.clusters])
         self._put([c for c in held.values() if c is not None])
-        dirty = self.merge_dirty
-        if dirty is not None and checkpoint.dirty is not None:
+        if checkpoint.dirty is None:
+            self.merge_dirty = None  # no merge pass had been applied
+        elif self.merge_dirty is not None:
             for key, was in checkpoint.dirty.items():
                 if was:
-                    dirty[key] = None
+                    self.merge_dirty[key] = None
                 else:
-                    dirty.pop(key, None)
+                    self.merge_dirty.pop(key, None)
         self.watermark = checkpoint.watermark
 
     def step(self, observations: Sequence[Observation]) -> StepResult:

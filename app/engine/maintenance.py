@@ -121,8 +121,8 @@ def remove(engine: Engine, key: str, time: int) -> StepResult:
 
 
 def _merge_queries(engine: Engine) -> list[str]:
+    """The pass's candidates: every cluster until a pass was applied, then the changed ones."""
     if engine.merge_dirty is None:
-        engine.merge_dirty = {}
         return list(engine.clusters)
     return [k for k in engine.merge_dirty if k in engine.clusters]
 
