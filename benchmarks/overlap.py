@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ from app.codec.encode import encode_observation  # noqa: E402
 from app.config import parse_config  # noqa: E402
 from app.engine import Engine  # noqa: E402
 from app.index import make_index  # noqa: E402
-from app.index.faiss_lib import search_threads  # noqa: E402
+from app.index.faiss_lib import faiss  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.store import store_for  # noqa: E402
 from app.worker.metrics import stage_histogram  # noqa: E402
@@ -84,9 +83,8 @@ async def one_run(
     config = parse_config(config_dict())
     stages = stage_histogram()
     engine = Engine(config, make_index("exact", "cpu"))
-    threads = functools.partial(search_threads, settings.search_threads)
     pipeline = Pipeline(engine, store, config, namespaced, stages, ordered=True, batch=True,
-                        overlap=overlap, setup_thread=threads)
+                        overlap=overlap)
     try:
         for start in range(0, clusters, batch):
             await pipeline.handle(records[start : min(start + batch, clusters)])
@@ -135,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     settings = Settings.from_env(dict(os.environ))
-    search_threads(settings.search_threads)  # as a worker does (FVC_SEARCH_THREADS)
+    faiss.omp_set_num_threads(settings.search_threads)  # as a worker does (FVC_SEARCH_THREADS)
     records = make_records(args.clusters, args.vectors, args.dim, seed=1)
     runs = []
     for round_no in range(args.rounds):

@@ -77,7 +77,7 @@ def handler(args: argparse.Namespace) -> int:
 
     from agents import watchdog
     from agents.app import create_app, wait_for_subscriptions
-    from app.index.faiss_lib import search_threads
+    from app.index.faiss_lib import faiss
     from app.logs import configure
     from app.worker.runtime import Runtime
 
@@ -91,7 +91,7 @@ def handler(args: argparse.Namespace) -> int:
     loop.run_until_complete(runtime.start(recover=True))  # all cores build the index
     # Then FVC_SEARCH_THREADS (1 by default): OpenMP threads spin while they wait, which
     # starves the broker, Redis and the event loop on a shared machine.
-    search_threads(settings.search_threads)
+    faiss.omp_set_num_threads(settings.search_threads)
     wait_for_subscriptions(runtime)  # before Faust or bulk ingest subscribes
     app = create_app(runtime)
     worker = faust.Worker(app, loglevel=settings.log_level, loop=loop, override_logging=False)

@@ -57,16 +57,4 @@ finally:
     if _core:
         del os.environ[CORETYPE]
 
-
-
-def search_threads(count: int) -> None:
-    """Use ``count`` OpenMP threads for the FAISS calls the calling thread makes.
-
-    OpenMP keeps this per thread: a thread started later begins with every core, and its
-    threads spin while they wait, starving the broker, Redis and the event loop on a shared
-    machine. So every thread that searches sets it (the worker's, its pipeline's decider).
-    """
-    faiss.omp_set_num_threads(count)
-
-
-__all__ = ["core_type", "faiss", "search_threads"]
+__all__ = ["core_type", "faiss"]

@@ -23,6 +23,7 @@ reports as the Faust lag timer reports the agent's.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -94,6 +95,7 @@ class BulkIngest(Background):
         self._subscribed: tuple[str, ...] = ()
         self._asked = 0.0
         self._published: tuple[dict[tuple[str, int], int], float] = ({}, 0.0)
+        self._publishing: concurrent.futures.Future[None] | None = None
         super().__init__("fvc-bulk-ingest")
 
     def _follow(self, topics: tuple[str, ...]) -> None:
@@ -176,21 +178,33 @@ class BulkIngest(Background):
     def _publish(self, consumer: Consumer, now: float) -> None:
         """Tell the other workers where this one's partitions stand, once they moved.
 
-        Published after the batches before them are committed, so another worker never
-        decides past a record whose clusters it cannot read yet. At most every
+        Published once the batches before them are stored, so another worker never decides
+        past a record whose clusters it cannot read yet; this thread does not wait for that,
+        and a round still waiting holds the next one back. At most every
         ``ASK_EVERY_S`` (a round trip per batch would cost a busy worker), and repeated every
         ``REPUBLISH_S`` while unchanged: a frontier older than the pipeline's active window
         stops holding anyone back.
         """
+        if self._publishing is not None:
+            if not self._publishing.done():  # still waiting for the commit before it
+                return
+            self._publishing.result()  # an unexpected failure ends the reader, as elsewhere
         since = now - self._published[1]
         if since < ASK_EVERY_S:  # no more often than the others ask for them
             return
         frontiers = self._order.frontiers(self._highwater(consumer), now)
         if frontiers == self._published[0] and since < REPUBLISH_S:
             return
+        # not waited for here: this thread reads the next batch while the commit completes
+        self._publishing = asyncio.run_coroutine_threadsafe(
+            self._publish_stored(frontiers, now), self.loop
+        )
+
+    async def _publish_stored(self, frontiers: dict[tuple[str, int], int], now: float) -> None:
+        """Publish ``frontiers`` once the batches before them are stored (see ``_publish``)."""
         with contextlib.suppress(StoreUnavailable):  # the next round publishes them again
-            self._on_loop(self.runtime.pipeline.publish_frontiers(frontiers))
-            self._published = (frontiers, now)
+            if await self.runtime.pipeline.publish_frontiers(frontiers):
+                self._published = (frontiers, now)
 
     def _every_partition(self, consumer: Consumer) -> list[str]:
         """Every partition of the input topics, whichever worker reads it."""

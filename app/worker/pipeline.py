@@ -21,7 +21,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -42,7 +41,7 @@ from app.errors import (
     VersionConflict,
 )
 from app.settings import Settings
-from app.store.base import ClockState, Commit, OutboxRecord, StateStore
+from app.store.base import ClockState, Commit, StateStore
 from app.worker.metrics import stage_histogram
 from app.worker.outbox import OutboxWriter
 
@@ -51,6 +50,7 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 50
 REPLAYED = "replayed:"  # the prefix of a store generation rebuilt by replaying the inputs
 ACTIVE_WINDOW_MS = 2_000  # another worker's partition this quiet no longer holds this one back
+WIRE_TURNS = 3  # event-loop turns a commit is given to reach Redis (``_on_the_wire``)
 
 
 def position(topic: str, partition: int) -> str:
@@ -174,10 +174,8 @@ class Pipeline:
     every mode and batch size gives the same clusters. ``ordered`` is for input released in
     event-time order (batch mode, bulk ingest): the watermark is then the newest event time
     seen. ``batch`` is for input read to its end: no partition is ever idle. ``overlap``
-    decides the next batch while the last one's commit is in flight (module docstring), in
-    a thread of its own that ``setup_thread`` prepares (FAISS's thread count, say), so that
-    the event loop sends the commit meanwhile. Everything but ``handle`` waits for a commit in
-    flight first (``exclusive``).
+    decides the next batch while the last one's commit is in flight (module docstring).
+    Everything but ``handle`` waits for a commit in flight first (``exclusive``).
     """
 
     def __init__(
@@ -191,13 +189,12 @@ class Pipeline:
         ordered: bool = False,
         batch: bool = False,
         overlap: bool = False,
-        setup_thread: Callable[[], None] | None = None,
         now_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.overlap = overlap
-        self._decider = ThreadPoolExecutor(1, "fvc-decide", initializer=setup_thread)
         self._inflight: _InFlight | None = None
         self._unsettled: list[RawRecord] = []  # records of a refused commit, to handle again
+        self._redoing = False
         self.engine = engine
         self.store = store
         self.settings = settings
@@ -285,10 +282,6 @@ class Pipeline:
             await self._settle()
             yield
 
-    def close(self) -> None:
-        """Let the decider thread go (after ``settle``)."""
-        self._decider.shutdown(wait=False)
-
     async def settle(self) -> None:
         """Wait until every batch handled so far is in the store (before stopping, say)."""
         async with self.exclusive():
@@ -320,14 +313,14 @@ class Pipeline:
                 self.clock.restore(inflight.redo.clock)
                 self._unsettled = inflight.redo.records
             self._inflight = None
-        records, self._unsettled = self._unsettled, []
-        if not records:
+        if not self._unsettled or self._redoing:  # (the redo's own commits come through here)
             return False
+        self._redoing = True
         try:
-            await self._handle(records, overlap=False)
-        except BaseException:
-            self._unsettled = records
-            raise
+            await self._handle(self._unsettled, overlap=False)
+        finally:
+            self._redoing = False
+        self._unsettled = []  # kept until stored, so frontiers wait for them too
         return True
 
     async def _handle(self, records: Sequence[RawRecord], overlap: bool) -> BatchOutcome:
@@ -532,16 +525,26 @@ class Pipeline:
                            int(partition)))
         return min(places) if places else None
 
-    async def publish_frontiers(self, frontiers: dict[tuple[str, int], int]) -> None:
+    async def publish_frontiers(self, frontiers: dict[tuple[str, int], int]) -> bool:
         """Store where this worker's partitions stand, for the others' ``release_bound``.
 
-        Once the commits before are confirmed: another worker must be able to read the
-        clusters of every record before a frontier.
+        Only once the batches handled before are stored: another worker must be able to read
+        the clusters of every record before a frontier. The commit in flight is waited for
+        without the batch lock, so the next batch is decided meanwhile. False when one was
+        refused (its records are handled again first): these frontiers are not published.
         """
-        async with self.exclusive():
-            await self.store.publish_frontiers(
-                {position(t, p): time for (t, p), time in frontiers.items()}, self.now_ms()
-            )
+        inflight = self._inflight
+        if inflight is not None:
+            try:
+                await asyncio.shield(inflight.task)
+            except Exception:  # noqa: BLE001 - the next batch or timer handles it again
+                return False
+        if self._unsettled:
+            return False
+        await self.store.publish_frontiers(
+            {position(t, p): time for (t, p), time in frontiers.items()}, self.now_ms()
+        )
+        return True
 
     async def tick(self) -> int:
         """Timer: the watermark from every worker's partitions; the timers due at it.
@@ -582,18 +585,11 @@ class Pipeline:
         this batch must be decided anew. With ``redo`` this commit is sent, applied and left
         in flight.
         """
-        def computed() -> tuple[StepResult, list[OutboxRecord]]:
+        for attempt in range(MAX_CONFLICT_RETRIES):
             with self.stage_seconds.labels("engine").time():
                 result = compute()
             with self.stage_seconds.labels("encode").time():
-                return result, self.outbox.records(result, dead_letters, offsets, observations)
-
-        for attempt in range(MAX_CONFLICT_RETRIES):
-            if self._inflight is None:
-                result, records = computed()
-            else:  # in a thread, so that the event loop sends the commit in flight meanwhile
-                loop = asyncio.get_running_loop()
-                result, records = await loop.run_in_executor(self._decider, computed)
+                records = self.outbox.records(result, dead_letters, offsets, observations)
             if await self._settle():
                 raise _Redone
             changes = result.upserts or result.deletions or records
@@ -620,6 +616,7 @@ class Pipeline:
                     self.engine.apply(result)
                 task = asyncio.get_running_loop().create_task(self.store.commit(commit))
                 self._inflight = _InFlight(task, redo, checkpoint)
+                await _on_the_wire()
                 return result, attempt
             try:
                 with self.stage_seconds.labels("store").time():
@@ -680,6 +677,20 @@ class Pipeline:
                 observations.append(obs)
                 rows.append(row)
         return decoded
+
+
+async def _on_the_wire() -> None:
+    """Let a commit just started reach Redis before this thread decides the next batch.
+
+    The next batch is decided on the event loop, which cannot send while it decides: the
+    commit must be written to the socket first. redis-py needs two turns of the loop for that
+    (a zero-timeout read that checks the pooled connection, then the write, which the kernel
+    takes whole on a local socket); the third is a spare. Fewer turns cost only speed: Redis
+    then gets the commit when the next batch has been decided (``benchmarks/overlap.py``
+    shows which).
+    """
+    for _ in range(WIRE_TURNS):
+        await asyncio.sleep(0)
 
 
 def _key_text(record: RawRecord) -> str:

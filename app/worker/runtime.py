@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import os
 import time
@@ -30,7 +29,6 @@ from app.config import ClusteringConfig, load_config
 from app.engine import Engine
 from app.errors import ConfigError, StoreLost, StoreUnavailable
 from app.index import make_index
-from app.index.faiss_lib import search_threads
 from app.index.timed import TimedIndex
 from app.settings import Settings
 from app.store import store_for
@@ -88,7 +86,6 @@ class Runtime:
             # next owner starts from Kafka's offsets there: its commits are confirmed at once.
             # Bulk ingest and batch mode start from the offsets in the store.
             overlap=settings.overlap_commits and (batch or settings.ingest == "bulk"),
-            setup_thread=functools.partial(search_threads, settings.search_threads),
         )
         self.metrics.watch(self.engine)
         self.metrics.watermark.set_function(lambda: self.pipeline.clock.watermark or 0)
@@ -227,7 +224,6 @@ class Runtime:
             await self.pipeline.settle()
         except Exception:  # the stored offsets say where the next worker starts: nothing is lost
             log.warning("stopping with a batch not stored", exc_info=True)
-        self.pipeline.close()
         await self.store.close()
 
     async def bootstrap(self) -> None:

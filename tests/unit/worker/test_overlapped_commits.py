@@ -8,6 +8,7 @@ counted once, the same clusters, the same events. Drives the real ``Pipeline`` o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,12 +73,15 @@ async def reference(config: ClusteringConfig, settings: Settings) -> tuple:
 async def test_a_batch_returns_before_its_commit_is_confirmed(
     store: FlakyStore, config: ClusteringConfig, settings: Settings
 ) -> None:
-    """``handle`` leaves the commit in flight; ``settle`` waits for it."""
+    """``handle`` leaves the commit in flight (here: Redis slow to answer); ``settle`` waits."""
     worker = pipeline(store, config, settings, overlap=True)
     first = batches()[0]
+    answer = asyncio.Event()
+    store.before_next_commit(answer.wait)
 
     await worker.handle(first)
     in_flight = len(store.applied)
+    answer.set()
     await worker.settle()
 
     assert in_flight == 0
@@ -251,3 +255,22 @@ async def test_a_worker_counts_every_observation_once_whatever_the_store_does(
     assert len(ids) == len(set(ids))
     assert sleeps  # the outages were waited out, not raised
     await runtime.stop()
+
+
+async def test_frontiers_are_published_only_over_stored_batches(
+    store: FlakyStore, config: ClusteringConfig, settings: Settings
+) -> None:
+    """Another worker must find the clusters of every record before a published frontier."""
+    worker = pipeline(store, config, settings, overlap=True)
+    first, second = batches()[:2]
+    await worker.handle(first)
+
+    assert await worker.publish_frontiers({(TOPIC, 0): 1_004})
+    assert len(store.applied) == 1, "the commit in flight was stored first"
+
+    store.conflict()
+    await worker.handle(second)
+    assert not await worker.publish_frontiers({(TOPIC, 0): 1_009}), "refused: not yet"
+    await worker.settle()
+    assert await worker.publish_frontiers({(TOPIC, 0): 1_009})
+    assert (await store.inner.clock()).frontiers[f"{TOPIC}:0"].event_time == 1_009
