@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +110,37 @@ async def snapshot(store: MemoryStore) -> dict[str, tuple[int, int, bool, tuple[
         key: (c.num_observations, c.version, c.realized, tuple(np.round(c.state, 4).tolist()))
         for key, c in sorted((await clusters_of(store)).items())
     }
+
+
+def failing_rounds(
+    store: FlakyStore, centres: np.ndarray, rounds: int = 16
+) -> Iterator[tuple[list[RawRecord], int, dict[str, int]]]:
+    """Seeded batches with the store ordered to fail around them, as Redis can.
+
+    Each round is 6 sightings and a dead letter on one of two partitions; rounds 1, 2 and 3 of
+    every 4 get conflicts, outages, or a lost reply followed by an outage. Yields each batch
+    (its failures already ordered) with the observations sent up to it and the offsets that
+    must be stored once it is.
+    """
+    rng = np.random.default_rng(2024)
+    next_offset, sent = {0: 0, 1: 0}, 0
+    for round_no in range(rounds):
+        partition = round_no % 2
+        first = next_offset[partition]
+        labels = rng.integers(0, len(centres), 6).tolist()
+        batch = records(sightings(centres, labels, seed=round_no), partition=partition, first=first)
+        batch.append(garbage(first + 6, partition))
+        next_offset[partition] = first + 7
+        failure = round_no % 4
+        if failure == 1:
+            store.conflict(times=int(rng.integers(1, 3)))
+        elif failure == 2:
+            store.go_down("commit", times=int(rng.integers(1, 3)))
+        elif failure == 3:
+            store.lose_reply()
+            store.go_down("offsets")
+        sent += 6
+        yield batch, sent, {f"{TOPIC}:{p}": o - 1 for p, o in next_offset.items() if o}
 
 
 class FlakyStore:

@@ -13,12 +13,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fakes import (
     TOPIC,
     FlakyStore,
-    garbage,
+    failing_rounds,
     identities,
     make_settings,
     observations_in,
@@ -224,33 +223,17 @@ async def test_a_worker_counts_every_observation_once_whatever_the_store_does(
     settings = make_settings(FVC_OVERLAP_COMMITS="true")
     runtime = Runtime(settings, write_config(tmp_path, config), store=store)
     await runtime.start()
-    rng = np.random.default_rng(2024)
-    next_offset, sent = {0: 0, 1: 0}, 0
-    for round_no in range(16):
-        partition = round_no % 2
-        first = next_offset[partition]
-        labels = rng.integers(0, len(CENTRES), 6).tolist()
-        batch = records(sightings(CENTRES, labels, seed=round_no), partition=partition, first=first)
-        batch.append(garbage(first + 6, partition))
-        next_offset[partition] = first + 7
-        failure = round_no % 4
-        if failure == 1:
-            store.conflict(times=int(rng.integers(1, 3)))
-        elif failure == 2:
-            store.go_down("commit", times=int(rng.integers(1, 3)))
-        elif failure == 3:
-            store.lose_reply()
-            store.go_down("offsets")
+    last: tuple[int, dict[str, int]] = (0, {})
+    for round_no, (batch, sent, offsets) in enumerate(failing_rounds(store, CENTRES)):
         await runtime.handle(batch)
-        sent += 6
+        last = (sent, offsets)
         if round_no % 3 == 2:
             await runtime.settle()
             assert await observations_in(store.inner) == sent
     await runtime.settle()
 
-    assert await observations_in(store.inner) == sent
-    stored_offsets = await store.inner.offsets()
-    assert stored_offsets == {f"{TOPIC}:{p}": o - 1 for p, o in next_offset.items()}
+    assert await observations_in(store.inner) == last[0]
+    assert await store.inner.offsets() == last[1]
     ids = [e.record.event_id for e in await store.inner.outbox_pending(10_000)]
     assert len(ids) == len(set(ids))
     assert sleeps  # the outages were waited out, not raised

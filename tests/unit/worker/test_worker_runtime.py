@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 from fakes import (
     TOPIC,
     FlakyStore,
     MakeRuntime,
-    garbage,
+    failing_rounds,
     identities,
     observations_in,
     records,
@@ -144,31 +143,12 @@ async def test_every_observation_counts_once_whatever_the_store_does(
     After every batch the clusters account for exactly the observations sent, the stored offsets
     are the last ones sent, and no event or dead letter is in the outbox twice.
     """
-    rng = np.random.default_rng(2024)
     runtime = await make_runtime(store)
-    next_offset, sent = {0: 0, 1: 0}, 0
-    for round_no in range(16):
-        partition = round_no % 2
-        first = next_offset[partition]
-        labels = rng.integers(0, len(CENTRES), 6).tolist()
-        batch = records(sightings(CENTRES, labels, seed=round_no), partition=partition, first=first)
-        batch.append(garbage(first + 6, partition))
-        next_offset[partition] = first + 7
-        failure = round_no % 4
-        if failure == 1:
-            store.conflict(times=int(rng.integers(1, 3)))
-        elif failure == 2:
-            store.go_down("commit", times=int(rng.integers(1, 3)))
-        elif failure == 3:
-            store.lose_reply()
-            store.go_down("offsets")
-
+    for batch, sent, offsets in failing_rounds(store, CENTRES):
         await runtime.handle(batch)
-        sent += 6
 
         assert await observations_in(store.inner) == sent
-        stored = await store.inner.offsets()
-        assert stored == {f"{TOPIC}:{p}": o - 1 for p, o in next_offset.items() if o}
+        assert await store.inner.offsets() == offsets
         ids = await outbox_ids(store.inner)
         assert len(ids) == len(set(ids))
     assert len(store.applied) == 16
