@@ -288,10 +288,19 @@ class Pipeline:
             pass
 
     async def confirm(self) -> None:
-        """``settle`` if the store has answered the commit in flight; never waits for one."""
+        """``settle`` if the store has answered the commit in flight; never waits for one.
+
+        (A batch handled meanwhile may have sent another: that one is left in flight.)
+        """
+        if self._answered():
+            async with self.lock:
+                if self._answered():
+                    await self._settle()
+
+    def _answered(self) -> bool:
+        """Whether a refused commit's records wait, or the store answered the one in flight."""
         inflight = self._inflight
-        if self._unsettled or (inflight is not None and inflight.task.done()):
-            await self.settle()
+        return bool(self._unsettled) or (inflight is not None and inflight.task.done())
 
     async def _settle(self) -> bool:
         """Confirm the commit in flight; True when it was refused and its records handled again.
