@@ -31,20 +31,27 @@ def advance(engine: Engine, watermark: int) -> StepResult:
     events: list[Event] = []
     changed: dict[str, Cluster | None] = {}
     expected: dict[str, int] = {}
-    for key in list(engine.realizations.pop_due(watermark, engine.version_of)):
+    # Each key once, in the order of its due time as it is now: a cluster version taken back
+    # (Engine.restore) or loaded again leaves its entries in the queues, and the same version
+    # number made again may then meet an entry with another due time.
+    realizing = []
+    for key in dict.fromkeys(engine.realizations.pop_due(watermark, engine.version_of)):
+        deadline = engine.lifecycle.deadline(engine.clusters[key])
+        if deadline is not None and deadline <= watermark:
+            realizing.append((deadline, key))
+    for deadline, key in sorted(realizing):
         cluster = engine.clusters[key]
-        deadline = engine.lifecycle.deadline(cluster)
-        if deadline is None or deadline > watermark:
-            continue
         expected[key] = cluster.version
         bumped = replace(cluster, version=cluster.version + 1)
         stream = cluster.id.first_detection_stream_id
         changed[key] = engine.lifecycle.realize(bumped, deadline, stream, events)
-    for key in list(engine.expiries.pop_due(watermark, engine.version_of)):
-        expiring = None if key in changed else engine.clusters.get(key)
-        # a version taken back (Engine.restore) and made again may meet an entry of the first
-        if expiring is None or not engine.expired_by(expiring, watermark):
-            continue
+    expiring_keys = []
+    for key in dict.fromkeys(engine.expiries.pop_due(watermark, engine.version_of)):
+        held = None if key in changed else engine.clusters.get(key)
+        if held is not None and engine.expired_by(held, watermark):
+            expiring_keys.append((held.last_time + held.retention_ms, key))
+    for _, key in sorted(expiring_keys):
+        expiring = engine.clusters[key]
         expected[key] = expiring.version
         changed[key] = None
         if expiring.emitted:

@@ -35,7 +35,7 @@ from confluent_kafka import OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, T
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from app.background import Background
-from app.errors import StoreUnavailable
+from app.errors import StoreLost, StoreUnavailable
 from app.kafka_client import ADMIN_TIMEOUT_S, make_admin, make_consumer, records_of
 from app.worker.live_order import LiveOrder
 from app.worker.pipeline import RawRecord, position
@@ -141,6 +141,8 @@ class BulkIngest(Background):
                 if len(self._order):
                     self._handle(consumer, now)
                 self._publish(consumer, time.monotonic())
+        except StoreLost as exc:  # from a batch handled again before a store call of this thread
+            self.runtime.store_lost(exc)
         except Exception:
             log.exception("bulk ingest failed; exiting so the batch is read again on restart")
             self.exit_process(EXIT_UNRECOVERABLE)

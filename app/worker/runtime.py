@@ -262,7 +262,11 @@ class Runtime:
         that the store has answered, so a refused one is handled again even when no batch
         follows it.
         """
-        await self.pipeline.confirm()
+        try:
+            await self.pipeline.confirm()
+        except StoreLost as exc:  # a refused commit's records handled again: nothing may land
+            self.store_lost(exc)
+            return 0
         # this worker's own commits are in its engine already: only other writers' are read
         batch = await self.store.changes(self.cursor, skip_writer=self.pipeline.writer)
         if batch.reset and await self.store.generation() != self.pipeline.generation:
@@ -283,7 +287,10 @@ class Runtime:
 
     async def tick(self) -> None:
         """Timer: realization, retention and merging due at the deployment's watermark."""
-        self.metrics.merge_passes.inc(await self.pipeline.tick())
+        try:
+            self.metrics.merge_passes.inc(await self.pipeline.tick())
+        except StoreLost as exc:
+            self.store_lost(exc)
 
     async def remove(self, key: str) -> None:
         """Operator request: delete one cluster."""
