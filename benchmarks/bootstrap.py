@@ -59,7 +59,7 @@ def write_clusters(client: redis.Redis, namespace: str, n: int, dim: int) -> flo
         for row in range(count):
             i = lo + row
             stream = STREAMS[i % len(STREAMS)]
-            cluster = Cluster(
+            cluster = Cluster.from_state(
                 id=ClusterId(START_MS, f"boot{i}", stream), state=states[row],
                 num_observations=1 + i % 20, realized=True, first_time=START_MS,
                 last_time=START_MS, streams=(stream,), retention_ms=0, version=1, pending=0,

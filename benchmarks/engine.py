@@ -414,7 +414,7 @@ def make_workload(n_clusters: int, sizes: Sizes, seed: int) -> Workload:
     for i in range(n_clusters):
         stream = STREAMS[i % len(STREAMS)]
         clusters.append(
-            Cluster(
+            Cluster.from_state(
                 id=ClusterId(START_MS, f"pre{i}", stream),
                 state=centres[i] * np.float32(counts[i]),  # SIMPLE_AVERAGE: the sum of units
                 num_observations=int(counts[i]),

@@ -42,7 +42,7 @@ from engine import (
 )
 
 from app.config import ClusteringConfig
-from app.engine import Cluster, ClusterId, Engine, Observation
+from app.engine import Cluster, ClusterId, Engine, Observation, rules
 from app.index import make_index
 
 MODELS = ("spectrum", "random")
@@ -75,17 +75,22 @@ def make_centres(rng: np.random.Generator, n: int, model: str) -> np.ndarray:
 
 
 def make_clusters(centres: np.ndarray, rng: np.random.Generator) -> list[Cluster]:
-    """Clusters of 1 to 20 observations whose state (a SIMPLE_AVERAGE sum) views ``centres``.
+    """Clusters of 1 to 20 observations (a SIMPLE_AVERAGE sum) whose units view ``centres``.
 
-    The rows are scaled in place by the counts, so the states cost no memory beyond the array.
+    The rows are normalised in place, a chunk at a time, so the units cost no memory beyond the
+    array.
     """
     counts = rng.integers(1, 21, len(centres))
-    centres *= counts[:, None].astype(np.float32)
+    norms = np.empty(len(centres), dtype=np.float64)
+    for lo in range(0, len(centres), 65_536):
+        hi = min(len(centres), lo + 65_536)
+        sums = centres[lo:hi] * counts[lo:hi, None].astype(np.float32)
+        centres[lo:hi], norms[lo:hi] = rules.normalized(sums)
     clusters = []
     for i, count in enumerate(counts.tolist()):
         stream = STREAMS[i % len(STREAMS)]
         clusters.append(Cluster(
-            id=ClusterId(START_MS, f"pre{i}", stream), state=centres[i],
+            id=ClusterId(START_MS, f"pre{i}", stream), unit=centres[i], norm=float(norms[i]),
             num_observations=count, realized=True, first_time=START_MS, last_time=START_MS,
             streams=(stream,), retention_ms=0, version=1, pending=0, pending_since=START_MS,
             last_emit_time=START_MS, emitted=True,

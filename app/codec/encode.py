@@ -166,7 +166,7 @@ def _cluster_dict(
         "num_observations": int(cluster.num_observations),
         "is_realized": bool(cluster.realized),
     }
-    score = None if method is None else coherence(method, cluster.state, cluster.num_observations)
+    score = None if method is None else coherence(method, cluster.norm, cluster.num_observations)
     if score is not None:
         body["coherence"] = score
     return body

@@ -159,7 +159,7 @@ def _coherence(c, method: str | None) -> float | None:  # noqa: ANN001 - a Clust
     """The cluster's coherence, rounded; None when the method is unknown or has none."""
     from app.engine.rules import coherence
 
-    value = None if method is None else coherence(method, c.state, c.num_observations)
+    value = None if method is None else coherence(method, c.norm, c.num_observations)
     return None if value is None else round(value, 6)
 
 

@@ -113,7 +113,7 @@ class Engine:
     def dimension(self) -> int:
         """Vector dimension of the clusters held (0 while there are none)."""
         for cluster in self.clusters.values():
-            return len(cluster.state)
+            return len(cluster.unit)
         return 0
 
     # -- observations -------------------------------------------------------------------------
@@ -242,7 +242,7 @@ class Engine:
                 decisions.append(Decision(key, sim, True))
                 continue
             key = self.index.key_at(target) if target < size else created[target - size]
-            self._update(key, obs, units[i], scratch, "", found.states[i].copy())
+            self._update(key, obs, units[i], scratch, "", found.state(i))
             decisions.append(Decision(key, sim, False))
         return decisions
 
@@ -441,9 +441,9 @@ class Engine:
         unit: np.ndarray,
         scratch: BatchScratch,
         track: str,
-        state: np.ndarray | None = None,
+        state: tuple[np.ndarray, float] | None = None,
     ) -> None:
-        """``obs`` joins cluster ``key`` (``state``: its accumulator after that, when known)."""
+        """``obs`` joins cluster ``key`` (``state``: its unit and norm after that, when known)."""
         # The hot path: one Cluster built directly (dataclasses.replace costs twice as much),
         # with the emission decided beforehand so no second copy is needed for it.
         cluster = scratch.current(key, self.clusters)
@@ -463,13 +463,14 @@ class Engine:
         if retention:  # the stream is known: the search for this observation looked it up
             stream_retention = self._streams[obs.stream_id].retention_ms
             retention = rules.combined_retention(retention, stream_retention)
+        if state is None:
+            state = rules.updated(
+                self.method, cluster.unit, cluster.norm, unit, obs.count, self.alpha
+            )
         changed = Cluster(
             id=cluster.id,
-            state=(
-                rules.updated_state(self.method, cluster.state, unit, obs.count, self.alpha)
-                if state is None
-                else state
-            ),
+            unit=state[0],
+            norm=state[1],
             num_observations=cluster.num_observations + obs.count,
             realized=realized,
             first_time=cluster.first_time,
@@ -522,9 +523,11 @@ class Engine:
         track: str,
     ) -> str:
         cluster_id = self._free_id(obs, scratch)
+        first_unit, norm = rules.initial(self.method, unit, obs.count)
         cluster = Cluster(
             id=cluster_id,
-            state=rules.initial_state(self.method, unit, obs.count),
+            unit=first_unit,
+            norm=norm,
             num_observations=obs.count,
             realized=False,
             first_time=obs.time,
@@ -567,9 +570,7 @@ class Engine:
                 tracks.remember(self.track_members, old, cluster)
             self._mortal += (cluster.retention_ms > 0) - (old is not None and old.retention_ms > 0)
             self._schedule(cluster)
-        self.index.upsert(
-            [c.key for c in clusters], rules.units(np.stack([c.state for c in clusters]))
-        )
+        self.index.upsert([c.key for c in clusters], np.stack([c.unit for c in clusters]))
 
     def _drop(self, keys: Sequence[str]) -> None:
         if not keys:

@@ -180,12 +180,15 @@ def _merged(method: str, older: Cluster, younger: Cluster) -> Cluster:
     # The survivor holds the track that fed either of the two last (app/engine/tracks.py).
     newer_track = (younger.track_time, younger.key) > (older.track_time, older.key)
     tracked = younger if newer_track else older
+    unit, norm = rules.merged(
+        method,
+        (older.unit, older.norm, older.num_observations),
+        (younger.unit, younger.norm, younger.num_observations),
+    )
     return replace(
         older,
-        state=rules.merged_state(
-            method, older.state, older.num_observations, younger.state,
-            younger.num_observations,
-        ),
+        unit=unit,
+        norm=norm,
         num_observations=older.num_observations + younger.num_observations,
         realized=older.realized or younger.realized,
         last_time=max(older.last_time, younger.last_time),

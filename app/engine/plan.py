@@ -20,7 +20,6 @@ clusters), the caller decides the rest one at a time.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,21 +69,27 @@ class Plan:
 
     ``targets[i]`` is an index slot, or ``size + j`` for the cluster row ``j`` created
     (``j == i`` when row ``i`` created it); ``sims[i]`` the similarity it was chosen at (-inf
-    when there was no candidate); ``states[i]`` the accumulator row ``i`` left its cluster with.
+    when there was no candidate); ``units[i]`` and ``norms[i]`` the accumulator row ``i`` left
+    its cluster with (app/engine/rules.py).
     ``rounds`` counts the products of rows with versions it took; ``dense`` says whether one
     of them compared every row with every version because the batch created many clusters.
     """
 
     targets: list[int]
     sims: list[float]
-    states: np.ndarray
+    units: np.ndarray
+    norms: np.ndarray
     decided: int
     rounds: int
     dense: bool = False
 
+    def state(self, row: int) -> tuple[np.ndarray, float]:
+        """The unit and norm row ``row`` left its cluster with (a copy)."""
+        return self.units[row].copy(), float(self.norms[row])
+
 
 class _Versions:
-    """Each row's touch of the plan: the state it leaves, its unit, last time and retention.
+    """Each row's touch of the plan: the unit and norm it leaves, last time and retention.
 
     Rows are computed a generation at a time: first every cluster's first touch in the batch
     (all at once), then every second touch, and so on, with the update rules on whole arrays.
@@ -93,8 +98,8 @@ class _Versions:
     def __init__(self, batch: Batch) -> None:
         rows, dim = batch.units.shape
         self.batch = batch
-        self.states = np.zeros((rows, dim), dtype=np.float32)
         self.units = np.zeros((rows, dim), dtype=np.float32)
+        self.norms = np.zeros(rows, dtype=np.float64)
         self.last_time = np.zeros(rows, dtype=np.int64)
         self.retention = np.zeros(rows, dtype=np.int64)
         self.members = np.zeros(rows, dtype=np.int64)  # observations in the cluster after a row
@@ -109,13 +114,12 @@ class _Versions:
         self.targets = targets
         previous, generation = _chains(targets)
         rows = np.arange(start, len(targets))
+        before = self.units[start:].copy()
         for g in range(int(generation[start:].max()) + 1 if len(rows) else 0):
             at = rows[generation[start:] == g]
             if len(at):
                 self._touch(at, targets[at], previous[at])
-        units = rules.units(self.states[start:])
-        self.changed[start:] |= (units != self.units[start:]).any(axis=1)
-        self.units[start:] = units
+        self.changed[start:] |= (before != self.units[start:]).any(axis=1)
 
     def _touch(self, at: np.ndarray, targets: np.ndarray, previous: np.ndarray) -> None:
         """States after rows ``at``, each the first touch of its cluster or after ``previous``."""
@@ -123,18 +127,21 @@ class _Versions:
         units, counts, times = b.units[at], b.counts[at], b.times[at]
         created = targets == b.size + at
         before = np.zeros_like(units)
+        before_norms = np.zeros(len(at), dtype=np.float64)
         last = np.zeros(len(at), dtype=np.int64)
         retention = np.zeros(len(at), dtype=np.int64)
         members = np.zeros(len(at), dtype=np.int64)
         chained = previous >= 0
-        before[chained] = self.states[previous[chained]]
+        before[chained] = self.units[previous[chained]]
+        before_norms[chained] = self.norms[previous[chained]]
         last[chained] = self.last_time[previous[chained]]
         retention[chained] = self.retention[previous[chained]]
         members[chained] = self.members[previous[chained]]
         fresh = np.flatnonzero(~chained & ~created)
         if len(fresh):
             known = [self.cluster(slot) for slot in targets[fresh].tolist()]
-            before[fresh] = np.stack([c.state for c in known])
+            before[fresh] = np.stack([c.unit for c in known])
+            before_norms[fresh] = [c.norm for c in known]
             last[fresh] = [c.last_time for c in known]
             retention[fresh] = [c.retention_ms for c in known]
             members[fresh] = [c.num_observations for c in known]
@@ -142,9 +149,14 @@ class _Versions:
         retention = np.where(
             (retention == 0) | (stream_retention == 0), 0, np.maximum(retention, stream_retention)
         )
-        states = rules.updated_states(b.method, before, units, counts, b.alpha)
-        states[created] = rules.initial_states(b.method, units[created], counts[created])
-        self.states[at] = states
+        new_units, norms = rules.updated_rows(
+            b.method, before, before_norms, units, counts, b.alpha
+        )
+        new_units[created], norms[created] = rules.initial_rows(
+            b.method, units[created], counts[created]
+        )
+        self.units[at] = new_units
+        self.norms[at] = norms
         self.last_time[at] = np.where(created, times, np.maximum(last, times))
         self.retention[at] = np.where(created, stream_retention, retention)
         self.members[at] = members + counts
@@ -206,7 +218,8 @@ def decide(batch: Batch) -> Plan:
         versions.rebuild(targets, start - 1)
         if start >= rows:
             return Plan(
-                targets.tolist(), sims.tolist(), versions.states, rows, rounds, products.dense_used
+                targets.tolist(), sims.tolist(), versions.units, versions.norms, rows, rounds,
+                products.dense_used,
             )
         touches = (_next_touch(targets, positions), products)
         derived, derived_sims = _derive(batch, hits, start, targets, versions, touches)
@@ -214,7 +227,8 @@ def decide(batch: Batch) -> Plan:
         sims[start:] = derived_sims[start:]
         if len(wrong) == 0:
             return Plan(
-                targets.tolist(), sims.tolist(), versions.states, rows, rounds, products.dense_used
+                targets.tolist(), sims.tolist(), versions.units, versions.norms, rows, rounds,
+                products.dense_used,
             )
         first = start + int(wrong[0])
         confirmed = first + 1 - start
@@ -224,7 +238,8 @@ def decide(batch: Batch) -> Plan:
             break  # choices that each hang on the one before: cheaper one at a time
     versions.rebuild(targets, start - 1)  # the last corrected row's state
     return Plan(
-        targets.tolist(), sims.tolist(), versions.states, start, rounds, products.dense_used
+        targets.tolist(), sims.tolist(), versions.units, versions.norms, start, rounds,
+        products.dense_used,
     )
 
 
@@ -479,8 +494,8 @@ def _joins_improved(
 ) -> np.ndarray:
     """``repair.joins`` for rows ``start`` on: the mean similarity to the chosen cluster's members.
 
-    The same arithmetic in the same order as one at a time, so the same bits: the squared norm
-    of a state is its own dot product, its square root taken in double precision.
+    The same arithmetic in the same order as one at a time, so the same bits: a state's norm
+    is kept with it (app/engine/rules.py).
     """
     discount = batch.size_discount or 0.0
     thresholds = batch.thresholds[start:]
@@ -496,11 +511,10 @@ def _joins_improved(
     for i, row in enumerate(rows.tolist()):
         if touched[row]:
             version = int(pick[row])
-            state, members[i] = versions.states[version], versions.members[version]
+            norms[i], members[i] = versions.norms[version], versions.members[version]
         else:
             cluster = versions.cluster(int(best_slot[row]))
-            state, members[i] = cluster.state, cluster.num_observations
-        norms[i] = math.sqrt(float(np.dot(state, state)))
+            norms[i], members[i] = cluster.norm, cluster.num_observations
     counts = batch.counts[start:][rows].astype(np.float64)
     mean = best_sim[rows] * norms / members
     reduction = discount * (1.0 - np.sqrt((1.0 / counts + 1.0 / members) / 2.0))

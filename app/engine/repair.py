@@ -25,7 +25,6 @@ of means removes that drift; the size discount then spends the precision it save
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,12 +42,12 @@ def mean_member_similarity(cluster: Cluster, sim: float) -> float:
     ``x . S / n = sim * |S| / n`` (exact for SIMPLE_AVERAGE sums).
 
     >>> from app.engine.types import Cluster, ClusterId
-    >>> state = np.array([1.0, 1.0], dtype=np.float32)  # members (1, 0) and (0, 1)
-    >>> c = Cluster(ClusterId(0, "k", "s"), state, 2, True, 0, 0, ("s",), 0, 1, 0, 0)
+    >>> unit = np.array([0.5, 0.5], dtype=np.float32) ** 0.5  # members (1, 0) and (0, 1)
+    >>> c = Cluster(ClusterId(0, "k", "s"), unit, 2**0.5, 2, True, 0, 0, ("s",), 0, 1, 0, 0)
     >>> round(mean_member_similarity(c, float(np.sqrt(0.5))), 6)  # x = (1, 0): mean of 1 and 0
     0.5
     """
-    return sim * float(np.linalg.norm(cluster.state)) / cluster.num_observations
+    return sim * cluster.norm / cluster.num_observations
 
 
 def joins(
@@ -72,8 +71,7 @@ def joins(
         return False
     cluster = scratch.touched.get(key) or engine.clusters[key]
     n = cluster.num_observations
-    state = cluster.state
-    mean = sim * math.sqrt(float(np.dot(state, state))) / n  # mean_member_similarity, inlined
+    mean = sim * cluster.norm / n  # mean_member_similarity, inlined
     return mean >= threshold - mode.discount(count, n)
 
 
@@ -109,8 +107,8 @@ def candidate_pairs(
     seen, where = np.unique(np.concatenate([query_slots, slots[found]]), return_inverse=True)
     keys = [index.key_at(int(slot)) for slot in seen]
     counts = np.array([clusters[k].num_observations for k in keys], dtype=np.float64)
-    states = np.stack([clusters[k].state for k in keys]).astype(np.float64)
-    scale = np.linalg.norm(states, axis=1) / counts  # |S| / n: mean member sim = sim * s_a * s_b
+    norms = np.array([clusters[k].norm for k in keys], dtype=np.float64)
+    scale = norms / counts  # |S| / n: mean member sim = sim * s_a * s_b
     a = where[: len(queries)][:, None].repeat(slots.shape[1], axis=1)
     b = np.zeros_like(slots)
     b[found] = where[len(queries) :]

@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from app.engine import rules
 from app.engine.types import Cluster, Decision, Event, StepResult
 
 
@@ -69,7 +68,7 @@ class BatchScratch:
             self._sims[row] = -np.inf
             return
         vector = self._matrix[row]
-        rules.unit_into(cluster.state, vector)
+        vector[:] = cluster.unit
         self._alive[row] = True
         np.dot(self._block_units, vector, out=self._sims[row, : len(self._block_units)])
 

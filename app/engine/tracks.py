@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.engine import rules
 from app.engine.types import Cluster
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ def linked(
     if not engine.alive_at(cluster, time):  # expired, or removed at its realization
         return None
     key = cluster.key
-    sim = best_sim if key == best_key else float(rules.unit(cluster.state) @ unit)
+    sim = best_sim if key == best_key else float(cluster.unit @ unit)
     if sim < config.threshold:
         return None
     better = best_key is not None and best_key != key and best_sim > sim

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeVar, dataclass_transform
+from typing import Any, TypeVar, dataclass_transform
 
 import numpy as np
+
+from app.engine.rules import normalized
 
 _T = TypeVar("_T")
 
@@ -82,8 +84,10 @@ class Observation:
 class Cluster:
     """A cluster's whole state at one version, exactly what the store keeps.
 
-    ``state`` is the method's accumulator of unit vectors: the weighted sum for SIMPLE_AVERAGE,
-    the moving average for EXP_AVERAGE, the last vector for USE_LAST. ``pending`` counts the
+    The method's accumulator of unit vectors (the weighted sum for SIMPLE_AVERAGE, the moving
+    average for EXP_AVERAGE, the last vector for USE_LAST) is kept as ``unit``, its direction
+    (float32, L2-normalised: the representative), and ``norm``, its length (app/engine/rules.py).
+    ``pending`` counts the
     observations towards (re-)realization since ``pending_since``. ``retention_ms`` 0 is forever.
     ``last_emit_time`` is -1 until an event about it went downstream; ``emitted`` says whether
     consumers have seen it at all. ``track`` is the last tracker track (``stream/track id``) that
@@ -92,7 +96,8 @@ class Cluster:
     """
 
     id: ClusterId
-    state: np.ndarray
+    unit: np.ndarray
+    norm: float
     num_observations: int
     realized: bool
     first_time: int
@@ -116,11 +121,26 @@ class Cluster:
 
     @property
     def representative(self) -> np.ndarray:
-        """The L2-normalised representative (float32)."""
-        norm = float(np.linalg.norm(self.state))
-        if norm == 0.0:
-            return self.state.astype(np.float32, copy=True)
-        return (self.state / norm).astype(np.float32, copy=False)
+        """The L2-normalised representative (float32): the accumulator's direction."""
+        return self.unit
+
+    @property
+    def state(self) -> np.ndarray:
+        """The accumulator itself (float32), ``unit * norm``: for tools and reports."""
+        return (self.unit.astype(np.float64) * self.norm).astype(np.float32)
+
+    @classmethod
+    def from_state(cls, state: np.ndarray, **fields: Any) -> Cluster:
+        """A cluster given its accumulator rather than its direction and length.
+
+        >>> c = Cluster.from_state(np.array([3.0, 4.0]), id=ClusterId(0, "k", "s"),
+        ...     num_observations=5, realized=False, first_time=0, last_time=0, streams=("s",),
+        ...     retention_ms=0, version=1, pending=0, pending_since=0)
+        >>> c.unit.tolist(), c.norm
+        ([0.6000000238418579, 0.800000011920929], 5.0)
+        """
+        units, norms = normalized(np.asarray(state, dtype=np.float64)[None])
+        return cls(unit=units[0], norm=float(norms[0]), **fields)
 
 
 @value

@@ -3,6 +3,11 @@
 A positional array (not a map) keeps each blob small, since a million clusters live in one
 Redis hash; the leading format number lets a later layout be read next to this one. The vector
 is little-endian float32 whatever the host, and decoding wraps the blob's bytes without a copy.
+
+Format 2 holds the accumulator as its unit direction and its norm (app/engine/rules.py).
+Format 1, written before, held the accumulator itself; it is still read (a store written by an
+older worker), its direction and norm computed on the way in. Blobs are always written in
+format 2.
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ from collections.abc import Iterable
 import msgpack
 import numpy as np
 
+from app.engine.rules import normalized
 from app.engine.types import Cluster, ClusterId
 
-FORMAT = 1
+FORMAT = 2
+ACCUMULATOR_FORMAT = 1  # the accumulator stored whole: read, never written
 _F32 = np.dtype("<f4")
 _unpack = msgpack.unpackb
 
 # Cluster's fields after ``id``, in declaration order: the blob's layout from its fifth item on.
 LAYOUT = (
-    "state",
+    "unit",
+    "norm",
     "num_observations",
     "realized",
     "first_time",
@@ -40,9 +48,9 @@ LAYOUT = (
 )
 
 
-def encode_state(state: np.ndarray) -> bytes:
+def encode_vector(vector: np.ndarray) -> bytes:
     """Little-endian float32 bytes of a vector (no conversion when it already is one)."""
-    return np.ascontiguousarray(state, dtype=_F32).tobytes()
+    return np.ascontiguousarray(vector, dtype=_F32).tobytes()
 
 
 def encode_cluster(cluster: Cluster) -> bytes:
@@ -53,7 +61,7 @@ def encode_cluster(cluster: Cluster) -> bytes:
         cid.first_detection_time,
         cid.first_detection_key,
         cid.first_detection_stream_id,
-        encode_state(cluster.state),
+        encode_vector(cluster.unit),
     ]
     fields += [getattr(cluster, name) for name in LAYOUT[1:]]
     return msgpack.packb(fields, use_bin_type=True, default=_plain)
@@ -74,11 +82,14 @@ def decode_cluster(blob: bytes) -> Cluster:
     positionally: a million clusters decode markedly faster that way at index bootstrap.
     """
     fields = _unpack(blob, use_list=False, raw=False)
-    if fields[0] != FORMAT:
-        message = f"unknown cluster blob format {fields[0]!r}"
-        raise ValueError(message)
     cid = ClusterId(fields[1], fields[2], fields[3])
-    return Cluster(cid, np.frombuffer(fields[4], dtype=_F32), *fields[5:])
+    if fields[0] == FORMAT:
+        return Cluster(cid, np.frombuffer(fields[4], dtype=_F32), *fields[5:])
+    if fields[0] == ACCUMULATOR_FORMAT:
+        units, norms = normalized(np.frombuffer(fields[4], dtype=_F32)[None])
+        return Cluster(cid, units[0], float(norms[0]), *fields[5:])
+    message = f"unknown cluster blob format {fields[0]!r}"
+    raise ValueError(message)
 
 
 def decode_many(blobs: Iterable[bytes]) -> list[Cluster]:

@@ -119,7 +119,7 @@ async def near_duplicates(
     if len(clusters) < 2:
         return []
     index = make_index(settings.index_type, settings.device)
-    index.upsert(list(clusters), np.stack([rules.unit(c.state) for c in clusters.values()]))
+    index.upsert(list(clusters), np.stack([c.unit for c in clusters.values()]))
     found = maintenance.knn_pairs(index, list(clusters), k, lambda _a, _b, sim: sim > threshold)
     return [(sim, *maintenance.by_age(clusters[a], clusters[b])) for sim, a, b in found]
 

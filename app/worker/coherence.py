@@ -20,17 +20,16 @@ from app.engine.rules import coherence
 
 LOW = 0.5  # below this, members are on average further than 60 degrees from their representative
 CHUNK = 50_000
-_PROBE = np.ones(1, dtype=np.float32)
 
 
 def has_coherence(method: str) -> bool:
     """Whether clusters of ``method`` have a coherence (asked of ``rules.coherence`` itself)."""
-    return coherence(method, _PROBE, 1) is not None
+    return coherence(method, 1.0, 1) is not None
 
 
 def coherences(method: str, clusters: Sequence[Cluster]) -> np.ndarray:
     """``rules.coherence`` of each cluster, in order, for a method that ``has_coherence``."""
-    values = (coherence(method, c.state, c.num_observations) for c in clusters)
+    values = (coherence(method, c.norm, c.num_observations) for c in clusters)
     return np.fromiter(values, dtype=np.float64, count=len(clusters))
 
 

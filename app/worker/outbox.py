@@ -113,7 +113,7 @@ class OutboxWriter:
             headers.append((CLUSTER_ID_HEADER, event.key.encode()))
         cluster = event.cluster
         if cluster is not None and self.method is not None:
-            score = coherence(self.method, cluster.state, cluster.num_observations)
+            score = coherence(self.method, cluster.norm, cluster.num_observations)
             if score is not None:
                 headers.append((COHERENCE_HEADER, repr(score).encode()))
         return tuple(headers)

@@ -37,7 +37,7 @@ MakeStore = Callable[..., Awaitable[StateStore]]
 
 def cluster(key: str, version: int = 1, n: int = 1, d: int = 4, **changes: Any) -> Cluster:
     """A cluster whose vector and counters depend on ``version`` and ``n``."""
-    base = Cluster(
+    base = Cluster.from_state(
         id=ClusterId(1_700_000_000_000, key, "cam"),
         state=(np.arange(d, dtype=np.float32) + version) / 7,
         num_observations=n,
@@ -55,10 +55,10 @@ def cluster(key: str, version: int = 1, n: int = 1, d: int = 4, **changes: Any) 
 
 def assert_same(got: Cluster, want: Cluster) -> None:
     """Field-by-field equality, the vector compared by value and dtype."""
-    assert got.state.dtype == np.float32
-    np.testing.assert_array_equal(got.state, want.state)
+    assert got.unit.dtype == np.float32
+    np.testing.assert_array_equal(got.unit, want.unit)
     for f in dataclasses.fields(Cluster):
-        if f.name != "state":
+        if f.name != "unit":
             assert getattr(got, f.name) == getattr(want, f.name), f.name
 
 
@@ -459,6 +459,20 @@ def test_blobs_written_before_track_linking_still_decode() -> None:
     back = decode_cluster(msgpack.packb(earlier, use_bin_type=True))
     assert_same(back, plain)
     assert (back.track, back.track_time) == ("", -1)
+
+
+def test_blobs_of_the_accumulator_format_still_decode() -> None:
+    """A store written when blobs held the accumulator itself reads as its unit and norm."""
+    plain = cluster("a", n=3, version=2)
+    fields = msgpack.unpackb(encode_cluster(plain))
+    state = (plain.unit.astype(np.float64) * plain.norm).astype("<f4")
+    older = [1, *fields[1:4], state.tobytes(), *fields[6:]]
+    back = decode_cluster(msgpack.packb(older, use_bin_type=True))
+    np.testing.assert_allclose(back.unit, plain.unit, rtol=0, atol=1e-7)
+    assert back.norm == pytest.approx(plain.norm, rel=1e-7)
+    assert dataclasses.replace(back, unit=None, norm=0) == dataclasses.replace(
+        plain, unit=None, norm=0
+    )
 
 
 def test_codec_takes_numpy_scalars() -> None:

@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def first(key: str) -> Cluster:
     """The cluster as it is before any increment."""
-    return Cluster(id=ClusterId(0, key.split(":")[1], "race"), state=np.zeros(4, np.float32),
-                   num_observations=0, realized=True, first_time=0, last_time=0,
+    return Cluster(id=ClusterId(0, key.split(":")[1], "race"), unit=np.zeros(4, np.float32),
+                   norm=0.0, num_observations=0, realized=True, first_time=0, last_time=0,
                    streams=(), retention_ms=0, version=0, pending=0, pending_since=0)
 
 
@@ -51,7 +51,7 @@ async def run(url: str, namespace: str, name: str, keys: int, increments: int) -
         while True:
             old = (await store.get([key])).get(key) or first(key)
             new = dataclasses.replace(old, num_observations=old.num_observations + 1,
-                                      version=old.version + 1, state=old.state + 1)
+                                      version=old.version + 1, unit=old.unit + 1)
             try:
                 await store.commit(Commit(expected={key: old.version}, upserts=[new]))
                 break

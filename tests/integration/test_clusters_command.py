@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 
 def cluster(key: str, n: int, state: list[float] | None = None, first: int = 1000) -> Cluster:
-    return Cluster(
+    return Cluster.from_state(
         id=ClusterId(first, key, "cam"),
         state=np.array(state or [n, 1.0, 0.0], dtype=np.float32),
         num_observations=n, realized=n > 1, first_time=first, last_time=first + 1000,

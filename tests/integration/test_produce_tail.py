@@ -157,7 +157,7 @@ def test_produce_command_sends_a_file_and_writes_its_labels(settings, unique, tm
 
 def cluster(stream: str, key: str, n: int, realized: bool, version: int = 3) -> Cluster:
     vector = np.array([0.6, 0.8, 0.0], np.float32)
-    return Cluster(
+    return Cluster.from_state(
         id=ClusterId(int(key.split("_")[0]), key, stream), state=vector * n, num_observations=n,
         realized=realized, first_time=T0, last_time=T0, streams=(stream,), retention_ms=0,
         version=version, pending=0, pending_since=T0,

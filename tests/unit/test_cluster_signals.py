@@ -36,7 +36,7 @@ def config(method: str = "SIMPLE_AVERAGE", **clustering: object):  # noqa: ANN20
 
 def cluster(key: str, vector: list[float], n: int, first: int, realized: bool = True) -> Cluster:
     unit = np.asarray(vector, dtype=np.float32) / np.linalg.norm(vector)
-    return Cluster(
+    return Cluster.from_state(
         id=ClusterId(first, key, "cam"), state=(unit * n).astype(np.float32),
         num_observations=n, realized=realized, first_time=first, last_time=first + 10,
         streams=("cam",), retention_ms=0, version=3, pending=0, pending_since=first,
@@ -53,20 +53,26 @@ def stored(*clusters: Cluster) -> MemoryStore:
 def test_coherences_are_rules_coherence_of_each_cluster():
     rng = np.random.default_rng(1)
     clusters = [
-        Cluster(ClusterId(i, f"k{i}", "cam"), rng.normal(size=4).astype(np.float32), n, True,
-                0, 0, ("cam",), 0, 1, 0, 0)
+        Cluster.from_state(
+            rng.normal(size=4).astype(np.float32), id=ClusterId(i, f"k{i}", "cam"),
+            num_observations=n, realized=True, first_time=0, last_time=0, streams=("cam",),
+            retention_ms=0, version=1, pending=0, pending_since=0,
+        )
         for i, n in enumerate(rng.integers(1, 9, 50).tolist())
     ]
     for method in ("SIMPLE_AVERAGE", "EXP_AVERAGE"):
-        expected = [coherence(method, c.state, c.num_observations) for c in clusters]
+        expected = [coherence(method, c.norm, c.num_observations) for c in clusters]
         np.testing.assert_array_equal(coherences(method, clusters), expected)
 
 
 def test_the_summary_leaves_out_single_observations_and_is_cached():
     clusters = {c.key: c for c in [cluster("a", [1, 0], 1, 0), cluster("b", [1, 0], 4, 1)]}
     b = clusters["cam:b"]
-    clusters["cam:b"] = Cluster(b.id, np.array([1.0, 1.0], np.float32), 4, True, 0, 0,
-                                ("cam",), 0, 1, 0, 0)
+    clusters["cam:b"] = Cluster.from_state(
+        np.array([1.0, 1.0], np.float32), id=b.id, num_observations=4, realized=True,
+        first_time=0, last_time=0, streams=("cam",), retention_ms=0, version=1, pending=0,
+        pending_since=0,
+    )
     now = [0.0]
     summary = CoherenceSummary(ttl_s=10, clock=lambda: now[0])
     first = asyncio.run(summary.get("SIMPLE_AVERAGE", clusters))

@@ -38,7 +38,7 @@ def test_a_settled_cluster_is_still_freed_once_replaced(unfrozen: None) -> None:
     engine.step([Observation(np.ones(4, np.float32), "cam", "a", 0)])
     heap.settle()
     first = engine.clusters["cam:a"]
-    state = first.state
+    state = first.unit
     held = sys.getrefcount(state)
     del first
     engine.step([Observation(np.ones(4, np.float32), "cam", "b", 1)])  # a new version of cam:a

@@ -82,7 +82,7 @@ def _same_clusters(a: Engine, b: Engine) -> bool:
     assert a.clusters.keys() == b.clusters.keys()
     for key, cluster in a.clusters.items():
         other = b.clusters[key]
-        assert np.array_equal(cluster.state, other.state), key
-        assert replace(cluster, state=None) == replace(other, state=None), key
+        assert np.array_equal(cluster.unit, other.unit), key
+        assert replace(cluster, unit=None) == replace(other, unit=None), key
     assert sorted(a.index.key_at(s) for s in range(len(a.index))) == sorted(a.clusters)
     return True

@@ -48,7 +48,7 @@ def unit_at(degrees: float) -> np.ndarray:
 def cluster(key: str, members: list[np.ndarray], time: int = 0) -> Cluster:
     """A SIMPLE_AVERAGE cluster holding ``members`` (unit vectors), as the store would."""
     state = np.sum(members, axis=0).astype(np.float32)
-    return Cluster(
+    return Cluster.from_state(
         id=ClusterId(time, key, "a"), state=state, num_observations=len(members), realized=True,
         first_time=time, last_time=time, streams=("a",), retention_ms=0, version=1, pending=0,
         pending_since=time, emitted=True,

@@ -106,8 +106,8 @@ def test_a_requested_merge_is_the_merge_the_pass_makes() -> None:
     assert asked.expected == by_pass.expected
     assert asked.deletions == by_pass.deletions == ("cam:2_0",)
     ((kept,), (expected,)) = asked.upserts, by_pass.upserts
-    np.testing.assert_array_equal(kept.state, expected.state)
-    assert replace(kept, state=None) == replace(expected, state=None)
+    np.testing.assert_array_equal(kept.unit, expected.unit)
+    assert replace(kept, unit=None) == replace(expected, unit=None)
     assert (kept.num_observations, kept.realized, kept.version) == (4, True, 2)
     assert [(e.type, e.event_id, e.merged_clusters) for e in asked.events] == [
         (e.type, e.event_id, e.merged_clusters) for e in by_pass.events

@@ -49,8 +49,8 @@ def assert_same_clusters(a: Engine, b: Engine) -> None:
     assert a.clusters.keys() == b.clusters.keys()
     for key, cluster in a.clusters.items():
         other = b.clusters[key]
-        assert np.array_equal(cluster.state, other.state), key
-        assert replace(cluster, state=None) == replace(other, state=None)
+        assert np.array_equal(cluster.unit, other.unit), key
+        assert replace(cluster, unit=None) == replace(other, unit=None)
 
 
 class Unbounded(NumpyIndex):

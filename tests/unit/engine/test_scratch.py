@@ -16,7 +16,10 @@ from app.engine.types import Cluster, ClusterId
 
 
 def cluster(key: str, state: np.ndarray) -> Cluster:
-    return Cluster(ClusterId(0, key, "cam"), state, 1, True, 0, 0, ("cam",), 0, 1, 0, 0)
+    return Cluster.from_state(
+        state, id=ClusterId(0, key, "cam"), num_observations=1, realized=True, first_time=0,
+        last_time=0, streams=("cam",), retention_ms=0, version=1, pending=0, pending_since=0,
+    )
 
 
 @settings(max_examples=60, deadline=None)

@@ -23,7 +23,7 @@ FIRST_JSON = {
 
 
 def cluster(state: list[float], count: int = 7, realized: bool = True) -> Cluster:
-    return Cluster(
+    return Cluster.from_state(
         id=FIRST,
         state=np.asarray(state, dtype=np.float32),
         num_observations=count,

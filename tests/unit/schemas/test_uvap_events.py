@@ -32,7 +32,7 @@ SECOND_JSON = {
 
 def cluster(kind: str = "PERSON_FACE", realized: bool = True, count: int = 2) -> Cluster:
     state = np.asarray([3.0, 4.0, 0.0], dtype=np.float32) * count / 5
-    return Cluster(
+    return Cluster.from_state(
         id=FIRST, state=state, num_observations=count, realized=realized,
         first_time=FIRST.first_detection_time, last_time=1571146859533,
         streams=("entranceCamera",), retention_ms=0, version=5, pending=0, pending_since=0,
