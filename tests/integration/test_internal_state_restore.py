@@ -40,7 +40,7 @@ TRANSACTION = 500
 
 
 def cluster(i: int, version: int) -> Cluster:
-    return Cluster(
+    return Cluster.from_state(
         id=ClusterId(1000 + i, f"k{i}", "cam"),
         state=np.array([i, version, 1.0], dtype=np.float32),
         num_observations=version, realized=version > 1, first_time=1000 + i,

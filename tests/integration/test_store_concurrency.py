@@ -31,7 +31,7 @@ async def test_racing_workers_lose_no_increment(redis_url: str, unique: str) -> 
         for key, cluster in by_key.items():
             commits = sum(int(r["commits"].get(key, 0)) for r in reports)  # type: ignore[union-attr]
             assert cluster.version == cluster.num_observations == commits
-            np.testing.assert_array_equal(cluster.state, np.full(4, commits, np.float32))
+            np.testing.assert_array_equal(cluster.unit, np.full(4, commits, np.float32))
         assert sum(int(r["conflicts"]) for r in reports) > 0  # type: ignore[call-overload]
     finally:
         await store._redis.delete(f"{{{unique}}}:test-gate")

@@ -239,7 +239,7 @@ async def test_racing_processes_lose_no_increment(
     for c in clusters:
         commits = sum(int(r["commits"].get(c.key, 0)) for r in reports)
         assert c.version == c.num_observations == commits
-        np.testing.assert_array_equal(c.state, np.full(4, commits, np.float32))
+        np.testing.assert_array_equal(c.unit, np.full(4, commits, np.float32))
     assert sum(int(r["conflicts"]) for r in reports) > 0
     assert isinstance(store, RedisStore)
     await store._redis.delete(f"{{{unique}}}:test-gate")
