@@ -1,10 +1,10 @@
-"""Keeps Python's cyclic garbage collector off the clusters a worker holds.
+"""Keeps Python's cyclic garbage collector off the long-lived objects a worker holds.
 
-A worker holds two or three objects the collector tracks per cluster (the ``Cluster``, its
-``ClusterId``, ...). A full collection walks all of them: at 1M clusters about 430 ms, a stall
-taken whenever the oldest generation has grown by a quarter, that grows with the cluster count.
-Clusters form no reference cycles, so they never need the collector: reference counting frees
-a version as soon as the next one replaces it. ``settle`` collects once, then moves every
+The engine holds its clusters as rows of arrays (app/engine/columns.py), not as objects; what
+a worker still keeps for long (due-time entries, track sets, modules, caches) would be walked
+by every full collection, a stall taken whenever the oldest generation has grown by a quarter.
+Those objects form no reference cycles, so they never need the collector: reference counting
+frees each as soon as it is dropped. ``settle`` collects once, then moves every
 survivor into the permanent generation (``gc.freeze``), where collections no longer walk it;
 later collections cost what was created since. Reference cycles made after a ``settle`` are
 collected as usual, and the next ``settle`` collects before it freezes, so nothing is kept

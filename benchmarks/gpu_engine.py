@@ -68,12 +68,14 @@ class TorchIndex(TableBacked):
         if self.fp16:
             self._half[index] = values.half()
 
-    def remove(self, keys: Sequence[str]) -> None:
+    def remove(self, keys: Sequence[str]) -> list[tuple[str, int, int]]:
         """Swap-remove in the table, and move the same rows on the device."""
-        for _, old, new in self.table.remove(keys):
+        moved = self.table.remove(keys)
+        for _, old, new in moved:
             self._rows[new] = self._rows[old]
             if self.fp16:
                 self._half[new] = self._half[old]
+        return moved
 
     @property
     def exact_top_k(self) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -75,10 +76,16 @@ def make_centres(rng: np.random.Generator, n: int, model: str) -> np.ndarray:
 
 
 def make_clusters(centres: np.ndarray, rng: np.random.Generator) -> list[Cluster]:
-    """Clusters of 1 to 20 observations (a SIMPLE_AVERAGE sum) whose units view ``centres``.
+    """Clusters of 1 to 20 observations (a SIMPLE_AVERAGE sum) whose units view ``centres``."""
+    return [c for page in cluster_pages(centres, rng) for c in page]
+
+
+def cluster_pages(centres: np.ndarray, rng: np.random.Generator) -> Iterator[list[Cluster]]:
+    """``make_clusters`` a page of ``LOAD_CHUNK`` at a time, as a worker reads the store.
 
     The rows are normalised in place, a chunk at a time, so the units cost no memory beyond the
-    array.
+    array. A page's values are made only when it is asked for, so a loader that drops each page
+    after loading it never holds them all.
     """
     counts = rng.integers(1, 21, len(centres))
     norms = np.empty(len(centres), dtype=np.float64)
@@ -86,16 +93,17 @@ def make_clusters(centres: np.ndarray, rng: np.random.Generator) -> list[Cluster
         hi = min(len(centres), lo + 65_536)
         sums = centres[lo:hi] * counts[lo:hi, None].astype(np.float32)
         centres[lo:hi], norms[lo:hi] = rules.normalized(sums)
-    clusters = []
-    for i, count in enumerate(counts.tolist()):
-        stream = STREAMS[i % len(STREAMS)]
-        clusters.append(Cluster(
-            id=ClusterId(START_MS, f"pre{i}", stream), unit=centres[i], norm=float(norms[i]),
-            num_observations=count, realized=True, first_time=START_MS, last_time=START_MS,
-            streams=(stream,), retention_ms=0, version=1, pending=0, pending_since=START_MS,
-            last_emit_time=START_MS, emitted=True,
-        ))
-    return clusters
+    for lo in range(0, len(centres), LOAD_CHUNK):
+        page = []
+        for i in range(lo, min(len(centres), lo + LOAD_CHUNK)):
+            stream = STREAMS[i % len(STREAMS)]
+            page.append(Cluster(
+                id=ClusterId(START_MS, f"pre{i}", stream), unit=centres[i], norm=float(norms[i]),
+                num_observations=int(counts[i]), realized=True, first_time=START_MS,
+                last_time=START_MS, streams=(stream,), retention_ms=0, version=1, pending=0,
+                pending_since=START_MS, last_emit_time=START_MS, emitted=True,
+            ))
+        yield page
 
 
 def make_observations(
@@ -115,18 +123,26 @@ def make_observations(
 
 def load_bench(kind: str, clusters: list[Cluster], **options: Any) -> tuple[Bench, int]:
     """An engine of ``kind`` loaded chunk by chunk; returns it and the RSS it added."""
+    pages = (clusters[lo : lo + LOAD_CHUNK] for lo in range(0, len(clusters), LOAD_CHUNK))
+    return load_pages(kind, pages, len(clusters), **options)
+
+
+def load_pages(
+    kind: str, pages: Iterable[Sequence[Cluster]], count: int, **options: Any
+) -> tuple[Bench, int]:
+    """``load_bench`` from ``count`` clusters in pages, loaded as a worker bootstraps."""
     config = ClusteringConfig.for_threshold(THRESHOLD, STREAMS)
     index = make_index(kind, "cpu", **options)
     engine = Engine(config, index, search_k=SEARCH_K)
     before = rss_bytes()
     began = time.perf_counter()
-    with progress(len(clusters), f"load {kind}") as bar:
-        for lo in range(0, len(clusters), LOAD_CHUNK):
-            engine.load(clusters[lo : lo + LOAD_CHUNK])
-            bar.update(min(LOAD_CHUNK, len(clusters) - lo))
+    with progress(count, f"load {kind}") as bar, engine.loading(count):
+        for page in pages:
+            engine.load(page)
+            bar.update(len(page))
     seconds = time.perf_counter() - began
     grown = rss_bytes() - before
-    log(f"million: {kind} loaded {len(clusters):,} clusters in {seconds:.1f} s,"
+    log(f"million: {kind} loaded {count:,} clusters in {seconds:.1f} s,"
         f" RSS +{grown / 2**30:.2f} GiB")
     approximate = getattr(index, "_ann", None) is not None
     return Bench(kind, engine, StageTimer(index), seconds, approximate), grown

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from engine import DIM, log, progress, timed
-from million import load_bench, make_centres, make_clusters, make_observations, rss_bytes
+from million import cluster_pages, load_pages, make_centres, make_observations, rss_bytes
 
 from app import heap
 
@@ -40,13 +40,13 @@ def overhead(
     for n in cluster_counts:
         rng = np.random.default_rng(n)
         log(f"overhead: {n:,} {MODEL} centres, d={DIM}")
-        before = rss_bytes()  # the centres array becomes the clusters' states: count it
+        before = rss_bytes()  # counted once the inputs are freed: what the engine holds
         centres = make_centres(rng, n, MODEL)
         stream = make_observations(centres, rng, observations, MODEL)
-        clusters = make_clusters(centres, rng)
-        bench, _ = load_bench("exact", clusters)
+        bench, _ = load_pages("exact", cluster_pages(centres, rng), n)
+        del centres  # the engine holds the clusters now, as rows
+        gc.collect()
         grown = rss_bytes() - before
-        del clusters, centres  # the engine holds the states now
         if n == max(cluster_counts):
             tracked = len(gc.get_objects())
             size = {

@@ -17,17 +17,19 @@ Between the two a worker stores the result atomically, and can throw it away on 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from app.engine import maintenance, plan, repair, rules, tracks
+from app.engine.columns import FIELD, ClusterColumns
 from app.engine.deadlines import Deadlines
 from app.engine.lifecycle import REMOVE, Lifecycle, reg_event
 from app.engine.scratch import BatchScratch
-from app.engine.types import Cluster, ClusterId, Decision, Observation, StepResult
+from app.engine.types import Cluster, ClusterId, Decision, Lifespan, Observation, StepResult
 from app.errors import UnknownStream
 
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ class Engine:
         self.planned = planned  # False: every batch decided one observation at a time
         self._unplanned = 0  # batches left to decide one at a time before planning again
         self._pause = UNPLANNED_BATCHES  # how many after the next costly plan
-        self.clusters: dict[str, Cluster] = {}
+        self.clusters = ClusterColumns(index)
         self.watermark = 0
         self.expiries = Deadlines()
         self.realizations = Deadlines()
@@ -112,9 +114,7 @@ class Engine:
     @property
     def dimension(self) -> int:
         """Vector dimension of the clusters held (0 while there are none)."""
-        for cluster in self.clusters.values():
-            return len(cluster.unit)
-        return 0
+        return int(self.index.vectors.shape[1]) if len(self.clusters) else 0
 
     # -- observations -------------------------------------------------------------------------
 
@@ -187,11 +187,18 @@ class Engine:
         times = np.array([o.time for o in observations], dtype=np.int64)
         clusters, index = self.clusters, self.index
 
-        def known(slot: int) -> Cluster:
-            return clusters[index.key_at(slot)]
+        def known(slots: np.ndarray) -> plan.Known:
+            ints, norms = clusters.gather(slots)
+            return plan.Known(
+                units=index.vectors[slots],
+                norms=norms,
+                last_time=ints[:, FIELD["last_time"]],
+                retention_ms=ints[:, FIELD["retention_ms"]],
+                num_observations=ints[:, FIELD["num_observations"]],
+            )
 
         def alive(slot: int, time: int) -> bool:
-            return self.alive_at(clusters[index.key_at(slot)], time)
+            return self.alive_at(clusters.row(index.key_at(slot)), time)
 
         def exhaustive(row: int, excluded: set[int]) -> tuple[int, float]:
             return self._best_untouched(units[row], excluded, int(times[row]))
@@ -296,6 +303,18 @@ class Engine:
         self.apply(result)
         return result
 
+    @contextmanager
+    def loading(self, expected: int = 0) -> Iterator[None]:
+        """About ``expected`` clusters are coming (a bootstrap): room is made for them at once.
+
+        With an eighth more for the clusters made after it: growing a full table copies it
+        (2 GB at 1M clusters, d = 512), and room not yet written costs no resident memory.
+        """
+        room = expected + expected // 8
+        self.clusters.reserve(room)
+        with self.index.loading(room):
+            yield
+
     def load(
         self, clusters: Iterable[Cluster], deletions: Iterable[str] = (), *, force: bool = False
     ) -> None:
@@ -327,7 +346,7 @@ class Engine:
         """One merge pass at event time ``time`` (the watermark) over the changed candidates."""
         return maintenance.merge_pass(self, self.watermark if time is None else time)
 
-    def alive_at(self, cluster: Cluster, time: int) -> bool:
+    def alive_at(self, cluster: Lifespan, time: int) -> bool:
         """Whether an observation at ``time`` may join ``cluster`` (DESIGN.md section 4).
 
         Not when its retention ran out before ``time`` (expired once strictly older), nor when
@@ -337,7 +356,7 @@ class Engine:
         return not self.expired_by(cluster, time) and not self.lifecycle.removed_by(cluster, time)
 
     @staticmethod
-    def expired_by(cluster: Cluster, time: int) -> bool:
+    def expired_by(cluster: Lifespan, time: int) -> bool:
         """Whether ``cluster``'s retention ran out before event time ``time``."""
         retention = cluster.retention_ms
         return retention > 0 and cluster.last_time + retention < time
@@ -360,8 +379,7 @@ class Engine:
 
         The deadline queues compare it with their entries' to skip those that went stale.
         """
-        cluster = self.clusters.get(key)
-        return None if cluster is None else cluster.version
+        return self.clusters.version_of(key)
 
     @staticmethod
     def _units(observations: Sequence[Observation]) -> np.ndarray:
@@ -402,7 +420,7 @@ class Engine:
             if slot < 0:
                 break
             key = self.index.key_at(slot)
-            if key not in scratch.touched and self.alive_at(clusters[key], time):
+            if key not in scratch.touched and self.alive_at(clusters.row(key), time):
                 best_key, best_sim = key, sim
                 break
         else:
@@ -430,7 +448,7 @@ class Engine:
         for slot in np.argsort(-sims, kind="stable").tolist():
             if not np.isfinite(sims[slot]):
                 break
-            if self.alive_at(self.clusters[self.index.key_at(slot)], time):
+            if self.alive_at(self.clusters.row(self.index.key_at(slot)), time):
                 return slot, float(sims[slot])
         return -1, -np.inf
 
@@ -563,27 +581,29 @@ class Engine:
     def _put(self, clusters: Sequence[Cluster]) -> None:
         if not clusters:
             return
-        for cluster in clusters:
-            old = self.clusters.get(cluster.key)
-            self.clusters[cluster.key] = cluster
-            if cluster.track or (old is not None and old.track):
-                tracks.remember(self.track_members, old, cluster)
-            self._mortal += (cluster.retention_ms > 0) - (old is not None and old.retention_ms > 0)
-            self._schedule(cluster)
+        held = self.clusters
+        before = [(held.track_of(c.key), held.mortal(c.key)) for c in clusters]
         self.index.upsert([c.key for c in clusters], np.stack([c.unit for c in clusters]))
+        for cluster, (old_track, was_mortal) in zip(clusters, before, strict=True):
+            held.put(cluster)  # into the row of the slot the index gave it
+            if cluster.track or old_track:
+                tracks.remember(self.track_members, cluster.key, old_track, cluster.track)
+            self._mortal += (cluster.retention_ms > 0) - was_mortal
+            self._schedule(cluster)
 
     def _drop(self, keys: Sequence[str]) -> None:
         if not keys:
             return
-        for key in keys:
-            gone = self.clusters.pop(key, None)
-            if gone is not None and gone.retention_ms > 0:
-                self._mortal -= 1
-            if gone is not None and gone.track:
-                tracks.remember(self.track_members, gone, None)
+        held = self.clusters
+        for key in dict.fromkeys(keys):
+            self._mortal -= held.mortal(key)
+            track = held.track_of(key)
+            if track:
+                tracks.remember(self.track_members, key, track, "")
+            held.forget(key)
             if self.merge_dirty is not None:
                 self.merge_dirty.pop(key, None)
-        self.index.remove(keys)
+        held.moved(self.index.remove(keys))
 
     def _schedule(self, cluster: Cluster) -> None:
         if cluster.retention_ms > 0:

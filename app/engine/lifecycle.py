@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from app.engine.types import Cluster, ClusterId, DeleteReason, Event, EventType
+from app.engine.types import Cluster, ClusterId, DeleteReason, Event, EventType, Lifespan
 
 if TYPE_CHECKING:
     from app.config import ClusteringConfig
@@ -87,13 +87,13 @@ class Lifecycle:
         self.emit_unrealized = bool(config.emit_unrealized)
         self.min_update_interval_ms = int(config.min_update_interval_ms or 0)
 
-    def deadline(self, cluster: Cluster) -> int | None:
+    def deadline(self, cluster: Lifespan) -> int | None:
         """Event time at which an unrealized cluster realizes by time (None: it does not)."""
         if cluster.realized or cluster.pending <= 0 or self.time_limit_ms <= 0:
             return None
         return cluster.pending_since + self.time_limit_ms
 
-    def removed_by(self, cluster: Cluster, time: int) -> bool:
+    def removed_by(self, cluster: Lifespan, time: int) -> bool:
         """Whether the REMOVE action took ``cluster`` out of the DB at or before ``time``."""
         if self.action != REMOVE:
             return False

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.engine import rules
-from app.engine.types import Cluster
 
 MAX_ROUNDS = 8
 MIN_CONFIRMED = 32  # a later round that confirms fewer rows than this ends the plan
@@ -41,7 +40,8 @@ class Batch:
     ``size_discount`` is the improved mode's (app/engine/repair.py), None for the plain joins.
     ``table`` is the index's unit vectors when its top k is exact (every cluster it did not
     return is at most as similar as the k-th it did), None otherwise.
-    ``known(slot)`` is the index's cluster at ``slot``; ``alive(slot, time)`` says
+    ``known(slots)`` is what the batch reads of the index's clusters at ``slots``;
+    ``alive(slot, time)`` says
     whether it may still be joined at ``time``; ``exhaustive(row, excluded)`` is the best slot
     (and similarity) alive at that row's time over the whole index, ``excluded`` left out.
     """
@@ -56,11 +56,22 @@ class Batch:
     size: int
     method: str
     alpha: float
-    known: Callable[[int], Cluster]
+    known: Callable[[np.ndarray], Known]
     alive: Callable[[int, int], bool] | None
     exhaustive: Callable[[int, set[int]], tuple[int, float]]
     size_discount: float | None = None
     table: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """Fields of index clusters as the batch found them, one row per slot asked about."""
+
+    units: np.ndarray
+    norms: np.ndarray
+    last_time: np.ndarray
+    retention_ms: np.ndarray
+    num_observations: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +116,6 @@ class _Versions:
         self.members = np.zeros(rows, dtype=np.int64)  # observations in the cluster after a row
         self.targets = np.zeros(rows, dtype=np.int64)  # the plan they were built for
         self.changed = np.ones(rows, dtype=bool)  # units changed since products last read them
-        self._known: dict[int, Cluster] = {}
 
     def rebuild(self, targets: np.ndarray, start: int) -> None:
         """Versions of rows ``start`` on, after the plan changed there."""
@@ -139,12 +149,12 @@ class _Versions:
         members[chained] = self.members[previous[chained]]
         fresh = np.flatnonzero(~chained & ~created)
         if len(fresh):
-            known = [self.cluster(slot) for slot in targets[fresh].tolist()]
-            before[fresh] = np.stack([c.unit for c in known])
-            before_norms[fresh] = [c.norm for c in known]
-            last[fresh] = [c.last_time for c in known]
-            retention[fresh] = [c.retention_ms for c in known]
-            members[fresh] = [c.num_observations for c in known]
+            known = b.known(targets[fresh])
+            before[fresh] = known.units
+            before_norms[fresh] = known.norms
+            last[fresh] = known.last_time
+            retention[fresh] = known.retention_ms
+            members[fresh] = known.num_observations
         stream_retention = b.retentions[at]
         retention = np.where(
             (retention == 0) | (stream_retention == 0), 0, np.maximum(retention, stream_retention)
@@ -161,12 +171,6 @@ class _Versions:
         self.retention[at] = np.where(created, stream_retention, retention)
         self.members[at] = members + counts
 
-    def cluster(self, slot: int) -> Cluster:
-        """The index's cluster at ``slot``, as the batch found it."""
-        known = self._known.get(slot)
-        if known is None:
-            known = self._known[slot] = self.batch.known(slot)
-        return known
 
 
 def _repair_guesses(targets: np.ndarray, size: int, start: int) -> None:
@@ -506,15 +510,13 @@ def _joins_improved(
     rows = np.flatnonzero(joins)
     if not len(rows):
         return joins
+    chosen = touched[rows]
+    version = pick[rows[chosen]]
     members = np.empty(len(rows), dtype=np.float64)
     norms = np.empty(len(rows), dtype=np.float64)
-    for i, row in enumerate(rows.tolist()):
-        if touched[row]:
-            version = int(pick[row])
-            norms[i], members[i] = versions.norms[version], versions.members[version]
-        else:
-            cluster = versions.cluster(int(best_slot[row]))
-            norms[i], members[i] = cluster.norm, cluster.num_observations
+    norms[chosen], members[chosen] = versions.norms[version], versions.members[version]
+    known = batch.known(best_slot[rows[~chosen]])
+    norms[~chosen], members[~chosen] = known.norms, known.num_observations
     counts = batch.counts[start:][rows].astype(np.float64)
     mean = best_sim[rows] * norms / members
     reduction = discount * (1.0 - np.sqrt((1.0 / counts + 1.0 / members) / 2.0))

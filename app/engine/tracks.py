@@ -73,13 +73,16 @@ def claim(scratch: BatchScratch, track: str, key: str) -> None:
     scratch.tracks.setdefault(track, set()).add(key)
 
 
-def remember(members: dict[str, set[str]], old: Cluster | None, new: Cluster | None) -> None:
-    """Keep ``members`` (track -> keys of the clusters naming it) current for one change."""
-    if old is not None and old.track and (new is None or new.track != old.track):
-        keys = members.get(old.track)
+def remember(members: dict[str, set[str]], key: str, old: str, new: str) -> None:
+    """Keep ``members`` (track -> keys of the clusters naming it) current for one change.
+
+    ``old`` and ``new`` are the tracks cluster ``key`` named before and after ("": none).
+    """
+    if old and new != old:
+        keys = members.get(old)
         if keys is not None:
-            keys.discard(old.key)
+            keys.discard(key)
             if not keys:
-                del members[old.track]
-    if new is not None and new.track:
-        members.setdefault(new.track, set()).add(new.key)
+                del members[old]
+    if new:
+        members.setdefault(new, set()).add(key)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, TypeVar, dataclass_transform
+from typing import Any, Protocol, TypeVar, dataclass_transform
 
 import numpy as np
 
@@ -141,6 +141,30 @@ class Cluster:
         """
         units, norms = normalized(np.asarray(state, dtype=np.float64)[None])
         return cls(unit=units[0], norm=float(norms[0]), **fields)
+
+
+class Lifespan(Protocol):
+    """The fields that say whether a cluster may still be joined: a ``Cluster``, or its row."""
+
+    @property
+    def realized(self) -> int:
+        """Whether it is realized (a bool, or 0/1 in a row)."""
+
+    @property
+    def last_time(self) -> int:
+        """Event time of its newest observation."""
+
+    @property
+    def retention_ms(self) -> int:
+        """Its retention period (0: forever)."""
+
+    @property
+    def pending(self) -> int:
+        """Observations towards (re-)realization."""
+
+    @property
+    def pending_since(self) -> int:
+        """Event time the pending observations started at."""
 
 
 @value

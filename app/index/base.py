@@ -28,8 +28,12 @@ class VectorIndex(Protocol):
     def upsert(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Add or replace the vectors of ``keys`` (rows of ``vectors``, unit length)."""
 
-    def remove(self, keys: Sequence[str]) -> None:
-        """Forget ``keys``; unknown keys are ignored."""
+    def remove(self, keys: Sequence[str]) -> list[tuple[str, int, int]]:
+        """Forget ``keys``; unknown keys are ignored.
+
+        Returns the keys whose slots changed, ``(key, old slot, new slot)`` in the order they
+        moved, so that arrays kept beside the index by slot can follow.
+        """
 
     def loading(self, expected: int = 0) -> AbstractContextManager[None]:
         """A block of about ``expected`` upserts and no searches (a bootstrap).
@@ -53,6 +57,9 @@ class VectorIndex(Protocol):
 
     def slot_of(self, key: str) -> int:
         """The slot of ``key``."""
+
+    def vector(self, key: str) -> np.ndarray:
+        """A copy of the vector stored for ``key``."""
 
     @property
     def vectors(self) -> np.ndarray:

@@ -168,8 +168,8 @@ class FaissIndex(TableBacked):
         else:  # too few to train on: exact search, as before the first build
             self._ann = None
 
-    def remove(self, keys: Sequence[str]) -> None:
-        """Forget keys (their approximate copies become superseded)."""
+    def remove(self, keys: Sequence[str]) -> list[tuple[str, int, int]]:
+        """Forget keys (their approximate copies become superseded); returns the rows moved."""
         moved = self.table.remove(keys)
         for key in keys:
             ann_id = self._ann_id.pop(key, None)
@@ -181,6 +181,7 @@ class FaissIndex(TableBacked):
             if ann_id is not None:
                 self._ann_slots.set(ann_id, slot)
         self._maybe_rebuild()
+        return moved
 
     @property
     def exact_top_k(self) -> bool:

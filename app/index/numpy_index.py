@@ -51,9 +51,9 @@ class NumpyIndex(TableBacked):
         """Add or replace vectors."""
         self.table.upsert(keys, vectors)
 
-    def remove(self, keys: Sequence[str]) -> None:
-        """Forget keys."""
-        self.table.remove(keys)
+    def remove(self, keys: Sequence[str]) -> list[tuple[str, int, int]]:
+        """Forget keys; returns the rows that moved."""
+        return self.table.remove(keys)
 
     exact_top_k = True  # one product with every row, then an exact selection
 

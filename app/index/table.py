@@ -41,6 +41,10 @@ class RepresentativeTable:
         """Row of a key (KeyError when absent)."""
         return self._slots[key]
 
+    def vector(self, key: str) -> np.ndarray:
+        """A copy of ``key``'s row (KeyError when absent)."""
+        return self._mat[self._slots[key]].copy()
+
     def keys(self) -> list[str]:
         """Keys in row order."""
         return list(self._keys)
@@ -131,3 +135,7 @@ class TableBacked:
     def slot_of(self, key: str) -> int:
         """Slot of a key."""
         return self.table.slot_of(key)
+
+    def vector(self, key: str) -> np.ndarray:
+        """A copy of ``key``'s vector."""
+        return self.table.vector(key)

@@ -46,6 +46,10 @@ class TimedIndex:
         """Slot of a key."""
         return self.inner.slot_of(key)
 
+    def vector(self, key: str) -> np.ndarray:
+        """A copy of ``key``'s vector."""
+        return self.inner.vector(key)
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Timed search."""
         with self._search.time():
@@ -60,7 +64,7 @@ class TimedIndex:
         """The inner index's bulk-load block (its build time is bootstrap, not a stage)."""
         return self.inner.loading(expected)
 
-    def remove(self, keys: Sequence[str]) -> None:
+    def remove(self, keys: Sequence[str]) -> list[tuple[str, int, int]]:
         """Timed removal."""
         with self._update.time():
-            self.inner.remove(keys)
+            return self.inner.remove(keys)

@@ -167,9 +167,9 @@ def predicted_labels(engine: Engine, labeller: Labeller, realized_only: bool) ->
     if not realized_only:
         return labels
     out = []
+    held = engine.clusters
     for i, key in enumerate(labels):
-        cluster = engine.clusters.get(key)
-        out.append(key if cluster is not None and cluster.realized else f"#single{i}")
+        out.append(key if key in held and held.row(key).realized else f"#single{i}")
     return out
 
 

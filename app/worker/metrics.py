@@ -105,7 +105,7 @@ class WorkerMetrics:
         than a batch; a scrape every few seconds can afford it.
         """
         self.clusters.set_function(lambda: len(engine.clusters))
-        self.realized.set_function(lambda: sum(1 for c in engine.clusters.values() if c.realized))
+        self.realized.set_function(engine.clusters.realized_count)
         self.index_size.set_function(lambda: len(engine.index))
 
     def record_lag(self, position: str, highwater: int, applied: int | None) -> None:

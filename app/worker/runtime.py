@@ -232,7 +232,7 @@ class Runtime:
         self.cursor = await self.store.change_cursor()
         total = 0
         # room for every cluster at once, and an approximate index built once, at the end
-        with self.engine.index.loading(await self.store.count()):
+        with self.engine.loading(await self.store.count()):
             async for chunk in self.store.load_all():
                 self.engine.load(chunk, force=True)
                 total += len(chunk)
@@ -338,7 +338,7 @@ class Runtime:
         clusters = self.engine.clusters
         return {
             "clusters": len(clusters),
-            "realized": sum(1 for c in clusters.values() if c.realized),
+            "realized": clusters.realized_count(),
             "index_size": len(self.engine.index),
             "watermark": self.pipeline.clock.watermark,
             "newest_event_time": self.engine.watermark,
