@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from app.engine import maintenance, plan, repair, rules, tracks
-from app.engine.columns import FIELD, ClusterColumns
+from app.engine.columns import FIELD, ClusterColumns, Snapshot
 from app.engine.deadlines import Deadlines
 from app.engine.lifecycle import REMOVE, Lifecycle, reg_event
 from app.engine.scratch import BatchScratch
@@ -53,11 +53,11 @@ def _text(value: object) -> str:
 class Checkpoint:
     """What ``apply`` of one result is about to change, as it was: enough to take it back.
 
-    ``clusters`` holds each touched cluster as it was (None: it did not exist), ``dirty``
-    whether it was a merge candidate (None: every cluster was one).
+    ``clusters`` holds the rows of the touched clusters as they were, and which did not exist;
+    ``dirty`` whether each was a merge candidate (None: every cluster was one).
     """
 
-    clusters: dict[str, Cluster | None]
+    clusters: Snapshot
     dirty: dict[str, bool] | None
     watermark: int
 
@@ -277,7 +277,7 @@ class Engine:
         keys.update(dict.fromkeys(result.swept))
         dirty = self.merge_dirty
         return Checkpoint(
-            clusters={key: self.clusters.get(key) for key in keys},
+            clusters=self.clusters.snapshot(list(keys)),
             dirty=None if dirty is None else {key: key in dirty for key in keys},
             watermark=self.watermark,
         )
@@ -285,8 +285,8 @@ class Engine:
     def restore(self, checkpoint: Checkpoint) -> None:
         """Take back the result applied since ``checkpoint`` was taken."""
         held = checkpoint.clusters
-        self._drop([k for k, c in held.items() if c is None and k in self.clusters])
-        self._put([c for c in held.values() if c is not None])
+        self._drop([key for key in held.absent if key in self.clusters])
+        self._put(self.clusters.restore(held))
         if checkpoint.dirty is None:
             self.merge_dirty = None  # no merge pass had been applied
         elif self.merge_dirty is not None:
@@ -582,13 +582,15 @@ class Engine:
         if not clusters:
             return
         held = self.clusters
-        before = [(held.track_of(c.key), held.mortal(c.key)) for c in clusters]
-        self.index.upsert([c.key for c in clusters], np.stack([c.unit for c in clusters]))
-        for cluster, (old_track, was_mortal) in zip(clusters, before, strict=True):
-            held.put(cluster)  # into the row of the slot the index gave it
+        keys = [c.key for c in clusters]
+        old_tracks = [held.track_of(key) for key in keys]
+        self._mortal -= held.mortals(keys)
+        self.index.upsert(keys, np.stack([c.unit for c in clusters]))
+        held.put(clusters)  # into the rows of the slots the index gave them
+        for cluster, old_track in zip(clusters, old_tracks, strict=True):
             if cluster.track or old_track:
                 tracks.remember(self.track_members, cluster.key, old_track, cluster.track)
-            self._mortal += (cluster.retention_ms > 0) - was_mortal
+            self._mortal += cluster.retention_ms > 0
             self._schedule(cluster)
 
     def _drop(self, keys: Sequence[str]) -> None:

@@ -68,7 +68,7 @@ def test_columns_read_back_what_was_put(seed: int, steps: int, keys: int, capaci
             continue
         cluster = make(rng, i, step + 1)
         index.upsert([key], cluster.unit[None])
-        held.put(cluster)
+        held.put([cluster])
         expected[key] = cluster
     assert len(held) == len(expected) and set(held) == set(expected)
     assert "absent" not in held and held.version_of("absent") is None
@@ -79,6 +79,14 @@ def test_columns_read_back_what_was_put(seed: int, steps: int, keys: int, capaci
         assert held.track_of(key) == cluster.track
         assert held.row(key).last_time == cluster.last_time
     assert held.realized_count() == sum(c.realized for c in expected.values())
+    snapshot = held.snapshot([*expected, "absent"])
+    assert snapshot.absent == ["absent"]
+    for key in list(expected):  # rows changed after the snapshot do not change it
+        index.upsert([key], -expected[key].unit[None])
+        held.put([dataclasses.replace(expected[key], version=10**6, track="later")])
+    restored = held.restore(snapshot)
+    assert [c.key for c in restored] == list(expected)
+    assert all(same(c, expected[c.key]) for c in restored)
 
 
 def test_a_read_cluster_is_a_copy() -> None:
@@ -86,7 +94,7 @@ def test_a_read_cluster_is_a_copy() -> None:
     held = ClusterColumns(index)
     cluster = make(np.random.default_rng(0), 1, 1)
     index.upsert([cluster.key], cluster.unit[None])
-    held.put(cluster)
+    held.put([cluster])
     read = held[cluster.key]
     index.upsert([cluster.key], -cluster.unit[None])
     assert np.array_equal(read.unit, cluster.unit)
