@@ -101,8 +101,8 @@ class WorkerMetrics:
     def watch(self, engine: Engine) -> None:
         """Read the cluster gauges from ``engine`` when scraped, not after every batch.
 
-        Counting realized clusters walks every cluster, which at a million clusters costs more
-        than a batch; a scrape every few seconds can afford it.
+        Counting realized clusters sums a column of every cluster's row (a few ms at a million
+        clusters): worth doing per scrape, not per batch.
         """
         self.clusters.set_function(lambda: len(engine.clusters))
         self.realized.set_function(engine.clusters.realized_count)
