@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from app.config import ClusteringConfig
 from app.engine import Engine, Observation
-from app.engine.clock import EventClock
+from app.engine.clock import EventClock, boundary
 from app.offline.evaluate import run_engine
 from app.offline.synth import make_scene
 from app.settings import Settings
@@ -186,14 +186,20 @@ def test_disorder_within_the_allowed_lateness_is_never_late(
 ) -> None:
     """Up to the allowed lateness out of order, no record is late.
 
-    Every merge pass falls on a boundary the in-order run passes too, and both end on the same.
+    Every merge pass falls on a boundary the in-order run passes too, and both end on the same
+    once the input outlasts the interval its first record started the schedule in. (A stream
+    shorter than that: the in-order run may have started the schedule an interval earlier,
+    from an earlier first record, and crossed one boundary the other run started past.)
     """
     in_order = sorted(times)
-    boundaries, late = merge_passes(within(in_order, jitter), lateness, cut)
+    arrivals = within(in_order, jitter)
+    boundaries, late = merge_passes(arrivals, lateness, cut)
     reference, _ = merge_passes(in_order, lateness, 1)
     assert late == 0
     assert set(boundaries) <= set(reference)
-    assert boundaries[-1:] == reference[-1:]
+    final = boundary(in_order[-1] - lateness, 1_000)
+    if final > boundary(arrivals[0] - lateness, 1_000):
+        assert boundaries[-1:] == reference[-1:] == [final]
 
 
 @hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
