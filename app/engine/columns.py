@@ -112,16 +112,27 @@ class ClusterColumns(Mapping[str, Cluster]):
     def __getitem__(self, key: str) -> Cluster:
         at = self._index.slot_of(key)
         vector, track = self._index.vector(key), self._tracks.get(key, "")
-        return self._cluster(key, self._ints[at], float(self._norms[at]), vector, track)
+        return self._cluster(key, self._ints[at].tolist(), float(self._norms[at]), vector, track)
+
+    def at(self, slots: np.ndarray) -> list[Cluster]:
+        """The clusters at index ``slots``, read with one gather per column (a batch's touches)."""
+        index, tracks = self._index, self._tracks
+        units = index.vectors[slots]
+        rows, norms = self._ints[slots].tolist(), self._norms[slots].tolist()
+        keys = [index.key_at(slot) for slot in slots.tolist()]
+        return [
+            self._cluster(key, rows[i], norms[i], units[i], tracks.get(key, ""))
+            for i, key in enumerate(keys)
+        ]
 
     def _cluster(
-        self, key: str, ints: np.ndarray, norm: float, unit: np.ndarray, track: str
+        self, key: str, ints: list[int], norm: float, unit: np.ndarray, track: str
     ) -> Cluster:
-        """The ``Cluster`` of a row's values."""
+        """The ``Cluster`` of a row's values (``ints``: the row as Python ints)."""
         (
             detected, members, realized, first, last, retention, version, pending, since,
             emitted_at, emitted, track_time, stream, streams, model, kind,
-        ) = ints.tolist()  # one call for every field: this is on the hot path
+        ) = ints
         names = self._names.values
         stream_id = names[stream]
         return Cluster(
@@ -164,11 +175,9 @@ class ClusterColumns(Mapping[str, Cluster]):
 
     def restore(self, snapshot: Snapshot) -> list[Cluster]:
         """The clusters a ``snapshot`` holds, as values to put back."""
+        rows, norms = snapshot.ints.tolist(), snapshot.norms.tolist()
         return [
-            self._cluster(
-                key, snapshot.ints[i], float(snapshot.norms[i]), snapshot.units[i],
-                snapshot.tracks.get(key, ""),
-            )
+            self._cluster(key, rows[i], norms[i], snapshot.units[i], snapshot.tracks.get(key, ""))
             for i, key in enumerate(snapshot.keys)
         ]
 

@@ -108,6 +108,10 @@ class Engine:
         self.alpha = float(config.ema_alpha)
         self.lifecycle = Lifecycle(config)
         self._streams = {s.stream_id: s for s in config.streams}
+        # Whether a cluster this config makes can stop being joinable (retention, REMOVE)
+        self._makes_mortal = self.lifecycle.action == REMOVE or any(
+            s.retention_ms > 0 for s in config.streams
+        )
         # The improved mode (app/engine/repair.py), or None: the plain rules of DESIGN.md 4.
         self.improved = config.improved_mode
 
@@ -242,6 +246,8 @@ class Engine:
         decisions = []
         size = len(self.index)
         created: dict[int, str] = {}
+        targets = np.array(found.targets[: found.decided], dtype=np.int64)
+        scratch.read(self.clusters.at(np.unique(targets[targets < size])))
         for i in range(found.decided):
             obs, target, sim = observations[i], found.targets[i], found.sims[i]
             if target == size + i:
@@ -416,11 +422,15 @@ class Engine:
         """Best cluster alive at ``time``: untouched from the batch search, touched from scratch."""
         best_key, best_sim = None, -np.inf
         clusters = self.clusters
+        # Without retention or REMOVE every cluster is alive: no row is read to ask
+        ask = self._mortal > 0 or self.lifecycle.action == REMOVE
         for sim, slot in zip(sims, slots, strict=True):
             if slot < 0:
                 break
             key = self.index.key_at(slot)
-            if key not in scratch.touched and self.alive_at(clusters.row(key), time):
+            if key not in scratch.touched and (
+                not ask or self.alive_at(clusters.row(key), time)
+            ):
                 best_key, best_sim = key, sim
                 break
         else:
@@ -429,7 +439,10 @@ class Engine:
                 touched = {index.slot_of(k) for k in scratch.touched if k in index}
                 slot, best_sim = self._best_untouched(unit, touched, time)
                 best_key = None if slot < 0 else index.key_at(slot)
-        touched_key, touched_sim = scratch.best(position, lambda c: self.alive_at(c, time))
+        usable = None
+        if ask or self._makes_mortal:
+            usable = lambda c: self.alive_at(c, time)  # noqa: E731 - read once per candidate
+        touched_key, touched_sim = scratch.best(position, usable)
         if touched_key is not None and touched_sim > best_sim:
             return touched_key, touched_sim
         return best_key, best_sim
@@ -584,7 +597,8 @@ class Engine:
         held = self.clusters
         keys = [c.key for c in clusters]
         old_tracks = [held.track_of(key) for key in keys]
-        self._mortal -= held.mortals(keys)
+        if self._mortal:  # else none of them is held with a retention period
+            self._mortal -= held.mortals(keys)
         self.index.upsert(keys, np.stack([c.unit for c in clusters]))
         held.put(clusters)  # into the rows of the slots the index gave them
         for cluster, old_track in zip(clusters, old_tracks, strict=True):

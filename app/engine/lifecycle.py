@@ -28,35 +28,25 @@ def event_id(key: str, version: int) -> str:
 
 
 def reg_event(cluster: Cluster, time: int, stream_id: str, input_key: str = "") -> Event:
-    """REG_EVENT describing ``cluster`` as it is now (``input_key``: the observation's, if one)."""
-    return _about(
-        EventType.REG_EVENT, cluster, time, input_stream_id=stream_id, input_key=input_key
+    """REG_EVENT describing ``cluster`` as it is now (``input_key``: the observation's, if one).
+
+    Made with positional arguments: one per observation on the engine's hot path.
+    """
+    key = f"{cluster.id.key}@{cluster.version}"  # event_id, inlined
+    return Event(
+        EventType.REG_EVENT, key, time, cluster.id, cluster, stream_id, (), None, input_key
     )
 
 
 def merge_event(cluster: Cluster, time: int, merged: tuple[ClusterId, ...]) -> Event:
     """MERGE_EVENT: ``cluster`` absorbed the clusters ``merged``."""
-    return _about(EventType.MERGE_EVENT, cluster, time, merged_clusters=merged)
-
-
-def _about(
-    kind: EventType,
-    cluster: Cluster,
-    time: int,
-    *,
-    input_stream_id: str = "",
-    merged_clusters: tuple[ClusterId, ...] = (),
-    input_key: str = "",
-) -> Event:
     return Event(
-        type=kind,
+        type=EventType.MERGE_EVENT,
         event_id=event_id(cluster.key, cluster.version),
         time=time,
         cluster_id=cluster.id,
         cluster=cluster,
-        input_stream_id=input_stream_id,
-        merged_clusters=merged_clusters,
-        input_key=input_key,
+        merged_clusters=merged,
     )
 
 

@@ -95,8 +95,8 @@ class Plan:
     dense: bool = False
 
     def state(self, row: int) -> tuple[np.ndarray, float]:
-        """The unit and norm row ``row`` left its cluster with (a copy)."""
-        return self.units[row].copy(), float(self.norms[row])
+        """The unit and norm row ``row`` left its cluster with (the unit a view: never written)."""
+        return self.units[row], float(self.norms[row])
 
 
 class _Versions:
@@ -278,12 +278,27 @@ class _Hits:
         return found, column
 
 
-def _block_products(units: np.ndarray, versions: np.ndarray, out: np.ndarray) -> None:
-    """``out[r, i] = units[r] . versions[i]`` for every version ``i`` and row ``r > i``."""
+def _block_products(
+    units: np.ndarray,
+    versions: np.ndarray,
+    out: np.ndarray,
+    start: int = 0,
+    columns: np.ndarray | None = None,
+) -> None:
+    """``out[r, i] = units[r] . versions[i]`` for rows ``r >= start`` and versions ``i < r``.
+
+    ``columns`` limits the versions to those (ascending); None: every version. A block of rows
+    needs no version after its last row, so about half of the square is never computed.
+    """
     rows = len(units)
-    for lo in range(1, rows, ROW_BLOCK):
+    for lo in range(max(start, 1), rows, ROW_BLOCK):
         hi = min(rows, lo + ROW_BLOCK)
-        np.matmul(units[lo:hi], versions[:hi].T, out=out[lo:hi, :hi])
+        if columns is None:
+            np.matmul(units[lo:hi], versions[:hi].T, out=out[lo:hi, :hi])
+            continue
+        needed = columns[: np.searchsorted(columns, hi)]
+        if len(needed):
+            out[lo:hi, needed] = units[lo:hi] @ versions[needed].T
 
 
 class _Products:
@@ -337,9 +352,9 @@ class _Products:
             if not self.dense.size:
                 self.dense = np.full((count, count), -np.inf, dtype=np.float32)
                 _block_products(units, versions.units, self.dense)
-            else:  # a later round: only the versions that changed
+            else:  # a later round: the versions that changed, for the rows still to derive
                 changed = np.flatnonzero(versions.changed)
-                self.dense[:, changed] = units @ versions.units[changed].T
+                _block_products(units, versions.units, self.dense, start, changed)
             versions.changed[:] = False
             everything = np.arange(len(rows))
             self._offer(top, pick, everything, np.arange(count), self.dense[start:])
@@ -359,9 +374,10 @@ class _Products:
         versions = self.versions
         retention = versions.retention[columns]
         valid: np.ndarray = (columns < rows) & (self._nexts[columns] >= rows)
-        valid &= (retention == 0) | (
-            versions.last_time[columns] + retention >= self.batch.times[rows]
-        )
+        if retention.any():  # without retention every version lasts until its next touch
+            valid &= (retention == 0) | (
+                versions.last_time[columns] + retention >= self.batch.times[rows]
+            )
         return valid
 
     def _offer(

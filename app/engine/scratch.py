@@ -33,6 +33,7 @@ class BatchScratch:
         self.expected: dict[str, int] = {}
         self.events: list[Event] = []
         self.tracks: dict[str, set[str]] = {}  # stream/track -> clusters that took it here
+        self._read: dict[str, Cluster] = {}  # clusters read ahead (``read``), as they were
         self._units = units
         self._rows: dict[str, int] = {}
         self._keys: list[str] = []
@@ -44,12 +45,16 @@ class BatchScratch:
         # whole, contiguously, each time the batch changes its cluster)
         self._sims = np.full((capacity, self.BLOCK), -np.inf, dtype=np.float32)
 
+    def read(self, clusters: list[Cluster]) -> None:
+        """Clusters the batch is about to touch, read at once (``ClusterColumns.at``)."""
+        self._read.update((c.key, c) for c in clusters)
+
     def current(self, key: str, clusters: Mapping[str, Cluster]) -> Cluster:
         """The cluster as this batch has left it so far; remembers its starting version."""
         cluster = self.touched.get(key)
         if cluster is not None:
             return cluster
-        cluster = clusters[key]
+        cluster = self._read.get(key) or clusters[key]
         self.expected.setdefault(key, cluster.version)
         return cluster
 
@@ -73,9 +78,9 @@ class BatchScratch:
         np.dot(self._block_units, vector, out=self._sims[row, : len(self._block_units)])
 
     def best(
-        self, position: int, usable: Callable[[Cluster], bool]
+        self, position: int, usable: Callable[[Cluster], bool] | None
     ) -> tuple[str | None, float]:
-        """Most similar touched cluster still in the DB that ``usable`` accepts.
+        """Most similar touched cluster still in the DB that ``usable`` accepts (None: any).
 
         ``position`` is the observation's row in the batch's units.
         """
@@ -94,7 +99,7 @@ class BatchScratch:
                 return None, -np.inf
             key = self._keys[row]
             cluster = self.touched[key]
-            if cluster is not None and usable(cluster):
+            if cluster is not None and (usable is None or usable(cluster)):
                 return key, sim
             sims = sims.copy()  # rare: a touched cluster the observation may not join
             sims[row] = -np.inf

@@ -35,14 +35,24 @@ def always_plan() -> Iterator[None]:
 
 
 def run(engine: Engine, observations: list[Observation], batch: int) -> list[tuple]:
-    """Everything the engine decided and emitted, batch by batch."""
+    """Everything the engine decided and emitted (with the states events carry), batch by batch."""
     out: list[tuple] = []
     for start in range(0, len(observations), batch):
         result = engine.step(observations[start : start + batch])
         out += [(d.cluster_key, d.created) for d in result.decisions]
-        out += [(e.event_id, e.type.value, e.time, e.input_key) for e in result.events]
+        out += [
+            (e.event_id, e.type.value, e.time, e.input_key, described(e)) for e in result.events
+        ]
         out.append((sorted(c.key for c in result.upserts), sorted(result.deletions)))
     return out
+
+
+def described(event) -> tuple | None:
+    """The state an event carries, to the bit (None for a delete)."""
+    cluster = event.cluster
+    if cluster is None:
+        return None
+    return cluster.unit.tobytes(), replace(cluster, unit=None)
 
 
 def assert_same_clusters(a: Engine, b: Engine) -> None:
