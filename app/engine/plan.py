@@ -412,8 +412,12 @@ class _Products:
         version = order[np.searchsorted(keys, wanted) - 1]  # its last touch before the row
         sims = np.einsum("ij,ij->i", self.batch.units[rows[at]], self.versions.units[version])
         sims = np.where(self._valid(rows[at], version), sims, -np.inf).astype(np.float64)
-        for i in np.argsort(-sims, kind="stable")[::-1].tolist():  # few: best offered last
-            _keep_better(top, pick, at[i : i + 1], sims[i : i + 1], version[i : i + 1])
+        # each row's best (most similar, then earliest version): what offering all would keep
+        order = np.lexsort((version, -sims, at))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = at[order[1:]] != at[order[:-1]]
+        best = order[first]
+        _keep_better(top, pick, at[best], sims[best], version[best])
 
     def _reach(self, rows: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Which products beyond the hits a row needs, from how far versions moved.
