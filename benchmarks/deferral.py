@@ -19,7 +19,7 @@ to the two-pass reference and fvc's best method measured in the same run. This i
 the decision rule, not the engine: it answers how long a window the product would need before
 building one.
 
-    .venv/bin/python benchmarks/deferral.py [--people 100,300] [--windows 1,16,32,64,128]
+    .venv/bin/python benchmarks/deferral.py [--people 100,300] [--windows 1,16,32,64,128] [--lfw]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +39,39 @@ from scipy.spatial.distance import pdist
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import TwoPass, fvc_config, run_fvc  # noqa: E402
+from quality import LFW, TwoPass, fvc_config, run_fvc  # noqa: E402
 
 from app.offline.modern import make_modern_scene  # noqa: E402
 from app.offline.quality import bcubed  # noqa: E402
+from app.offline.synth import Scene, load_scene  # noqa: E402
 
 TARGET_P = 0.98
-JOIN = (0.6, 0.65, 0.7, 0.75, 0.8)  # T: average linkage inside a window
-ATTACH = (0.45, 0.5, 0.55, 0.6, 0.65)  # M: a window cluster joins a held one
-MERGE = (0.45, 0.5, 0.55, 0.6, 0.65)  # M2: held clusters merge
-REFERENCE_GRID = np.round(np.arange(0.5, 0.851, 0.025), 3)
+
+
+@dataclass(frozen=True)
+class Grids:
+    """The thresholds searched on one data set: ``T``, ``M``, ``M2``, and the references'."""
+
+    join: tuple[float, ...]  # T: average linkage inside a window
+    attach: tuple[float, ...]  # M: a window cluster joins a held one
+    merge: tuple[float, ...]  # M2: held clusters merge
+    reference: tuple[float, ...]  # fvc's and the two-pass's thresholds
+
+
+MODERN_GRIDS = Grids(
+    join=(0.6, 0.65, 0.7, 0.75, 0.8),
+    attach=(0.45, 0.5, 0.55, 0.6, 0.65),
+    merge=(0.45, 0.5, 0.55, 0.6, 0.65),
+    reference=tuple(np.round(np.arange(0.5, 0.851, 0.025), 3).tolist()),
+)
+# LFW-dlib: same person 0.950 (sd 0.016), different people 0.841 (docs/quality.md)
+LFW_GRIDS = Grids(
+    join=(0.93, 0.94, 0.95, 0.96),
+    attach=(0.92, 0.93, 0.94, 0.95),
+    merge=(0.92, 0.93, 0.94, 0.95),
+    reference=tuple(np.round(np.arange(0.935, 0.9751, 0.0025), 4).tolist()),
+)
+REFERENCES = ("fvc-merge-discounted", "fvc-improved")
 
 
 class Held:
@@ -142,32 +166,32 @@ def window_span_s(times: np.ndarray, window: int) -> float:
     return float(np.median(t[window - 1 :] - t[: len(t) - window + 1])) / 1000.0
 
 
-def measure(people: int, windows: Sequence[int], seed: int) -> dict[str, Any]:
-    """One modern scene: each window's best, next to the two-pass and fvc in the same run."""
-    scene = make_modern_scene(people * 40, seed=seed, identities=people)
+def measure(name: str, scene: Scene, grids: Grids, windows: Sequence[int]) -> dict[str, Any]:
+    """One data set: each window's best, next to the two-pass and fvc in the same run."""
     units = scene.X / np.linalg.norm(scene.X, axis=1, keepdims=True)
     order = np.argsort(scene.t, kind="stable")
     truth = scene.y.tolist()
     streams = sorted({str(s) for s in scene.s.tolist()})
-    out: dict[str, Any] = {"data": f"modern-{people}-s{seed}", "n": len(truth), "windows": []}
-    fvc = []
-    for t in tqdm(REFERENCE_GRID, desc="fvc + merge timer (discounted)", leave=False):
-        labels, _ = run_fvc(scene, fvc_config("fvc-merge-discounted", float(t), streams))
-        p, r, _ = bcubed(truth, labels)
-        fvc.append((p, r, {"T": float(t)}))
-    out["fvc_merge_discounted"] = best_recall(fvc)
+    out: dict[str, Any] = {"data": name, "n": len(truth), "windows": []}
+    for method in REFERENCES:
+        points = []
+        for t in tqdm(grids.reference, desc=method, leave=False):
+            labels, _ = run_fvc(scene, fvc_config(method, t, streams))
+            p, r, _ = bcubed(truth, labels)
+            points.append((p, r, {"T": t}))
+        out[method] = best_recall(points)
     two = TwoPass(units)
     points = []
-    for t in REFERENCE_GRID:
+    for t in grids.reference:
         for offset in (0.02, 0.2):
-            p, r, _ = bcubed(truth, two.labels(float(t), offset).tolist())
-            points.append((p, r, {"T": float(t), "offset": offset}))
-    out["two_pass"] = best_recall(points)
+            p, r, _ = bcubed(truth, two.labels(t, offset).tolist())
+            points.append((p, r, {"T": t, "offset": offset}))
+    out["two-pass"] = best_recall(points)
     for window in windows:
         began = time.perf_counter()
-        grid = [(t, m, m2) for t in JOIN for m in ATTACH for m2 in MERGE]
+        grid = [(t, m, m2) for t in grids.join for m in grids.attach for m2 in grids.merge]
         points = []
-        for t, m, m2 in tqdm(grid, desc=f"window {window}", leave=False):
+        for t, m, m2 in tqdm(grid, desc=f"{name}, window {window}", leave=False):
             p, r, _ = bcubed(truth, deferred(units, order, window, t, m, m2).tolist())
             points.append((p, r, {"T": t, "M": m, "M2": m2}))
         out["windows"].append({
@@ -193,8 +217,9 @@ def table(results: Sequence[dict[str, Any]]) -> str:
             setting = f'{s.get("T")} / {s.get("M")} / {s.get("M2")}' if s else "-"
             lines.append(f'| {res["data"]} | {row["window"]} | {row["span_s"]} s | '
                          f'{best["recall"]:.4f} | {best["precision"]:.4f} | {setting} |')
-        for name, key in (("two-pass (offline)", "two_pass"),
-                          ("fvc + merge timer (discounted)", "fvc_merge_discounted")):
+        for name, key in (("two-pass (offline)", "two-pass"),
+                          ("fvc + merge timer (discounted)", "fvc-merge-discounted"),
+                          ("fvc improved mode", "fvc-improved")):
             ref = res[key] or {"recall": 0.0, "precision": 0.0}
             lines.append(f'| {res["data"]} | {name} | | {ref["recall"]:.4f} | '
                          f'{ref["precision"]:.4f} | {ref.get("setting", "")} |')
@@ -202,15 +227,25 @@ def table(results: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the scenes given and print the table (or JSON)."""
+    """Run the data sets given and print the table (or JSON)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--people", default="100,300", help="modern scenes to run (people)")
     parser.add_argument("--windows", default="1,16,32,64,128", help="window sizes to try")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--lfw", action="store_true",
+                        help=f"also LFW ({LFW}; file order, so windows hold few repeats)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     windows = [int(w) for w in args.windows.split(",")]
-    results = [measure(int(p), windows, args.seed) for p in args.people.split(",")]
+    sets = [
+        (f"modern-{people}-s{args.seed}",
+         make_modern_scene(int(people) * 40, seed=args.seed, identities=int(people)),
+         MODERN_GRIDS)
+        for people in filter(None, args.people.split(","))
+    ]
+    if args.lfw:
+        sets.append(("lfw", load_scene(LFW), LFW_GRIDS))
+    results = [measure(name, scene, grids, windows) for name, scene, grids in sets]
     print(json.dumps(results, indent=2) if args.json else table(results))
     return 0
 
