@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -439,9 +440,7 @@ class Engine:
                 touched = {index.slot_of(k) for k in scratch.touched if k in index}
                 slot, best_sim = self._best_untouched(unit, touched, time)
                 best_key = None if slot < 0 else index.key_at(slot)
-        usable = None
-        if ask or self._makes_mortal:
-            usable = lambda c: self.alive_at(c, time)  # noqa: E731 - read once per candidate
+        usable = partial(self.alive_at, time=time) if ask or self._makes_mortal else None
         touched_key, touched_sim = scratch.best(position, usable)
         if touched_key is not None and touched_sim > best_sim:
             return touched_key, touched_sim
