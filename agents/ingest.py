@@ -105,6 +105,11 @@ def _attach_agent(app: faust.App, runtime: Runtime) -> None:
         partitions=settings.topic_partitions,
     )
 
+    if runtime.config.deferral_ms:
+        log.warning("improved_mode.deferral_ms needs FVC_INGEST=bulk to hold whole windows "
+                    "(Faust acknowledges what it delivers): the agent decides the windows "
+                    "of each batch it is given")
+
     @app.agent(topic, concurrency=1, name="fvc.ingest")
     async def ingest(stream: faust.StreamT) -> None:
         batches = stream.take_events(settings.batch_size, within=settings.batch_timeout_s)

@@ -101,6 +101,12 @@ class ImprovedModeConfig:
 
     enabled: bool
     size_discount: float = DEFAULT_SIZE_DISCOUNT
+    # Deferred decisions (app/engine/window.py, docs/deferral.md): 0 decides each observation
+    # when it comes; otherwise windows of this much event time are decided together, their
+    # observations grouped first by average linkage at ``window_threshold`` (None: each
+    # stream's reg_threshold).
+    deferral_ms: int = 0
+    window_threshold: float | None = None
 
     def discount(self, n_a: int, n_b: int) -> float:
         """How much lower the threshold is for clusters of ``n_a`` and ``n_b`` observations.
@@ -206,6 +212,12 @@ class ClusteringConfig:
         """The improved mode when it is switched on, else None (plain DESIGN.md semantics)."""
         return self.improved if self.improved is not None and self.improved.enabled else None
 
+    @property
+    def deferral_ms(self) -> int:
+        """The deferral window of the improved mode (0: every observation decided when it comes)."""
+        mode = self.improved_mode
+        return 0 if mode is None else mode.deferral_ms
+
     def stream(self, stream_id: str) -> StreamConfig:
         """The config of stream ``stream_id``; KeyError names the known ones."""
         for stream in self.streams:
@@ -287,6 +299,7 @@ class ClusteringConfig:
             clustering["improved_mode"] = {
                 "enabled": self.improved.enabled,
                 "size_discount": self.improved.size_discount,
+                **_deferral_fields(self.improved),
             }
         streams = [_stream_dict(s) for s in self.streams]
         canonical = {"clustering_config": clustering, "input_stream_configs": streams}
@@ -900,7 +913,7 @@ def _cross_field_problems(data: object) -> list[Problem]:
     if isinstance(clustering, dict):
         problems += _method_problems(clustering)
         problems += _merging_problems(clustering.get("cluster_merging"))
-        problems += _improved_problems(clustering)
+        problems += _improved_problems(clustering, data.get("input_stream_configs"))
     streams = data.get("input_stream_configs")
     if isinstance(streams, list):
         problems += _unique_problems(streams)
@@ -930,8 +943,11 @@ def _merging_problems(merging: object) -> list[Problem]:
     return []
 
 
-def _improved_problems(clustering: dict[str, Any]) -> list[Problem]:
-    """The improved mode needs member sums (SIMPLE_AVERAGE) and the merge timer it repairs on."""
+def _improved_problems(clustering: dict[str, Any], streams: object) -> list[Problem]:
+    """The improved mode needs member sums (SIMPLE_AVERAGE) and the merge timer it repairs on.
+
+    Deferred decisions decide a window's groups as one, which a track's link cannot follow.
+    """
     mode = clustering.get("improved_mode")
     if not isinstance(mode, dict) or mode.get("enabled") is not True:
         return []
@@ -944,6 +960,21 @@ def _improved_problems(clustering: dict[str, Any]) -> list[Problem]:
     if "cluster_merging" not in clustering:
         rule = "needs cluster_merging: its repairs run on the merge timer"
         problems.append((path, True, rule))
+    deferral = mode.get("deferral_ms", 0)
+    if not isinstance(deferral, int) or deferral <= 0:
+        return problems
+    where = "$.clustering_config.improved_mode.deferral_ms"
+    if isinstance(streams, list) and any(
+        isinstance(s, dict) and "track_linking" in s for s in streams
+    ):
+        rule = "cannot be used with track_linking: a window's groups are decided as one"
+        problems.append((where, deferral, rule))
+    merging = clustering.get("cluster_merging")
+    interval = merging.get("time_interval_ms") if isinstance(merging, dict) else None
+    if isinstance(interval, int) and (interval <= 0 or interval % deferral):
+        rule = (f"must divide cluster_merging.time_interval_ms ({interval}), which must be > 0: "
+                "a merge pass between a window's observations would cut the window in two")
+        problems.append((where, deferral, rule))
     return problems
 
 
@@ -1004,11 +1035,25 @@ def _build(data: dict[str, Any]) -> ClusteringConfig:
     )
 
 
+def _deferral_fields(mode: ImprovedModeConfig) -> dict[str, Any]:
+    """The deferral fields of a canonical config, only where they are set."""
+    fields: dict[str, Any] = {}
+    if mode.deferral_ms:
+        fields["deferral_ms"] = mode.deferral_ms
+    if mode.window_threshold is not None:
+        fields["window_threshold"] = mode.window_threshold
+    return fields
+
+
 def _build_improved(m: dict[str, Any] | None) -> ImprovedModeConfig | None:
     if m is None:
         return None
+    window = m.get("window_threshold")
     return ImprovedModeConfig(
-        bool(m["enabled"]), float(m.get("size_discount", DEFAULT_SIZE_DISCOUNT))
+        bool(m["enabled"]),
+        float(m.get("size_discount", DEFAULT_SIZE_DISCOUNT)),
+        int(m.get("deferral_ms", 0)),
+        None if window is None else float(window),
     )
 
 

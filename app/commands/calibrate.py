@@ -85,6 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="cluster_merging.time_interval_ms of the configs tried (default 5000)",
     )
     parser.add_argument(
+        "--deferral-ms", type=int, metavar="MS",
+        help="decide windows of this much event time together (improved_mode.deferral_ms, "
+        "docs/deferral.md): the configs tried use it, and so the improved mode; it must divide "
+        "--merge-interval-ms (default: the --config's, else 0, no deferral)",
+    )
+    parser.add_argument(
         "--config", metavar="BASE.json",
         help="start from this config (realization, retention, topics) and set the thresholds",
     )
@@ -111,6 +117,7 @@ def handler(args: argparse.Namespace) -> int:
         raise FvcError(message)
     sample = load_sample(args.data, labelled=not args.unlabelled)
     base = _base(args.config)
+    args.deferral_ms = _deferral(args, base)
     if args.unlabelled:
         result = _unlabelled(sample, args, base)
     else:
@@ -120,6 +127,22 @@ def handler(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     return 0
+
+
+def _deferral(args: argparse.Namespace, base: dict[str, Any] | None) -> int:
+    """The deferral window the configs tried use: the option's, else the base config's."""
+    deferral = args.deferral_ms
+    if deferral is None:
+        mode = (base or {}).get("clustering_config", {}).get("improved_mode", {})
+        deferral = int(mode.get("deferral_ms", 0)) if mode.get("enabled") else 0
+    if deferral < 0 or (deferral and args.merge_interval_ms % deferral):
+        message = (f"--deferral-ms must be 0 or a positive divisor of --merge-interval-ms "
+                   f"({args.merge_interval_ms}), got {deferral}")
+        raise FvcError(message)
+    if deferral and args.improved == "off":
+        message = "--deferral-ms needs the improved mode; it cannot go with --improved off"
+        raise FvcError(message)
+    return int(deferral)
 
 
 def _base(path: str | None) -> dict[str, Any] | None:
@@ -142,6 +165,7 @@ def _labelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | None
     cal = calibrate(
         sample, args.target_precision, args.expected_size,
         interval_ms=args.merge_interval_ms, improved=args.improved, progress=_progress(args),
+        deferral_ms=args.deferral_ms,
     )
     chosen = cal.chosen
     config = chosen.setting.config_dict(

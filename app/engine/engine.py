@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from app.engine import maintenance, plan, repair, rules, tracks
+from app.engine import maintenance, plan, repair, rules, tracks, window
 from app.engine.columns import FIELD, ClusterColumns, Snapshot
 from app.engine.deadlines import Deadlines
 from app.engine.lifecycle import REMOVE, Lifecycle, reg_event
@@ -34,7 +34,7 @@ from app.engine.types import Cluster, ClusterId, Decision, Lifespan, Observation
 from app.errors import UnknownStream
 
 if TYPE_CHECKING:
-    from app.config import ClusteringConfig, StreamConfig
+    from app.config import ClusteringConfig, ImprovedModeConfig, StreamConfig
     from app.index.base import VectorIndex
 
 
@@ -115,6 +115,7 @@ class Engine:
         )
         # The improved mode (app/engine/repair.py), or None: the plain rules of DESIGN.md 4.
         self.improved = config.improved_mode
+        self.deferral_ms = config.deferral_ms
 
     @property
     def dimension(self) -> int:
@@ -127,6 +128,8 @@ class Engine:
         """Decide a batch; the clusters are unchanged until ``apply``."""
         if not observations:
             return StepResult(watermark=self.watermark)
+        if self.deferral_ms:
+            return self._process_windows(observations)
         units = self._units(observations)
         sims, slots = self._search(units)
         found = self._plan(observations, units, sims, slots)
@@ -161,6 +164,50 @@ class Engine:
                 key = self._create(obs, units[i], scratch, track)
                 decisions.append(Decision(key, sim, True))
         return scratch.result(tuple(decisions), watermark)
+
+    def _process_windows(self, observations: Sequence[Observation]) -> StepResult:
+        """Deferred decisions (app/engine/window.py): each window's groups decided as one.
+
+        A group goes to the cluster its sum is most similar to (by representative, as the
+        index ranks them) and joins it when the mean similarity between their members reaches
+        the improved mode's bar for a group of its size; else its first observation starts a
+        cluster. Its observations then join in order, each with its own version and event.
+        """
+        mode = cast("ImprovedModeConfig", self.improved)
+        units = self._units(observations)
+        members: list[list[int]] = []
+        for start, end in window.runs([o.time for o in observations], self.deferral_ms):
+            threshold = mode.window_threshold
+            if threshold is None:
+                threshold = self._stream(observations[start].stream_id).reg_threshold
+            found = window.groups(units[start:end], threshold)
+            members += [[start + row for row in rows] for rows in found]
+        counts = np.array([o.count for o in observations], dtype=np.float32)[:, None]
+        sums = np.stack([(units[rows] * counts[rows]).sum(axis=0) for rows in members])
+        norms = np.linalg.norm(sums, axis=1)
+        group_units = sums / norms[:, None]
+        sims, slots = self._search(group_units)
+        scratch = BatchScratch(group_units)
+        decisions: list[Decision | None] = [None] * len(observations)
+        for g, rows in enumerate(members):
+            first = observations[rows[0]]
+            key, sim = self._best(g, group_units[g], sims[g].tolist(), slots[g].tolist(),
+                                  scratch, first.time)
+            threshold = self._stream(first.stream_id).reg_threshold
+            count = int(sum(counts[rows, 0]))
+            scaled = sim * float(norms[g]) / count  # S_g . S_c / (n_g n_c) = scaled |S_c| / n_c
+            joined = key is not None and threshold < 1.0 and repair.joins(
+                self, mode, key, scaled, threshold, count, scratch
+            )
+            if not joined:
+                key = self._create(first, units[rows[0]], scratch, "")
+                decisions[rows[0]] = Decision(key, sim, True)
+                rows = rows[1:]
+            for r in rows:
+                self._update(cast(str, key), observations[r], units[r], scratch, "")
+                decisions[r] = Decision(cast(str, key), sim, False)
+        watermark = max(self.watermark, max(o.time for o in observations))
+        return scratch.result(tuple(cast(list[Decision], decisions)), watermark)
 
     def _plan(
         self,

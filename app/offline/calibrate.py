@@ -152,6 +152,7 @@ class Setting:
     threshold: float
     merge_threshold: float | None = None
     size_discount: float | None = None
+    deferral_ms: int = 0  # improved family: deferred decisions (docs/deferral.md)
 
     @classmethod
     def make(
@@ -161,6 +162,7 @@ class Setting:
         fraction: float = 0.0,
         *,
         offset: float = MERGE_OFFSET,
+        deferral_ms: int = 0,
     ) -> Setting:
         """The family's setting at ``threshold``.
 
@@ -171,7 +173,7 @@ class Setting:
         if family == "merge":
             return cls(family, t, round(min(1.0, t + offset * (1 - t)), 4))
         if family == "improved":
-            return cls(family, t, t, round(min(0.5, fraction * (1 - t)), 4))
+            return cls(family, t, t, round(min(0.5, fraction * (1 - t)), 4), deferral_ms)
         return cls("plain", t)
 
     @property
@@ -225,6 +227,8 @@ class Setting:
             }
         if self.size_discount is not None:
             clustering["improved_mode"] = {"enabled": True, "size_discount": self.size_discount}
+            if self.deferral_ms:
+                clustering["improved_mode"]["deferral_ms"] = self.deferral_ms
         return data
 
     def _merge_floor(self, initial: float) -> float:
@@ -482,16 +486,19 @@ def calibrate(
     interval_ms: int = DEFAULT_INTERVAL_MS,
     improved: str = "auto",
     progress: Callable[[str], None] | None = None,
+    deferral_ms: int = 0,
 ) -> Calibration:
     """The setting with the most expected recall at expected precision >= the target.
 
     ``improved``: ``auto`` tries every family, ``on`` only the improved mode, ``off`` none of it.
+    ``deferral_ms``: the deferral window the config will run with (a latency the user chooses,
+    not searched here); it needs the improved mode, so only that family is tried.
     """
     if sample.y is None:
         message = "calibrate needs labels (or use estimate_unlabelled)"
         raise CalibrationError(message)
     size = expected_size or DEFAULT_SIZE_FACTOR * sample.n
-    families = _families(improved)
+    families = ("improved",) if deferral_ms else _families(improved)
     nn = nn_similarities(sample.X)
     lo, hi = (float(v) for v in np.quantile(nn, [0.01, 0.995]))
     step = max((hi - lo) / COARSE_STEPS, 1e-4)
@@ -507,7 +514,7 @@ def calibrate(
     points: list[Point] = []
     slopes: dict[str, tuple[float, float]] = {}
     for family in families:
-        settings = _family_settings(family, fine)
+        settings = _family_settings(family, fine, deferral_ms)
         measured = [_report(measure_point(sample, s, interval_ms), progress) for s in settings]
         slopes[family] = (beta, fit_recall_slope(measured))
         for group in series(measured):
@@ -532,10 +539,11 @@ def _families(improved: str) -> tuple[str, ...]:
     return ("plain", "improved")
 
 
-def _family_settings(family: str, thresholds: np.ndarray) -> list[Setting]:
+def _family_settings(family: str, thresholds: np.ndarray, deferral_ms: int = 0) -> list[Setting]:
     """The family's candidates: every threshold with each of its merge shapes or discounts."""
     if family == "improved":
-        return [Setting.make(family, t, f) for f in DISCOUNT_FRACTIONS for t in thresholds]
+        return [Setting.make(family, t, f, deferral_ms=deferral_ms)
+                for f in DISCOUNT_FRACTIONS for t in thresholds]
     if family == "merge":
         return [Setting.make(family, t, offset=o) for o in MERGE_OFFSETS for t in thresholds]
     return [Setting.make(family, t) for t in thresholds]

@@ -35,10 +35,12 @@ from confluent_kafka import OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, T
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from app.background import Background
+from app.engine.window import pack
 from app.errors import StoreLost, StoreUnavailable
 from app.kafka_client import ADMIN_TIMEOUT_S, make_admin, make_consumer, records_of
 from app.worker.live_order import LiveOrder
 from app.worker.pipeline import RawRecord, position
+from app.worker.window_gate import WindowGate
 
 if TYPE_CHECKING:
     from app.worker.runtime import Runtime
@@ -89,6 +91,7 @@ class BulkIngest(Background):
         self._admin: AdminClient | None = None  # report_lag's own client, made on first use
         self._streams_of: tuple[object, dict[str, str]] = (None, {})
         self._order = LiveOrder(self._stream_of, wait_s=HOLD_BACK_S)
+        self._gate = WindowGate(0)  # an open window's records (deferral set per batch)
         self._paused: set[tuple[str, int]] = set()
         self._bounded = False  # records wait for the other workers: ask the store for them
         self._topics: tuple[str, ...] | None = None  # a reload's new topics, to subscribe to
@@ -138,7 +141,7 @@ class BulkIngest(Background):
                                             timeout=self.settings.batch_timeout_s)
                 now = time.monotonic()
                 self._order.add([raw_record(m) for m in records_of(messages)], now)
-                if len(self._order):
+                if len(self._order) or len(self._gate):
                     self._handle(consumer, now)
                 self._publish(consumer, time.monotonic())
         except StoreLost as exc:  # from a batch handled again before a store call of this thread
@@ -167,15 +170,28 @@ class BulkIngest(Background):
             return
         released = self._order.release(self._highwater(consumer), bound, now)
         self._bounded = bound is not None and len(self._order) > 0
-        size = self.settings.batch_size
-        for start in range(0, len(released), size):
-            batch = released[start : start + size]
+        for batch in self._batches(released, now):
             if bound is not None:  # others decide beside this worker: see their clusters first
                 with contextlib.suppress(StoreUnavailable):  # the commit waits the outage out
                     self._on_loop(self.runtime.follow_changes())
             self._on_loop(self.runtime.handle(batch))
             consumer.store_offsets(offsets=next_offsets(batch))
         self._pace(consumer)
+
+    def _batches(self, released: list[RawRecord], now: float) -> list[list[RawRecord]]:
+        """Released records in batches of ``FVC_BATCH_SIZE``, or windows once complete.
+
+        With deferred decisions each window goes whole (app/worker/window_gate.py).
+        """
+        gate = self._gate
+        gate.deferral_ms = self.runtime.config.deferral_ms
+        if not gate.deferral_ms and not len(gate):
+            size = self.settings.batch_size
+            return [released[start : start + size] for start in range(0, len(released), size)]
+        windows = gate.add(released, now)
+        if gate.due(now):
+            windows.append(gate.flush())
+        return list(pack(windows, self.settings.batch_size))
 
     def _publish(self, consumer: Consumer, now: float) -> None:
         """Tell the other workers where this one's partitions stand, once they moved.
@@ -283,6 +299,7 @@ class BulkIngest(Background):
         """
         self._held = []
         self._order.assign({}, time.monotonic())
+        self._gate.drop()
         self._paused = set()
 
     def _on_loop(self, coroutine: Any) -> Any:

@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from app.engine import Event, EventType
+from app.engine.window import pack
 from app.kafka_client import make_consumer, make_producer
 from app.worker.event_order import EventOrder
 from app.worker.pipeline import RawRecord
 from app.worker.publisher import REPORT_ONLY_ERRORS, Publisher
 from app.worker.runtime import Runtime
+from app.worker.window_gate import WindowGate
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +97,26 @@ async def _consume(
     paused: set[tuple[str, int]] = set()
     total = dead = 0
     pending: list[RawRecord] = []
+    gate = WindowGate(runtime.config.deferral_ms)  # with deferred decisions: whole windows
     while not order.done:
         for m in consumer.consume(batch_size, timeout=POLL_TIMEOUT_S):
             if not m.error():
                 order.add(RawRecord(m.topic(), m.partition(), m.offset(), m.key(), m.value(),
                                     m.timestamp()[1]))
         _pace(consumer, order, ends, paused, limit=PAUSE_AFTER_BATCHES * batch_size)
-        pending += order.ready()
-        while len(pending) >= batch_size or (pending and order.done):
-            batch, pending = pending[:batch_size], pending[batch_size:]
+        ready = order.ready()
+        if gate.deferral_ms:
+            windows = gate.add(ready, 0.0)
+            if order.done and len(gate):
+                windows.append(gate.flush())
+            batches = list(pack(windows, batch_size))
+        else:
+            pending += ready
+            batches = []
+            while len(pending) >= batch_size or (pending and order.done):
+                batches.append(pending[:batch_size])
+                pending = pending[batch_size:]
+        for batch in batches:
             outcome = await runtime.handle(batch)
             total += len(batch)
             dead += len(outcome.dead_letters)

@@ -227,8 +227,12 @@ def test_every_schema_field_has_its_json_name_accepted():
                 collect(value)
 
     collect(schema)
-    renamed = set(normalise_config(camelise(FULL)).notes[0].split(": ", 1)[1].split(", "))
-    used = {name.split(" -> ")[1] for name in renamed}
+    deferred = copy.deepcopy(FULL)  # deferral excludes track linking, which FULL has
+    deferred["clustering_config"]["improved_mode"].update(deferral_ms=1000, window_threshold=0.7)
+    used = set()
+    for config in (FULL, deferred):
+        renamed = normalise_config(camelise(config)).notes[0].split(": ", 1)[1].split(", ")
+        used |= {name.split(" -> ")[1] for name in renamed}
     assert names - used <= {"min_num_samples", "output_topic", "internal_state_topic"}
     alias = camelise(
         {
