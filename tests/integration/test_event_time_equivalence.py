@@ -36,13 +36,15 @@ import orjson
 import pytest
 from worker_support import FVC, Deployment, http, wait_for
 
-from app.config import ClusteringConfig
+from app.config import ClusteringConfig, parse_config
+from app.engine import Engine
 from app.engine.clock import ORDERED, EventClock
+from app.offline.evaluate import evaluate
 from app.offline.produce import as_rows
 from app.offline.quality import bcubed
 from app.offline.synth import Scene, make_scene
 from app.settings import Settings
-from app.store import create_store
+from app.store import MemoryStore, create_store
 from tests.support.replay import Assignments, event_time_config, offline_assignments
 from tests.support.topics import Events, last_offsets, live_run
 
@@ -362,4 +364,59 @@ def test_fvc_run_and_fvc_evaluate_give_identical_assignments(
     offline = {(a["stream"], a["key"]): a["cluster_id"] for a in lines}
     assert kinds(events.values())["MERGE_EVENT"] > 10
     difference = divergence(offline, final, in_event_order(scene))
+    assert not difference, difference
+
+
+def deferred_config(streams: Iterable[str]) -> ClusteringConfig:
+    """``event_time_config`` with the improved mode deciding windows of 1 s together."""
+    data = event_time_config(streams).to_dict()
+    data["clustering_config"]["improved_mode"] = {"enabled": True, "deferral_ms": 1_000}
+    return parse_config(data)
+
+
+def test_deferred_windows_survive_a_killed_worker_and_give_the_offline_answer(
+    tmp_path: Path, unique: str, kafka_bootstrap: str, redis_url: str
+) -> None:
+    """A bulk worker killed while it holds an open window, restarted: nothing lost or doubled.
+
+    Deferred decisions (improved_mode.deferral_ms) hold a window's records until a record of a
+    later window comes; their offsets are stored only with the window's decision, so the
+    restarted worker reads them again and decides the window exactly as ``fvc evaluate`` and
+    ``fvc run`` do.
+    """
+    scene = make_scene(4_000, seed=22, dim=32, cameras=1, frame_interval_ms=100)
+    config = deferred_config(["camera_0"])
+    offline = offline_assignments(scene, config)
+    engine = Engine(config)
+    evaluate(scene, config, engine, MemoryStore())
+    held_offline = sum(c.num_observations for c in engine.clusters.values())
+    inputs = f"{unique}.in"
+    runs = {n: deployment_for(tmp_path, f"{unique}-{n}", inputs, kafka_bootstrap, redis_url,
+                              config, partitions=1) for n in ("batch", "bulk")}
+    live = runs["bulk"]
+    try:
+        report = runs["batch"].produce(scene)  # a backlog: the worker reads it at full speed
+        assert (report.records, report.failed) == (scene.n, 0)
+        batch = run_batch(runs["batch"])
+        assert batch.returncode == 0, batch.stderr
+        live.start_worker(FVC_INGEST="bulk", FVC_BATCH_SIZE="16")
+        wait_for(lambda: sum(store_state(live)[0].values()) > scene.n // 3, 120,
+                 "the worker to store a third of the input")
+        live.kill(0)
+        stored = sum(store_state(live)[0].values())
+        assert stored < scene.n - 1, "killed too late to hold a window"
+        live.start_worker(FVC_INGEST="bulk", FVC_BATCH_SIZE="16")
+        settle(live)
+        observations = live.observations_stored()
+        answers = {n: answer_of(d) for n, d in runs.items()}
+    finally:
+        for deployment in runs.values():
+            deployment.stop_all()
+            deployment.clear()
+
+    assert observations == held_offline  # each record applied exactly once
+    order = in_event_order(scene)
+    for name, (final, _, _) in answers.items():
+        assert not divergence(offline, final, order), f"{name}: {divergence(offline, final, order)}"
+    difference = event_difference(answers["batch"][1], answers["bulk"][1], ("batch", "bulk"))
     assert not difference, difference
