@@ -26,7 +26,9 @@ the most recall whose precision, extrapolated to the size the config will run at
 the labels tell how many distinct people a stream of that size will hold (few more when
 the same people keep coming back), and the impurity is extrapolated in proportion to
 them and to the 0.4th power of the images per person. Recall is extrapolated from the
-sample's halves and quarters.
+sample's halves and quarters. With --deferral-ms (deferred decisions, docs/deferral.md)
+only the improved mode is tried, each setting deciding windows of that much event time
+together, as the deployment will.
 
 With --unlabelled, labels are ignored: each vector's nearest-neighbour similarity is
 either a genuine match or the most similar stranger; a two-component mixture separates
@@ -45,6 +47,7 @@ examples:
   fvc calibrate sample.npz --json | jq .config
   fvc calibrate unlabelled.npz --unlabelled --expected-size 100000
   fvc calibrate sample.npz --config config/four-cameras.json --out tuned.json
+  fvc calibrate sample.npz --deferral-ms 2500 --out deferred.json
 """
 
 JSON_KEYS = (

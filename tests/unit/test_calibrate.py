@@ -10,6 +10,7 @@ import pytest
 
 from app.commands import calibrate as calibrate_command
 from app.config import load_config
+from app.errors import FvcError
 from app.offline.calibrate import (
     CalibrationError,
     Point,
@@ -231,3 +232,28 @@ def load_sample_without_labels():
 
     x = np.eye(30, 4, dtype=np.float32) + 0.1
     return Sample(x, None, np.arange(30), np.full(30, "camera_0"))
+
+
+def test_deferral_tunes_the_improved_mode_with_the_window_and_writes_it(tmp_path, capsys) -> None:
+    train = scene_file(tmp_path, "train.npz", 600, seed=5)
+    out = tmp_path / "deferred.json"
+    answer = json.loads(run_cli([str(train), "--deferral-ms", "1000", "--json", "--out",
+                                 str(out)], capsys))
+    config = load_config(out)
+    assert config.deferral_ms == 1000 and config.improved_mode is not None
+    assert config.merging.time_interval_ms % 1000 == 0
+    assert answer["config"]["clustering_config"]["improved_mode"]["deferral_ms"] == 1000
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--deferral-ms", "3000"], "positive divisor of --merge-interval-ms (5000), got 3000"),
+    (["--deferral-ms", "1000", "--improved", "off"], "cannot go with --improved off"),
+])
+def test_a_deferral_calibrate_cannot_use_is_refused(tmp_path, argv, message) -> None:
+    train = scene_file(tmp_path, "train.npz", 200, seed=6)
+    parser = argparse.ArgumentParser()
+    calibrate_command.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["calibrate", str(train), *argv])
+    with pytest.raises(FvcError) as refused:
+        args.func(args)
+    assert message in str(refused.value)
