@@ -175,13 +175,13 @@ class Engine:
         """
         mode = cast("ImprovedModeConfig", self.improved)
         units = self._units(observations)
-        members: list[list[int]] = []
-        for start, end in window.runs([o.time for o in observations], self.deferral_ms):
-            threshold = mode.window_threshold
-            if threshold is None:
-                threshold = self._stream(observations[start].stream_id).reg_threshold
-            found = window.groups(units[start:end], threshold)
-            members += [[start + row for row in rows] for rows in found]
+        members = window.batch_groups(
+            units,
+            [o.time for o in observations],
+            [self._stream(o.stream_id).reg_threshold for o in observations],
+            self.deferral_ms,
+            mode.window_threshold,
+        )
         counts = np.array([o.count for o in observations], dtype=np.float32)[:, None]
         sums = np.stack([(units[rows] * counts[rows]).sum(axis=0) for rows in members])
         norms = np.linalg.norm(sums, axis=1)

@@ -54,6 +54,37 @@ def runs(times: list[int], deferral_ms: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
+def batch_groups(
+    units: np.ndarray,
+    times: list[int],
+    thresholds: list[float],
+    deferral_ms: int,
+    window_threshold: float | None,
+) -> list[list[int]]:
+    """The groups of a batch of whole windows, window by window (rows of the batch).
+
+    A window's rows are grouped at ``window_threshold``, or when it is None at the strictest
+    ``reg_threshold`` of their streams. A row whose stream's threshold is 1.0 or more stays
+    alone: such a stream makes every observation a cluster of its own.
+
+    >>> u = np.array([[1, 0], [0.99, 0.14], [1, 0], [0, 1]], dtype=np.float32)
+    >>> u /= np.linalg.norm(u, axis=1, keepdims=True)
+    >>> batch_groups(u, [0, 10, 20, 150], [0.9, 0.9, 1.0, 0.9], 100, None)
+    [[0, 1], [2], [3]]
+    """
+    out: list[list[int]] = []
+    for start, end in runs(times, deferral_ms):
+        rows = [r for r in range(start, end) if thresholds[r] < 1.0]
+        found: list[list[int]] = [[r] for r in range(start, end) if thresholds[r] >= 1.0]
+        if rows:
+            threshold = window_threshold
+            if threshold is None:
+                threshold = max(thresholds[r] for r in rows)
+            found += [[rows[i] for i in group] for group in groups(units[rows], threshold)]
+        out += sorted(found, key=lambda group: group[0])
+    return out
+
+
 def pack(windows: Iterable[list[T]], size: int) -> Iterator[list[T]]:
     """Consecutive whole windows joined into batches of at most ``size`` (a bigger one alone).
 
@@ -107,4 +138,4 @@ def groups(units: np.ndarray, threshold: float) -> list[list[int]]:
     return sorted(members.values(), key=lambda rows: rows[0])
 
 
-__all__ = ["groups", "pack", "runs", "window_of"]
+__all__ = ["batch_groups", "groups", "pack", "runs", "window_of"]

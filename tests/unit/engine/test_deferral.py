@@ -160,3 +160,9 @@ def test_a_config_with_deferral_round_trips() -> None:
     from app.config import parse_config
 
     assert parse_config(config.to_dict()) == config
+
+
+def test_a_threshold_of_one_keeps_every_observation_alone_even_deferred() -> None:
+    engine = Engine(deferred_config(1.0))
+    result = engine.process([obs(at(0), 0, key="a"), obs(at(0), 10, key="b")])
+    assert [d.created for d in result.decisions] == [True, True]
