@@ -188,6 +188,8 @@ class Engine:
         group_units = sums / norms[:, None]
         sims, slots = self._search(group_units)
         scratch = BatchScratch(group_units)
+        nearest = slots[:, 0]
+        scratch.read(self.clusters.at(np.unique(nearest[nearest >= 0])))  # one gather, not many
         decisions: list[Decision | None] = [None] * len(observations)
         for g, rows in enumerate(members):
             first = observations[rows[0]]

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from app.engine.columns import FIELD
+
 if TYPE_CHECKING:
     from app.config import ImprovedModeConfig, MergingConfig
     from app.engine.engine import Engine
@@ -69,7 +71,7 @@ def joins(
     floor = threshold - mode.size_discount
     if sim < floor - 1e-6 and (sim >= 0.0 or floor >= 0.0):
         return False
-    cluster = scratch.touched.get(key) or engine.clusters[key]
+    cluster = scratch.peek(key, engine.clusters)
     n = cluster.num_observations
     mean = sim * cluster.norm / n  # mean_member_similarity, inlined
     return mean >= threshold - mode.discount(count, n)
@@ -106,8 +108,9 @@ def candidate_pairs(
     found = slots >= 0
     seen, where = np.unique(np.concatenate([query_slots, slots[found]]), return_inverse=True)
     keys = [index.key_at(int(slot)) for slot in seen]
-    counts = np.array([clusters[k].num_observations for k in keys], dtype=np.float64)
-    norms = np.array([clusters[k].norm for k in keys], dtype=np.float64)
+    ints, held_norms = clusters.gather(seen)  # one gather per column, not a Cluster per key
+    counts = ints[:, FIELD["num_observations"]].astype(np.float64)
+    norms = held_norms.astype(np.float64)
     scale = norms / counts  # |S| / n: mean member sim = sim * s_a * s_b
     a = where[: len(queries)][:, None].repeat(slots.shape[1], axis=1)
     b = np.zeros_like(slots)

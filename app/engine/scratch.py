@@ -49,6 +49,10 @@ class BatchScratch:
         """Clusters the batch is about to touch, read at once (``ClusterColumns.at``)."""
         self._read.update((c.key, c) for c in clusters)
 
+    def peek(self, key: str, clusters: Mapping[str, Cluster]) -> Cluster:
+        """The cluster as this batch has left it so far, without taking it as touched."""
+        return self.touched.get(key) or self._read.get(key) or clusters[key]
+
     def current(self, key: str, clusters: Mapping[str, Cluster]) -> Cluster:
         """The cluster as this batch has left it so far; remembers its starting version."""
         cluster = self.touched.get(key)
