@@ -41,6 +41,9 @@ FAMILIES = ("plain", "merge", "improved")
 MERGE_OFFSET = 0.2  # merge family: merge threshold T + 0.2 (1 - T) by default
 MERGE_OFFSETS = (0.0, 0.1, 0.2)  # merge family: the offsets searched
 DISCOUNT_FRACTIONS = (0.3, 0.6, 0.8)  # improved family: size_discount = f (1 - T)
+# With deferred decisions a window's group is already an average over several images, so
+# smaller discounts are searched as well (docs/deferral.md).
+DEFERRED_DISCOUNT_FRACTIONS = (0.0, 0.1, 0.3, 0.6)
 COARSE_STEPS = 24
 DEFAULT_INTERVAL_MS = 5000
 DEFAULT_SIZE_FACTOR = 10  # --expected-size default: ten times the sample
@@ -502,9 +505,14 @@ def calibrate(
     nn = nn_similarities(sample.X)
     lo, hi = (float(v) for v in np.quantile(nn, [0.01, 0.995]))
     step = max((hi - lo) / COARSE_STEPS, 1e-4)
+    # The fine grid is centred where the coarse scan reaches the target: with deferred decisions
+    # the scan runs deferred (a group, an average of several images, is judged at a lower
+    # threshold than one image, so the plain scan's place would miss the deferred optimum).
+    family, fraction = ("improved", 0.0) if deferral_ms else ("plain", 0.0)
     coarse = [
         _report(Point(s, *measure(sample, s, interval_ms)), progress)
-        for s in (Setting.make("plain", t) for t in np.arange(lo, hi + step / 2, step))
+        for s in (Setting.make(family, t, fraction, deferral_ms=deferral_ms)
+                  for t in np.arange(lo, hi + step / 2, step))
     ]
     anchor = _anchor(coarse, target_precision)
     fine = np.arange(anchor - step, anchor + 2 * step + step / 8, step / 4)
@@ -542,8 +550,9 @@ def _families(improved: str) -> tuple[str, ...]:
 def _family_settings(family: str, thresholds: np.ndarray, deferral_ms: int = 0) -> list[Setting]:
     """The family's candidates: every threshold with each of its merge shapes or discounts."""
     if family == "improved":
+        fractions = DEFERRED_DISCOUNT_FRACTIONS if deferral_ms else DISCOUNT_FRACTIONS
         return [Setting.make(family, t, f, deferral_ms=deferral_ms)
-                for f in DISCOUNT_FRACTIONS for t in thresholds]
+                for f in fractions for t in thresholds]
     if family == "merge":
         return [Setting.make(family, t, offset=o) for o in MERGE_OFFSETS for t in thresholds]
     return [Setting.make(family, t) for t in thresholds]
