@@ -58,7 +58,14 @@ if str(ROOT) not in sys.path:
 
 from app.config import ClusteringConfig, parse_config  # noqa: E402
 from app.engine import Engine  # noqa: E402
-from app.offline.calibrate import Sample, Setting, calibrate, estimate_unlabelled, measure  # noqa: E402
+from app.offline.calibrate import (  # noqa: E402
+    Calibration,
+    Sample,
+    Setting,
+    calibrate,
+    estimate_unlabelled,
+    measure,
+)
 from app.offline.evaluate import observations_of, predicted_labels, run_engine  # noqa: E402
 from app.offline.modern import make_modern_scene  # noqa: E402
 from app.offline.quality import bcubed  # noqa: E402
@@ -366,23 +373,12 @@ def calibration_check(data: DataSet, result: Result) -> dict[str, Any]:
     return {
         "deferred": deferred,
         "sample": cut,
-        "chosen": setting.label,
-        "threshold": setting.threshold,
-        "sample_precision": round(cal.chosen.precision, 4),
-        "sample_recall": round(cal.chosen.recall, 4),
-        "expected_precision": round(cal.chosen.expected_precision, 4),
-        "expected_recall": round(cal.chosen.expected_recall, 4),
-        "whole_precision": round(precision, 4),
-        "whole_recall": round(recall, 4),
+        **_scored(cal, precision, recall, tuned, seconds),
         "best_single_threshold": single_t,
         "best_single_recall": round(single, 4),
         "best_improved_recall": round(improved, 4),
         "best_improved_threshold": improved_t,
-        "best_tuned_recall": round(tuned, 4),
         "best_tuned_method": tuned_method,
-        "precision_ok": TARGET_P <= precision <= TARGET_P + CAL_PRECISION_BAND,
-        "recall_ok": recall >= tuned - CAL_RECALL_GAP,
-        "seconds": round(seconds, 1),
         "unlabelled": {
             "threshold": estimate.threshold,
             "interval": list(estimate.interval),
@@ -400,11 +396,21 @@ def _deferred_calibration(whole: Sample, cut: int, n: int, result: Result) -> di
     cal = calibrate(whole.rows(0, cut), TARGET_P, n, interval_ms=INTERVAL_MS,
                     deferral_ms=deferral)
     seconds = time.perf_counter() - began
-    setting = cal.chosen.setting
-    precision, recall = measure(whole, setting, INTERVAL_MS)
+    precision, recall = measure(whole, cal.chosen.setting, INTERVAL_MS)
     tuned, tuned_t = result.best(CALIBRATED_DEFERRAL)
     return {
         "deferral_ms": deferral,
+        **_scored(cal, precision, recall, tuned, seconds),
+        "best_tuned_threshold": tuned_t,
+    }
+
+
+def _scored(
+    cal: Calibration, precision: float, recall: float, tuned: float, seconds: float
+) -> dict[str, Any]:
+    """A calibration's choice, what it expected, what the whole stream gave, and the verdicts."""
+    setting = cal.chosen.setting
+    return {
         "chosen": setting.label,
         "threshold": setting.threshold,
         "sample_precision": round(cal.chosen.precision, 4),
@@ -414,7 +420,6 @@ def _deferred_calibration(whole: Sample, cut: int, n: int, result: Result) -> di
         "whole_precision": round(precision, 4),
         "whole_recall": round(recall, 4),
         "best_tuned_recall": round(tuned, 4),
-        "best_tuned_threshold": tuned_t,
         "precision_ok": TARGET_P <= precision <= TARGET_P + CAL_PRECISION_BAND,
         "recall_ok": recall >= tuned - CAL_RECALL_GAP,
         "seconds": round(seconds, 1),
