@@ -18,6 +18,7 @@ from app.config import ConfigError
 from app.downstream.view import ClusterView
 from app.engine import Engine, Observation, StepResult
 from app.engine.window import groups, pack, runs
+from tests.unit.test_reid_view import assert_view_is_engine
 
 MERGING = {"threshold_discount_rate": 1.0, "time_interval_ms": 1_000}
 
@@ -114,12 +115,7 @@ def test_deferred_decisions_conserve_counts_and_match_the_downstream_view(
     total = sum(c.num_observations for c in engine.clusters.values())
     assert total == sum(o.count for o in observations)
     view = ClusterView().apply_all(event_to_dict(e) for r in results for e in r.events)
-    realized = {k: c for k, c in engine.clusters.items() if c.realized}
-    assert set(view.clusters) == set(realized)
-    for key, c in realized.items():
-        assert view.clusters[key].num_observations == c.num_observations
-        np.testing.assert_allclose(view.clusters[key].representative, c.representative,
-                                   atol=1e-6)
+    assert_view_is_engine(view, engine)
 
 
 @settings(max_examples=40, deadline=None)
