@@ -35,7 +35,6 @@ from confluent_kafka import OFFSET_INVALID, TIMESTAMP_NOT_AVAILABLE, Consumer, T
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from app.background import Background
-from app.engine.window import pack
 from app.errors import StoreLost, StoreUnavailable
 from app.kafka_client import ADMIN_TIMEOUT_S, make_admin, make_consumer, records_of
 from app.worker.live_order import LiveOrder
@@ -188,10 +187,7 @@ class BulkIngest(Background):
         if not gate.deferral_ms and not len(gate):
             size = self.settings.batch_size
             return [released[start : start + size] for start in range(0, len(released), size)]
-        windows = gate.add(released, now)
-        if gate.due(now):
-            windows.append(gate.flush())
-        return list(pack(windows, self.settings.batch_size))
+        return gate.batches(released, now, self.settings.batch_size)
 
     def _publish(self, consumer: Consumer, now: float) -> None:
         """Tell the other workers where this one's partitions stand, once they moved.

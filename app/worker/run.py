@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from app.engine import Event, EventType
-from app.engine.window import pack
 from app.kafka_client import make_consumer, make_producer
 from app.worker.event_order import EventOrder
 from app.worker.pipeline import RawRecord
@@ -106,10 +105,7 @@ async def _consume(
         _pace(consumer, order, ends, paused, limit=PAUSE_AFTER_BATCHES * batch_size)
         ready = order.ready()
         if gate.deferral_ms:
-            windows = gate.add(ready, 0.0)
-            if order.done and len(gate):
-                windows.append(gate.flush())
-            batches = list(pack(windows, batch_size))
+            batches = gate.batches(ready, 0.0, batch_size, ended=order.done)
         else:
             pending += ready
             batches = []

@@ -17,7 +17,7 @@ the held records again). The wall clock closes a window only when no record has 
 
 from __future__ import annotations
 
-from app.engine.window import window_of
+from app.engine.window import pack, window_of
 from app.worker.pipeline import RawRecord
 
 
@@ -61,6 +61,18 @@ class WindowGate:
         if records:
             self._last_added = now
         return closed
+
+    def batches(
+        self, records: list[RawRecord], now: float, size: int, *, ended: bool = False
+    ) -> list[list[RawRecord]]:
+        """Take records; return the closed windows in batches of whole windows, <= ``size``.
+
+        The open window goes too once the input has ``ended`` or been idle ``deferral_ms``.
+        """
+        windows = self.add(records, now)
+        if self._held and (ended or self.due(now)):
+            windows.append(self.flush())
+        return list(pack(windows, size))
 
     def due(self, now: float) -> bool:
         """Whether the open window has waited ``deferral_ms`` of wall clock with no new record."""

@@ -67,3 +67,15 @@ def test_revoked_partitions_drop_what_is_held_and_switching_deferral_off_lets_it
     gate.deferral_ms = 0
     batches = gate.add([RawRecord("cam", 0, 1, None, b"", 500)], now=0.0)
     assert [[r.offset for r in b] for b in batches] == [[0], [1]]
+
+
+def test_batches_pack_whole_windows_and_close_the_open_one_at_the_end_or_when_idle() -> None:
+    gate = WindowGate(DEFERRAL_MS)
+    times = [0, 10, 110, 120, 130, 250]  # windows 0, 0, 1, 1, 1, 2
+    records = [RawRecord("cam", 0, i, None, b"", t) for i, t in enumerate(times)]
+    offsets = lambda batches: [[r.offset for r in b] for b in batches]  # noqa: E731
+    assert offsets(gate.batches(records, 0.0, size=4)) == [[0, 1], [2, 3, 4]]  # 2 + 3 > 4
+    assert gate.batches([], 0.05, size=4) == []  # window 2 still open
+    assert offsets(gate.batches([], 0.2, size=4)) == [[5]]  # idle for the deferral: closed
+    gate.add([RawRecord("cam", 0, 6, None, b"", 300)], now=1.0)
+    assert offsets(gate.batches([], 1.0, size=4, ended=True)) == [[6]]  # input ended
