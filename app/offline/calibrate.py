@@ -508,14 +508,16 @@ def calibrate(
     # The fine grid is centred where the coarse scan reaches the target: with deferred decisions
     # the scan runs deferred (a group, an average of several images, is judged at a lower
     # threshold than one image, so the plain scan's place would miss the deferred optimum).
-    family, fraction = ("improved", 0.0) if deferral_ms else ("plain", 0.0)
-    coarse = [
-        _report(Point(s, *measure(sample, s, interval_ms)), progress)
-        for s in (Setting.make(family, t, fraction, deferral_ms=deferral_ms)
-                  for t in np.arange(lo, hi + step / 2, step))
-    ]
+    family = "improved" if deferral_ms else "plain"
+
+    def scan(threshold: float) -> Point:
+        setting = Setting.make(family, threshold, deferral_ms=deferral_ms)
+        return _report(Point(setting, *measure(sample, setting, interval_ms)), progress)
+
+    coarse = _coarse_scan(scan, lo, hi, step, target_precision)
     anchor = _anchor(coarse, target_precision)
-    fine = np.arange(anchor - step, anchor + 2 * step + step / 8, step / 4)
+    # One fine step more below: the loosest threshold is only a neighbour (see _choose).
+    fine = np.arange(anchor - 1.25 * step, anchor + 2 * step + step / 8, step / 4)
     fine = fine[(fine > 0.0) & (fine < 1.0)]
     people = (int(np.unique(sample.y).size), expected_people(sample.y, size))
     beta = size_exponent(people[1] / people[0], size / sample.n)
@@ -558,6 +560,25 @@ def _family_settings(family: str, thresholds: np.ndarray, deferral_ms: int = 0) 
     return [Setting.make(family, t) for t in thresholds]
 
 
+def _coarse_scan(
+    scan: Callable[[float], Point], lo: float, hi: float, step: float, target: float
+) -> list[Point]:
+    """Points from ``lo`` to ``hi`` by ``step``, extended down until one misses ``target``.
+
+    The range comes from the nearest-neighbour similarities, which suit a single image judged
+    on its own; a mode that judges groups (deferred decisions) or discounts large clusters may
+    reach the target below it, and the fine grid must straddle the place where precision meets
+    the target, not sit on one side of it.
+    """
+    points = [scan(float(t)) for t in np.arange(lo, hi + step / 2, step)]
+    for _ in range(COARSE_STEPS):
+        lowest = points[0].setting.threshold
+        if points[0].precision < target or lowest - step <= 0.0:
+            break
+        points.insert(0, scan(lowest - step))
+    return points
+
+
 def _anchor(coarse: Sequence[Point], target: float) -> float:
     """Most recall at sample precision >= target, or the most precise threshold."""
     ok = [p for p in coarse if p.precision >= target]
@@ -575,7 +596,11 @@ def _choose(
     coarse: list[Point],
 ) -> Calibration:
     simple = {f: i for i, f in enumerate(FAMILIES)}  # on equal recall prefer the simpler family
-    ok = [p for p in points if p.expected_precision >= target]
+    # The loosest threshold has no looser neighbour to warn of a cliff below it
+    # (extrapolate_series), so it is measured only to judge the one above it.
+    loosest = min(p.setting.threshold for p in points)
+    ok = [p for p in points
+          if p.expected_precision >= target and p.setting.threshold > loosest]
     if ok:
         chosen = max(
             ok, key=lambda p: (round(p.expected_recall, 4), -simple[p.setting.family],

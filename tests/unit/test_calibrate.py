@@ -15,6 +15,7 @@ from app.offline.calibrate import (
     CalibrationError,
     Point,
     Setting,
+    _coarse_scan,
     _families,
     _family_settings,
     expected_people,
@@ -194,6 +195,16 @@ def test_a_cliff_next_door_counts_against_a_setting() -> None:
            for t, imp in ((0.50, 0.05), (0.51, 0.002), (0.52, 0.002), (0.53, 0.002))]
     extrapolate_series(pts, 400, 800, 1.0)
     assert [round(p.expected_precision, 3) for p in pts] == [0.9, 0.9, 0.996, 0.996]
+
+
+def test_the_coarse_scan_goes_below_its_range_until_precision_misses() -> None:
+    def scan(t: float) -> Point:  # precision reaches 0.98 from T = 0.3 up
+        return Point(Setting.make("plain", t), 0.99 if t >= 0.3 - 1e-9 else 0.9, 1 - t)
+
+    extended = [round(p.setting.threshold, 2) for p in _coarse_scan(scan, 0.5, 0.7, 0.1, 0.98)]
+    assert extended == [0.2, 0.3, 0.4, 0.5, 0.6, 0.7]  # brackets the place it meets the target
+    bracketed = [round(p.setting.threshold, 2) for p in _coarse_scan(scan, 0.2, 0.4, 0.1, 0.98)]
+    assert bracketed == [0.2, 0.3, 0.4]  # already brackets it: nothing added
 
 
 def test_the_merge_family_is_searched_over_its_merge_threshold() -> None:
