@@ -20,7 +20,10 @@ not running (and stopped again after), a worker runs on topics of its own, and i
     publish).
 
 Every measured vector is searched against --clusters representatives (registered first)
-and updates one of them. Several --clusters values run the whole benchmark once each. The
+and updates one of them. Several --clusters values run the whole benchmark once each.
+--improved runs the workers (and the engine alone) in the improved mode; --deferral-ms MS
+with deferred decisions too: each window of MS event time decided at once, so latency
+includes waiting for the window (compare with --improved, measured the same way). The
 figures include Redis round trips per committed batch (all of the worker's store calls during
 the msgpack phase, divided by its batches), and the CPU time the worker, Redis, Kafka and the
 producer (this process) used in that phase: on a small machine they share the cores.
@@ -48,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              " bulk, the faster one)")
     parser.add_argument("--output-format", choices=("msgpack", "json"), default="msgpack",
                         help="the workers' event format, FVC_OUTPUT_FORMAT (default msgpack)")
+    parser.add_argument("--improved", action="store_true",
+                        help="run the improved mode, its merge pass every 5 s of event time")
+    parser.add_argument("--deferral-ms", type=int, default=0, metavar="MS",
+                        help="decide windows of MS event time at once (improved_mode."
+                             "deferral_ms, docs/deferral.md; implies --improved); latency then "
+                             "includes the window")
     parser.add_argument("--json", action="store_true", help="print exactly one JSON object")
     parser.add_argument("--plot", type=Path, metavar="DIR",
                         help="write latency.png (and throughput.png) into DIR")
@@ -67,7 +76,8 @@ def handler(args: argparse.Namespace) -> int:
     with local_stack():
         for clusters in args.clusters:
             options = BenchOptions(clusters, args.n, args.dim, args.latency_n, args.seed,
-                                   args.workers, args.ingest, args.output_format)
+                                   args.workers, args.ingest, args.output_format,
+                                   args.improved, args.deferral_ms)
             figures, latency = run_bench(options)
             runs.append(figures)
             latencies.append(latency)

@@ -24,6 +24,7 @@ import psutil
 from app.config import ClusteringConfig
 from app.dev.localrun import FVC, LocalRun, say
 from app.engine import Engine, Observation
+from app.engine.window import pack, runs
 from app.index import make_index
 from app.kafka_client import make_consumer
 from app.offline.produce import Rows, produce_scene
@@ -32,6 +33,7 @@ from app.store import store_for
 CAMERAS = 4
 THRESHOLD = 0.5
 FRAME_MS = 40
+MERGE_INTERVAL_MS = 5000  # with the improved mode: its merge pass, in event time
 SIGHTING_COSINE = 0.8  # cosine of a re-sighting to its identity's centre
 WORKDIR = Path(".fvc/bench")
 LISTENER_START_S = 3.0  # the latency listener's time to join and reach the end of the events
@@ -50,6 +52,8 @@ class BenchOptions:
     workers: int = 1
     ingest: str = "bulk"  # FVC_INGEST of the workers
     output_format: str = "msgpack"  # FVC_OUTPUT_FORMAT of the workers
+    improved: bool = False  # the improved mode and its merge pass (implied by deferral_ms)
+    deferral_ms: int = 0  # improved_mode.deferral_ms (0: decide each vector when it comes)
 
 
 def sightings(rng: np.random.Generator, centres: np.ndarray, n: int, start_ms: int) -> Rows:
@@ -83,26 +87,48 @@ def observations(rows: Rows) -> list[Observation]:
             zip(rows.X, rows.s, rows.keys, rows.t.tolist(), strict=True)]
 
 
-def bench_config() -> dict:
-    """Every cluster realized at once, so each vector updates a cluster that emits an event."""
+def bench_config(improved: bool = False, deferral_ms: int = 0) -> dict:
+    """Every cluster realized at once, so each vector updates a cluster that emits an event.
+
+    ``improved``: the improved mode with its merge pass every 5 s of event time; with
+    ``deferral_ms`` too, it decides windows of that much event time at once (docs/deferral.md),
+    the merge pass then every whole number of windows nearest 5 s above.
+    """
     streams = [
         {"stream_id": f"camera_{i}", "fv_field_selector": {"feature_vector_path": "features"},
          "reg_stream_config": {"reg_threshold": THRESHOLD}}
         for i in range(CAMERAS)
     ]
-    return {"clustering_config": {"method": "SIMPLE_AVERAGE"}, "input_stream_configs": streams}
+    clustering: dict = {"method": "SIMPLE_AVERAGE"}
+    if improved or deferral_ms:
+        window = deferral_ms or MERGE_INTERVAL_MS
+        interval = window * -(-MERGE_INTERVAL_MS // window)  # whole windows, rounded up
+        clustering["improved_mode"] = {"enabled": True, "deferral_ms": deferral_ms}
+        clustering["cluster_merging"] = {
+            "initial_threshold": THRESHOLD, "threshold_discount_rate": 1.0,
+            "min_threshold": THRESHOLD, "time_interval_ms": interval,
+        }
+    return {"clustering_config": clustering, "input_stream_configs": streams}
 
 
 def engine_alone(config: ClusteringConfig, warm: Rows, measured: Rows, batch: int) -> float:
     """Vectors/s of the engine alone (exact index) on the measured rows, after the warm rows."""
     engine = Engine(config, make_index("exact", "cpu"))
     warm_obs, obs = observations(warm), observations(measured)
-    for start in range(0, len(warm_obs), batch):
-        engine.step(warm_obs[start : start + batch])
+    for chunk in _batches(warm_obs, config.deferral_ms, batch):
+        engine.step(chunk)
     began = time.perf_counter()
-    for start in range(0, len(obs), batch):
-        engine.step(obs[start : start + batch])
+    for chunk in _batches(obs, config.deferral_ms, batch):
+        engine.step(chunk)
     return len(obs) / (time.perf_counter() - began)
+
+
+def _batches(obs: list[Observation], deferral_ms: int, size: int) -> list[list[Observation]]:
+    """Batches of ``size``, or of whole deferral windows as the worker's window gate makes."""
+    if not deferral_ms:
+        return [obs[start : start + size] for start in range(0, len(obs), size)]
+    windows = [obs[a:b] for a, b in runs([o.time for o in obs], deferral_ms)]
+    return list(pack(windows, size))
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -240,13 +266,16 @@ def run_bench(options: BenchOptions) -> tuple[dict, np.ndarray]:
     rng = np.random.default_rng(options.seed)
     centres = rng.standard_normal((options.clusters, options.dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    # Each phase later in event time than the one before, the latency phase's stamped with the
+    # wall clock: so the others lie in the past (a record older than the newest deferral window
+    # seen would join that window, and wait for it).
     now = int(time.time() * 1000)
-    warm = _rows(centres, np.arange(options.clusters), now)
-    packed = sightings(rng, centres, options.n, now + 10**6)
-    texted = sightings(rng, centres, options.n, now + 2 * 10**6)
-    paced = sightings(rng, centres, options.latency_n, now + 3 * 10**6)
-    run = LocalRun("bench", WORKDIR, bench_config(), FVC_INGEST=options.ingest,
-                   FVC_OUTPUT_FORMAT=options.output_format)
+    warm = _rows(centres, np.arange(options.clusters), now - 3 * 10**6)
+    packed = sightings(rng, centres, options.n, now - 2 * 10**6)
+    texted = sightings(rng, centres, options.n, now - 10**6)
+    paced = sightings(rng, centres, options.latency_n, now)
+    run = LocalRun("bench", WORKDIR, bench_config(options.improved, options.deferral_ms),
+                   FVC_INGEST=options.ingest, FVC_OUTPUT_FORMAT=options.output_format)
     say(f"engine alone: {options.n} vectors against {options.clusters} clusters, d={options.dim}")
     engine_vps = engine_alone(run.config, warm, packed, run.settings.batch_size)
     bench = Bench(run)
@@ -281,6 +310,8 @@ def run_bench(options: BenchOptions) -> tuple[dict, np.ndarray]:
     return {
         **figures, "clusters_asked": options.clusters, "workers": options.workers,
         "ingest": options.ingest, "output_format": options.output_format,
+        "improved": options.improved or bool(options.deferral_ms),
+        "deferral_ms": options.deferral_ms,
     }, latency
 
 

@@ -89,3 +89,15 @@ def test_overlap_benchmark_hides_the_store_wait_and_counts_every_vector(redis_ur
     assert [run["overlap"] for run in report["runs"]] == [False, True]
     assert overlapped < serial, "the store is waited for while the next batch is decided"
     assert report["overlap_to_serial_ratio"] > 0
+
+
+def test_bench_runs_deferred_decisions_with_whole_windows(kafka_bootstrap, redis_url) -> None:
+    command = [FVC, "bench", "--clusters", "100", "--n", "400", "--dim", "64",
+               "--latency-n", "100", "--deferral-ms", "1000", "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures["deferral_ms"] == 1000 and figures["latency_events"] == 100
+    # every re-sighting joins its identity: deciding a window together splits none of them
+    assert figures["clusters"] == 100
+    assert figures["vectors_per_second"] > 0 and figures["engine_vectors_per_second"] > 0
