@@ -72,6 +72,7 @@ from app.offline.quality import bcubed  # noqa: E402
 from app.offline.synth import Scene, load_scene, make_scene  # noqa: E402
 from app.offline.vector_stats import vector_stats  # noqa: E402
 from app.store import MemoryStore  # noqa: E402
+from app.threads import single_threaded_numpy_blas  # noqa: E402
 
 LFW = ROOT.parent / "shared" / "data" / "lfw_dev.npz"
 DOCS = ROOT / "docs"
@@ -942,6 +943,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.check_seed is not None and args.check_seed < 0:
         args.check_seed = None
+    single_threaded_numpy_blas()  # as every fvc command runs (app/threads.py)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

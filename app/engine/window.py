@@ -119,22 +119,23 @@ def groups(units: np.ndarray, threshold: float) -> list[list[int]]:
     n = len(units)
     if n < 2:
         return [list(range(n))]
-    distance = 1.0 - (units @ units.T).astype(np.float64)
-    np.fill_diagonal(distance, 0.0)
+    # condensed first (the upper triangle, diagonal left out), then float64 as linkage wants:
+    # half the values to convert, and no n x n float64 temporaries
+    distance = squareform(units @ units.T, checks=False).astype(np.float64)
+    np.subtract(1.0, distance, out=distance)
     np.clip(distance, 0.0, 2.0, out=distance)
-    merges = linkage(squareform(distance, checks=False), method="average")
+    merges = linkage(distance, method="average")
     parent = list(range(2 * n - 1))
     cut = 1.0 - threshold
     for step, (a, b, height) in enumerate(merges[:, :3].tolist()):
         if height > cut:
             break
         parent[int(a)] = parent[int(b)] = n + step
+    for node in range(2 * n - 2, -1, -1):  # a parent's index is above its child's: resolved
+        parent[node] = parent[parent[node]]  # first, so one pass gives every node its root
     members: dict[int, list[int]] = {}
     for row in range(n):
-        root = row
-        while parent[root] != root:
-            root = parent[root]
-        members.setdefault(root, []).append(row)
+        members.setdefault(parent[row], []).append(row)
     return sorted(members.values(), key=lambda rows: rows[0])
 
 
