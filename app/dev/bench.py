@@ -24,7 +24,7 @@ import psutil
 from app.config import ClusteringConfig
 from app.dev.localrun import FVC, LocalRun, say
 from app.engine import Engine, Observation
-from app.engine.window import pack, runs
+from app.engine.window import batches
 from app.index import make_index
 from app.kafka_client import make_consumer
 from app.offline.produce import Rows, produce_scene
@@ -115,20 +115,12 @@ def engine_alone(config: ClusteringConfig, warm: Rows, measured: Rows, batch: in
     """Vectors/s of the engine alone (exact index) on the measured rows, after the warm rows."""
     engine = Engine(config, make_index("exact", "cpu"))
     warm_obs, obs = observations(warm), observations(measured)
-    for chunk in _batches(warm_obs, config.deferral_ms, batch):
+    for chunk in batches(warm_obs, batch, config.deferral_ms):
         engine.step(chunk)
     began = time.perf_counter()
-    for chunk in _batches(obs, config.deferral_ms, batch):
+    for chunk in batches(obs, batch, config.deferral_ms):
         engine.step(chunk)
     return len(obs) / (time.perf_counter() - began)
-
-
-def _batches(obs: list[Observation], deferral_ms: int, size: int) -> list[list[Observation]]:
-    """Batches of ``size``, or of whole deferral windows as the worker's window gate makes."""
-    if not deferral_ms:
-        return [obs[start : start + size] for start in range(0, len(obs), size)]
-    windows = [obs[a:b] for a, b in runs([o.time for o in obs], deferral_ms)]
-    return list(pack(windows, size))
 
 
 def cpu_seconds(pid: int) -> float | None:

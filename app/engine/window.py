@@ -13,12 +13,14 @@ Pure: the callers (``app.worker.window_gate``, ``fvc evaluate``) hand the engine
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import numpy as np
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
+
+from app.engine.types import Observation
 
 T = TypeVar("T")
 
@@ -104,6 +106,28 @@ def pack(windows: Iterable[list[T]], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+def batches(
+    observations: Sequence[Observation], size: int, deferral_ms: int
+) -> Iterator[list[Observation]]:
+    """Batches of ``size`` in order; with deferred decisions, of whole windows only.
+
+    What ``fvc evaluate`` and the benchmarks hand the engine (a worker's window gate,
+    app/worker/window_gate.py, hands windows on the same way).
+
+    >>> obs = [Observation(np.ones(2, np.float32), "cam", str(t), t) for t in (0, 10, 600, 700)]
+    >>> [[o.time for o in b] for b in batches(obs, 3, 500)]
+    [[0, 10], [600, 700]]
+    >>> [[o.time for o in b] for b in batches(obs, 3, 0)]
+    [[0, 10, 600], [700]]
+    """
+    if deferral_ms:
+        bounds = runs([o.time for o in observations], deferral_ms)
+        yield from pack((list(observations[start:end]) for start, end in bounds), size)
+        return
+    for start in range(0, len(observations), size):
+        yield list(observations[start : start + size])
+
+
 def groups(units: np.ndarray, threshold: float) -> list[list[int]]:
     """Rows of ``units`` grouped by average linkage at mean cosine similarity ``threshold``.
 
@@ -139,4 +163,4 @@ def groups(units: np.ndarray, threshold: float) -> list[list[int]]:
     return sorted(members.values(), key=lambda rows: rows[0])
 
 
-__all__ = ["batch_groups", "groups", "pack", "runs", "window_of"]
+__all__ = ["batch_groups", "batches", "groups", "pack", "runs", "window_of"]

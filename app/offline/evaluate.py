@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,7 +119,7 @@ async def run_engine(
         lateness_ms=lateness_ms,
         ordered=True,
     )
-    for batch in _batches(observations, batch_size, engine.deferral_ms):
+    for batch in window.batches(observations, batch_size, engine.deferral_ms):
         times = [o.time for o in batch]
         done = 0
         while done < len(batch):
@@ -136,22 +136,6 @@ async def run_engine(
     if clock.watermark is not None:
         await _timers(engine, store, clock, clock.watermark, labeller)
     return labeller
-
-
-def _batches(
-    observations: list[Observation], batch_size: int, deferral_ms: int
-) -> Iterator[list[Observation]]:
-    """Batches of ``batch_size``; with deferred decisions, whole windows only.
-
-    (A worker's window gate hands windows on the same way: app/worker/window_gate.py.)
-    """
-    if deferral_ms:
-        times = [o.time for o in observations]
-        runs = window.runs(times, deferral_ms)
-        yield from window.pack((observations[start:end] for start, end in runs), batch_size)
-        return
-    for start in range(0, len(observations), batch_size):
-        yield observations[start : start + batch_size]
 
 
 async def _timers(
