@@ -63,13 +63,13 @@ from app.offline.calibrate import (  # noqa: E402
     Sample,
     Setting,
     calibrate,
-    estimate_unlabelled,
     measure,
 )
 from app.offline.evaluate import observations_of, predicted_labels, run_engine  # noqa: E402
 from app.offline.modern import make_modern_scene  # noqa: E402
 from app.offline.quality import bcubed  # noqa: E402
 from app.offline.synth import Scene, load_scene, make_scene  # noqa: E402
+from app.offline.unlabelled import estimate_unlabelled  # noqa: E402
 from app.offline.vector_stats import vector_stats  # noqa: E402
 from app.store import MemoryStore  # noqa: E402
 from app.threads import single_threaded_numpy_blas  # noqa: E402

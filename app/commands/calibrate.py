@@ -30,9 +30,11 @@ sample's halves and quarters. With --deferral-ms (deferred decisions, docs/defer
 only the improved mode is tried, each setting deciding windows of that much event time
 together, as the deployment will.
 
-With --unlabelled, labels are ignored: each vector's nearest-neighbour similarity is
-either a genuine match or the most similar stranger; a two-component mixture separates
-the two and gives a threshold, with a bootstrap interval and a confidence.
+With --unlabelled, labels are ignored: each vector's nearest neighbours are other
+images of the same person or strangers. Their similarities (10, 20, 40, ... neighbours,
+until most are strangers) are split by a two-component mixture, and the threshold keeps
+the most similar stranger out for the target share of vectors at --expected-size, with a
+bootstrap interval and a confidence. It sets the plain rules only.
 
 DATA.npz holds X (n x d vectors), y (labels), and optionally t (event times in ms,
 default 250 ms apart) and s (stream ids, default camera_0), the layout `fvc synth`
@@ -197,7 +199,8 @@ def _figures(size: int, precision: float, recall: float) -> dict[str, float | in
 
 
 def _unlabelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | None) -> dict:
-    from app.offline.calibrate import Setting, estimate_unlabelled
+    from app.offline.calibrate import Setting
+    from app.offline.unlabelled import estimate_unlabelled
 
     estimate = estimate_unlabelled(sample, args.target_precision, args.expected_size)
     config = Setting.make("plain", estimate.threshold).config_dict(sample.stream_ids, base=base)
@@ -218,6 +221,7 @@ def _unlabelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | No
             "interval": list(estimate.interval),
             "confidence": estimate.confidence,
             "separation": estimate.separation,
+            "neighbours": estimate.neighbours,
         },
     }
 
@@ -291,12 +295,13 @@ def _group(p: Any) -> str:
 def _plot_unlabelled(sample: Any, estimate: Any, path: str) -> None:
     import numpy as np
 
-    from app.offline.calibrate import nn_similarities
+    from app.offline.neighbours import nearest_similarities
 
     plt = _pyplot()
-    nn = nn_similarities(sample.X)
+    nn = nearest_similarities(sample.X, estimate.neighbours).ravel()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.hist(nn, bins=60, density=True, alpha=0.5, label="nearest-neighbour similarity")
+    label = f"similarity to the {estimate.neighbours} nearest neighbours"
+    ax.hist(nn, bins=60, density=True, alpha=0.5, label=label)
     grid = np.linspace(float(nn.min()), float(nn.max()), 400)
     for name, (w, mu, sd) in (("impostor", estimate.impostor), ("genuine", estimate.genuine)):
         dens = w * np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))

@@ -17,11 +17,7 @@ A threshold belongs to the embedding model (dlib faces: about 0.95; FaceNet-styl
   the time with nearly proportional growth. Each setting's impurity is the worst of it and its
   grid neighbours (a cliff next door is a warning). Recall is extrapolated linearly in
   log(size), with the slope measured on the sample's halves and quarters (contiguous blocks).
-* **Unlabelled** (``estimate_unlabelled``): every vector's nearest-neighbour similarity in the
-  sample is either a genuine match (another image of the same person) or an impostor (the most
-  similar stranger). A two-component Gaussian mixture separates them; the threshold is where the
-  impostor maximum, rescaled to the expected size, exceeds it for at most ``1 - P`` of the items.
-  A bootstrap of the fit gives the interval and the confidence.
+* **Unlabelled**: app/offline/unlabelled.py.
 """
 
 from __future__ import annotations
@@ -36,6 +32,7 @@ import numpy as np
 
 from app.config import ClusteringConfig, parse_config
 from app.errors import FvcError
+from app.offline.neighbours import nearest_similarities
 
 FAMILIES = ("plain", "merge", "improved")
 MERGE_OFFSET = 0.2  # merge family: merge threshold T + 0.2 (1 - T) by default
@@ -50,7 +47,6 @@ DEFAULT_SIZE_FACTOR = 10  # --expected-size default: ten times the sample
 EPISODE_GAP = 20  # a person unseen for this many observations has left: the next one is a new visit
 ITEM_EXPONENT = 0.4  # impurity ~ people x (observations per person) ** ITEM_EXPONENT
 MIN_ROWS = 20
-NN_QUERIES = 6000  # nearest-neighbour statistics from at most this many rows
 
 
 class CalibrationError(FvcError):
@@ -466,21 +462,6 @@ class Calibration:
     people: tuple[int, float] = (0, 0.0)  # identities in the sample, expected at expected_size
 
 
-def nn_similarities(X: np.ndarray, limit: int = NN_QUERIES, seed: int = 0) -> np.ndarray:
-    """Each (sampled) row's similarity to its nearest other row of the sample."""
-    n = X.shape[0]
-    rows = np.arange(n)
-    if n > limit:
-        rows = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
-    best = np.full(rows.size, -np.inf, dtype=np.float32)
-    for lo in range(0, rows.size, 1024):
-        chunk = rows[lo : lo + 1024]
-        sims = X[chunk] @ X.T
-        sims[np.arange(chunk.size), chunk] = -np.inf
-        best[lo : lo + chunk.size] = sims.max(axis=1)
-    return best.astype(np.float64)
-
-
 def calibrate(
     sample: Sample,
     target_precision: float,
@@ -502,7 +483,7 @@ def calibrate(
         raise CalibrationError(message)
     size = expected_size or DEFAULT_SIZE_FACTOR * sample.n
     families = ("improved",) if deferral_ms else _families(improved)
-    nn = nn_similarities(sample.X)
+    nn = nearest_similarities(sample.X, 1)[:, 0]
     lo, hi = (float(v) for v in np.quantile(nn, [0.01, 0.995]))
     step = max((hi - lo) / COARSE_STEPS, 1e-4)
     # The fine grid is centred where the coarse scan reaches the target: with deferred decisions
@@ -618,131 +599,18 @@ def _report(point: Point, progress: Callable[[str], None] | None) -> Point:
     return point
 
 
-# -- unlabelled estimate ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A threshold from the nearest-neighbour similarities alone, and how far to trust it."""
-
-    threshold: float
-    interval: tuple[float, float]
-    confidence: str
-    separation: float
-    impostor: tuple[float, float, float]  # weight, mean, std of the impostor component
-    genuine: tuple[float, float, float]
-    expected_size: int
-    expected_precision: float
-
-    def describe(self) -> str:
-        """One paragraph for the operator."""
-        lo, hi = self.interval
-        return (
-            f"estimated reg_threshold {self.threshold:.4f} (90% bootstrap interval {lo:.4f} - "
-            f"{hi:.4f}); confidence {self.confidence}: nearest-neighbour similarities split into "
-            f"impostors ~{self.impostor[1]:.3f} +- {self.impostor[2]:.3f} "
-            f"({self.impostor[0]:.0%}) and genuine matches ~{self.genuine[1]:.3f} +- "
-            f"{self.genuine[2]:.3f}, separation {self.separation:.2f} (above 2 is clean). "
-            "Check it on a labelled sample (fvc calibrate without --unlabelled) when you can."
-        )
-
-
-def fit_mixture(values: np.ndarray, iterations: int = 200) -> tuple[np.ndarray, ...]:
-    """Two-component 1-D Gaussian mixture by EM: (weights, means, stds), lower mean first.
-
-    >>> rng = np.random.default_rng(0)
-    >>> v = np.concatenate([rng.normal(0.3, 0.02, 300), rng.normal(0.7, 0.05, 700)])
-    >>> w, mu, sd = fit_mixture(v)
-    >>> [round(float(x), 2) for x in (w[0], mu[0], mu[1])]
-    [0.3, 0.3, 0.7]
-    """
-    v = np.asarray(values, dtype=np.float64)
-    mu = np.quantile(v, [0.2, 0.8])
-    sd = np.full(2, max(float(v.std()) / 2, 1e-4))
-    w = np.array([0.5, 0.5])
-    for _ in range(iterations):
-        dens = w / (sd * math.sqrt(2 * math.pi)) * np.exp(-0.5 * ((v[:, None] - mu) / sd) ** 2)
-        resp = dens / np.maximum(dens.sum(axis=1, keepdims=True), 1e-300)
-        nk = np.maximum(resp.sum(axis=0), 1e-9)
-        w = nk / v.size
-        before = mu
-        mu = (resp * v[:, None]).sum(axis=0) / nk
-        sd = np.sqrt(np.maximum((resp * (v[:, None] - mu) ** 2).sum(axis=0) / nk, 1e-10))
-        if float(np.abs(mu - before).max()) < 1e-7:
-            break
-    order = np.argsort(mu)
-    return w[order], mu[order], sd[order]
-
-
-def _mixture_threshold(values: np.ndarray, n: int, size: int, target: float) -> tuple[
-    float, tuple[np.ndarray, ...]
-]:
-    """The threshold T from a two-component mixture fit, and the fit (weights, means, stds).
-
-    T is where the impostor maximum, rescaled from ``n`` to ``size`` items, passes for at most
-    ``1 - target`` of the items: ``F(T)^(size/n) = target`` with F the impostor component.
-    """
-    from statistics import NormalDist
-
-    w, mu, sd = fit_mixture(values)
-    quantile = target ** (n / max(size, n))
-    threshold = NormalDist(float(mu[0]), float(sd[0])).inv_cdf(quantile)
-    return float(threshold), (w, mu, sd)
-
-
-def estimate_unlabelled(
-    sample: Sample,
-    target_precision: float,
-    expected_size: int | None = None,
-    *,
-    bootstrap: int = 100,
-    seed: int = 0,
-) -> Estimate:
-    """A reg_threshold from the nearest-neighbour similarity distribution alone."""
-    size = expected_size or DEFAULT_SIZE_FACTOR * sample.n
-    nn = nn_similarities(sample.X, seed=seed)
-    threshold, (w, mu, sd) = _mixture_threshold(nn, sample.n, size, target_precision)
-    rng = np.random.default_rng(seed)
-    again = [
-        _mixture_threshold(rng.choice(nn, nn.size), sample.n, size, target_precision)[0]
-        for _ in range(bootstrap)
-    ]
-    lo, hi = (float(v) for v in np.quantile(again, [0.05, 0.95]))
-    separation = float(math.sqrt(2) * abs(mu[1] - mu[0]) / math.sqrt(sd[0] ** 2 + sd[1] ** 2))
-    width = (hi - lo) / max(float(mu[1] - mu[0]), 1e-9)
-    small = min(w) < 0.02
-    confidence = "high" if separation > 3 and width < 0.15 and not small else (
-        "medium" if separation > 2 and width < 0.4 else "low"
-    )
-    threshold = float(np.clip(threshold, 0.0, 1.0))
-    return Estimate(
-        threshold=round(threshold, 4),
-        interval=(round(lo, 4), round(hi, 4)),
-        confidence=confidence,
-        separation=round(separation, 3),
-        impostor=(float(w[0]), float(mu[0]), float(sd[0])),
-        genuine=(float(w[1]), float(mu[1]), float(sd[1])),
-        expected_size=size,
-        expected_precision=target_precision,
-    )
-
-
 __all__ = [
     "Calibration",
     "CalibrationError",
-    "Estimate",
     "Point",
     "Sample",
     "Setting",
     "calibrate",
-    "estimate_unlabelled",
     "expected_people",
     "extrapolate",
-    "fit_mixture",
     "fit_recall_slope",
     "load_sample",
     "measure",
-    "nn_similarities",
     "size_exponent",
     "visits",
 ]
