@@ -51,6 +51,8 @@ UNSET_ENUM = "INVALID"  # proto3's zero value of both enums: UVAP refuses it, an
 DEFAULT_REG_THRESHOLD = 0.0  # UVAP's default when reg_threshold is left out
 DEFAULT_EMA_ALPHA = 0.1
 DEFAULT_SIZE_DISCOUNT = 0.03  # improved mode: how far thresholds fall for large clusters
+# Deferred decisions: the most observations one window holds (its average linkage is O(n^2))
+DEFAULT_MAX_WINDOW_SIZE = 2048
 DEFAULT_TRACK_WINDOW_MS = 5000  # a track unseen this long starts over (a tracker reuses ids)
 TOPIC_SUFFIX = ".FeatureVectorRecord.json"
 
@@ -104,9 +106,12 @@ class ImprovedModeConfig:
     # Deferred decisions (app/engine/window.py, docs/deferral.md): 0 decides each observation
     # when it comes; otherwise windows of this much event time are decided together, their
     # observations grouped first by average linkage at ``window_threshold`` (None: each
-    # stream's reg_threshold).
+    # stream's reg_threshold). A window holds at most ``max_window_size`` observations: the next
+    # one opens a new window, which bounds the linkage's time and memory and the wait behind a
+    # camera clock far ahead.
     deferral_ms: int = 0
     window_threshold: float | None = None
+    max_window_size: int = DEFAULT_MAX_WINDOW_SIZE
 
     def discount(self, n_a: int, n_b: int) -> float:
         """How much lower the threshold is for clusters of ``n_a`` and ``n_b`` observations.
@@ -217,6 +222,12 @@ class ClusteringConfig:
         """The deferral window of the improved mode (0: every observation decided when it comes)."""
         mode = self.improved_mode
         return 0 if mode is None else mode.deferral_ms
+
+    @property
+    def max_window_size(self) -> int:
+        """The most observations one deferral window holds (app/engine/window.py)."""
+        mode = self.improved_mode
+        return DEFAULT_MAX_WINDOW_SIZE if mode is None else mode.max_window_size
 
     def stream(self, stream_id: str) -> StreamConfig:
         """The config of stream ``stream_id``; KeyError names the known ones."""
@@ -1042,6 +1053,8 @@ def _deferral_fields(mode: ImprovedModeConfig) -> dict[str, Any]:
         fields["deferral_ms"] = mode.deferral_ms
     if mode.window_threshold is not None:
         fields["window_threshold"] = mode.window_threshold
+    if mode.max_window_size != DEFAULT_MAX_WINDOW_SIZE:
+        fields["max_window_size"] = mode.max_window_size
     return fields
 
 
@@ -1054,6 +1067,7 @@ def _build_improved(m: dict[str, Any] | None) -> ImprovedModeConfig | None:
         float(m.get("size_discount", DEFAULT_SIZE_DISCOUNT)),
         int(m.get("deferral_ms", 0)),
         None if window is None else float(window),
+        int(m.get("max_window_size", DEFAULT_MAX_WINDOW_SIZE)),
     )
 
 

@@ -115,10 +115,10 @@ def engine_alone(config: ClusteringConfig, warm: Rows, measured: Rows, batch: in
     """Vectors/s of the engine alone (exact index) on the measured rows, after the warm rows."""
     engine = Engine(config, make_index("exact", "cpu"))
     warm_obs, obs = observations(warm), observations(measured)
-    for chunk in batches(warm_obs, batch, config.deferral_ms):
+    for chunk in batches(warm_obs, batch, config.deferral_ms, config.max_window_size):
         engine.step(chunk)
     began = time.perf_counter()
-    for chunk in batches(obs, batch, config.deferral_ms):
+    for chunk in batches(obs, batch, config.deferral_ms, config.max_window_size):
         engine.step(chunk)
     return len(obs) / (time.perf_counter() - began)
 

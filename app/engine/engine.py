@@ -116,6 +116,7 @@ class Engine:
         # The improved mode (app/engine/repair.py), or None: the plain rules of DESIGN.md 4.
         self.improved = config.improved_mode
         self.deferral_ms = config.deferral_ms
+        self.max_window_size = config.max_window_size
 
     @property
     def dimension(self) -> int:
@@ -180,6 +181,7 @@ class Engine:
             [o.time for o in observations],
             [self._stream(o.stream_id).reg_threshold for o in observations],
             self.deferral_ms,
+            self.max_window_size,
             mode.window_threshold,
         )
         counts = np.array([o.count for o in observations], dtype=np.float32)[:, None]

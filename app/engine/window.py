@@ -34,23 +34,27 @@ def window_of(time: int, deferral_ms: int) -> int:
     return time // deferral_ms
 
 
-def runs(times: list[int], deferral_ms: int) -> list[tuple[int, int]]:
+def runs(times: list[int], deferral_ms: int, limit: int) -> list[tuple[int, int]]:
     """``(start, end)`` of each window's observations, in the order given.
 
-    A window starts at the first observation of a later window than any before it; a late one
-    (of an earlier window) stays in the run it came in, as the worker's window gate hands it on
-    (app/worker/window_gate.py).
+    A run is an observation and those after it of the same or an earlier window (late ones
+    stay in the run they came in, as the worker's window gate hands them on,
+    app/worker/window_gate.py), at most ``limit`` of them (``improved_mode.max_window_size``).
+    A run's end depends only on what came since it began, so a batch of whole runs is cut the
+    same way on its own as within the whole input, however the runs were packed.
 
-    >>> runs([0, 10, 600, 400, 1_200], 500)
+    >>> runs([0, 10, 600, 400, 1_200], 500, 100)
     [(0, 2), (2, 4), (4, 5)]
+    >>> runs([0, 10, 20, 600], 500, 2)
+    [(0, 2), (2, 3), (3, 4)]
     """
     bounds = [0]
-    newest = None
+    newest = 0  # the window of the run's first observation
     for i, time in enumerate(times):
         window = time // deferral_ms
-        if newest is not None and window > newest:
+        if i and (window > newest or i - bounds[-1] >= limit):
             bounds.append(i)
-        if newest is None or window > newest:
+        if i == bounds[-1]:
             newest = window
     bounds.append(len(times))
     return list(zip(bounds[:-1], bounds[1:], strict=True))
@@ -61,6 +65,7 @@ def batch_groups(
     times: list[int],
     thresholds: list[float],
     deferral_ms: int,
+    limit: int,
     window_threshold: float | None,
 ) -> list[list[int]]:
     """The groups of a batch of whole windows, window by window (rows of the batch).
@@ -71,11 +76,11 @@ def batch_groups(
 
     >>> u = np.array([[1, 0], [0.99, 0.14], [1, 0], [0, 1]], dtype=np.float32)
     >>> u /= np.linalg.norm(u, axis=1, keepdims=True)
-    >>> batch_groups(u, [0, 10, 20, 150], [0.9, 0.9, 1.0, 0.9], 100, None)
+    >>> batch_groups(u, [0, 10, 20, 150], [0.9, 0.9, 1.0, 0.9], 100, 64, None)
     [[0, 1], [2], [3]]
     """
     out: list[list[int]] = []
-    for start, end in runs(times, deferral_ms):
+    for start, end in runs(times, deferral_ms, limit):
         rows = [r for r in range(start, end) if thresholds[r] < 1.0]
         found: list[list[int]] = [[r] for r in range(start, end) if thresholds[r] >= 1.0]
         if rows:
@@ -107,7 +112,7 @@ def pack(windows: Iterable[list[T]], size: int) -> Iterator[list[T]]:
 
 
 def batches(
-    observations: Sequence[Observation], size: int, deferral_ms: int
+    observations: Sequence[Observation], size: int, deferral_ms: int, limit: int
 ) -> Iterator[list[Observation]]:
     """Batches of ``size`` in order; with deferred decisions, of whole windows only.
 
@@ -115,13 +120,13 @@ def batches(
     app/worker/window_gate.py, hands windows on the same way).
 
     >>> obs = [Observation(np.ones(2, np.float32), "cam", str(t), t) for t in (0, 10, 600, 700)]
-    >>> [[o.time for o in b] for b in batches(obs, 3, 500)]
+    >>> [[o.time for o in b] for b in batches(obs, 3, 500, 64)]
     [[0, 10], [600, 700]]
-    >>> [[o.time for o in b] for b in batches(obs, 3, 0)]
+    >>> [[o.time for o in b] for b in batches(obs, 3, 0, 64)]
     [[0, 10, 600], [700]]
     """
     if deferral_ms:
-        bounds = runs([o.time for o in observations], deferral_ms)
+        bounds = runs([o.time for o in observations], deferral_ms, limit)
         yield from pack((list(observations[start:end]) for start, end in bounds), size)
         return
     for start in range(0, len(observations), size):

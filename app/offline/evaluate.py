@@ -119,7 +119,8 @@ async def run_engine(
         lateness_ms=lateness_ms,
         ordered=True,
     )
-    for batch in window.batches(observations, batch_size, engine.deferral_ms):
+    for batch in window.batches(observations, batch_size, engine.deferral_ms,
+                                engine.max_window_size):
         times = [o.time for o in batch]
         done = 0
         while done < len(batch):

@@ -90,7 +90,7 @@ class BulkIngest(Background):
         self._admin: AdminClient | None = None  # report_lag's own client, made on first use
         self._streams_of: tuple[object, dict[str, str]] = (None, {})
         self._order = LiveOrder(self._stream_of, wait_s=HOLD_BACK_S)
-        self._gate = WindowGate(0)  # an open window's records (deferral set per batch)
+        self._gate = WindowGate(0, 1)  # an open window's records (deferral set per batch)
         self._paused: set[tuple[str, int]] = set()
         self._bounded = False  # records wait for the other workers: ask the store for them
         self._topics: tuple[str, ...] | None = None  # a reload's new topics, to subscribe to
@@ -183,7 +183,8 @@ class BulkIngest(Background):
         With deferred decisions each window goes whole (app/worker/window_gate.py).
         """
         gate = self._gate
-        gate.deferral_ms = self.runtime.config.deferral_ms
+        config = self.runtime.config
+        gate.deferral_ms, gate.limit = config.deferral_ms, config.max_window_size
         if not gate.deferral_ms and not len(gate):
             size = self.settings.batch_size
             return [released[start : start + size] for start in range(0, len(released), size)]

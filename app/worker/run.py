@@ -96,7 +96,8 @@ async def _consume(
     paused: set[tuple[str, int]] = set()
     total = dead = 0
     pending: list[RawRecord] = []
-    gate = WindowGate(runtime.config.deferral_ms)  # with deferred decisions: whole windows
+    config = runtime.config
+    gate = WindowGate(config.deferral_ms, config.max_window_size)  # deferred: whole windows
     while not order.done:
         for m in consumer.consume(batch_size, timeout=POLL_TIMEOUT_S):
             if not m.error():

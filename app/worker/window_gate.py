@@ -24,7 +24,7 @@ from app.worker.pipeline import RawRecord
 class WindowGate:
     """Records of the open window, held until a later window's record (or idleness) closes it.
 
-    >>> gate = WindowGate(deferral_ms=1_000)
+    >>> gate = WindowGate(deferral_ms=1_000, limit=64)
     >>> rec = lambda offset, time: RawRecord("cam", 0, offset, None, b"", time)
     >>> gate.add([rec(0, 100), rec(1, 900)], now=0.0)
     []
@@ -36,10 +36,11 @@ class WindowGate:
     ['cam[0]@2', 'cam[0]@3']
     """
 
-    def __init__(self, deferral_ms: int) -> None:
+    def __init__(self, deferral_ms: int, limit: int) -> None:
         self.deferral_ms = deferral_ms
+        self.limit = limit  # the most records one window holds
         self._held: list[RawRecord] = []
-        self._open: int | None = None  # the window held records belong to (the latest seen)
+        self._open = 0  # the window of the first record held: the others are of it or earlier
         self._last_added = 0.0
 
     def __len__(self) -> int:
@@ -52,10 +53,10 @@ class WindowGate:
         closed: list[list[RawRecord]] = []
         for record in records:
             window = window_of(record.timestamp, self.deferral_ms)
-            if self._open is not None and window > self._open and self._held:
+            if self._held and (window > self._open or len(self._held) >= self.limit):
                 closed.append(self._held)
                 self._held = []
-            if self._open is None or window > self._open:
+            if not self._held:
                 self._open = window
             self._held.append(record)
         if records:
@@ -86,7 +87,6 @@ class WindowGate:
     def drop(self) -> None:
         """Forget what is held (partitions revoked): their next owner reads it again."""
         self._held = []
-        self._open = None
 
 
 __all__ = ["WindowGate"]

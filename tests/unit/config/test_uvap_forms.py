@@ -228,7 +228,8 @@ def test_every_schema_field_has_its_json_name_accepted():
 
     collect(schema)
     deferred = copy.deepcopy(FULL)  # deferral excludes track linking, which FULL has
-    deferred["clustering_config"]["improved_mode"].update(deferral_ms=1000, window_threshold=0.7)
+    deferred["clustering_config"]["improved_mode"].update(deferral_ms=1000, window_threshold=0.7,
+                                                     max_window_size=512)
     used = set()
     for config in (FULL, deferred):
         renamed = normalise_config(camelise(config)).notes[0].split(": ", 1)[1].split(", ")

@@ -37,8 +37,9 @@ def at(degrees: float) -> list[float]:
 
 def decide(engine: Engine, observations: list[Observation], batch: int) -> list[StepResult]:
     """Whole windows packed into batches of ``batch``, each applied; a merge pass at the end."""
-    windows = [observations[s:e] for s, e in runs([o.time for o in observations],
-                                                   engine.deferral_ms)]
+    times = [o.time for o in observations]
+    windows = [observations[s:e] for s, e in runs(times, engine.deferral_ms,
+                                                   engine.max_window_size)]
     results = []
     for part in pack(windows, batch):
         result = engine.process(part)
@@ -76,19 +77,30 @@ def test_a_group_joins_a_cluster_only_when_its_members_are_alike_on_average() ->
 
 
 def test_late_observations_stay_in_the_window_they_came_in() -> None:
-    assert runs([0, 150, 90, 210], 100) == [(0, 1), (1, 3), (3, 4)]
+    assert runs([0, 150, 90, 210], 100, 64) == [(0, 1), (1, 3), (3, 4)]
+
+
+def test_a_camera_clock_far_ahead_holds_no_more_than_max_window_size() -> None:
+    # one record an hour ahead opens its window, and the others' records are late for it:
+    # they join it until it holds max_window_size, then their own windows are cut as usual
+    times = [3_600_000] + list(range(0, 2_000, 10))
+    cut = runs(times, 100, 32)
+    assert cut[0] == (0, 32)
+    for start, end in cut[1:]:
+        assert len({t // 100 for t in times[start:end]}) == 1  # one window of event time each
+    assert max(end - start for start, end in cut[1:]) == 10
 
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), threshold=st.floats(0.5, 0.9),
-       deferral=st.sampled_from([10, 50, 250]))
+       deferral=st.sampled_from([10, 50, 250]), limit=st.sampled_from([2, 7, 2048]))
 def test_any_packing_of_whole_windows_gives_the_same_clusters_and_events(
-    seed: int, threshold: float, deferral: int
+    seed: int, threshold: float, deferral: int, limit: int
 ) -> None:
     observations = scene(seed, 300, 12, 0.6, dim=16)
     outcomes = []
     for batch in (1, 37, 10_000):
-        engine = Engine(deferred_config(threshold, deferral))
+        engine = Engine(deferred_config(threshold, deferral, max_window_size=limit))
         results = decide(engine, observations, batch)
         clusters = sorted((c.key, c.version, c.num_observations, c.unit.tobytes())
                           for c in engine.clusters.values())
@@ -149,13 +161,18 @@ def test_deferral_is_refused_with_track_linking_and_an_interval_it_does_not_divi
 
 
 def test_a_config_with_deferral_round_trips() -> None:
-    config = deferred_config(0.8, 500, window_threshold=0.85)
+    config = deferred_config(0.8, 500, window_threshold=0.85, max_window_size=300)
     assert config.deferral_ms == 500 and config.improved_mode.window_threshold == 0.85
+    assert config.max_window_size == 300
     again = make_config(0.8)  # no improved mode: nothing deferred
-    assert again.deferral_ms == 0
+    assert again.deferral_ms == 0 and again.max_window_size == 2048
     from app.config import parse_config
 
     assert parse_config(config.to_dict()) == config
+    assert "max_window_size" not in str(deferred_config(0.8).to_dict())  # the default: left out
+    with pytest.raises(ConfigError) as refused:
+        deferred_config(0.8, max_window_size=1)
+    assert "improved_mode.max_window_size" in str(refused.value)
 
 
 def test_a_threshold_of_one_keeps_every_observation_alone_even_deferred() -> None:

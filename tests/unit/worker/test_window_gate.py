@@ -10,6 +10,7 @@ from app.worker.pipeline import RawRecord
 from app.worker.window_gate import WindowGate
 
 DEFERRAL_MS = 100
+LIMIT = 2048
 
 
 @st.composite
@@ -28,11 +29,12 @@ def released(draw: st.DrawFn) -> list[RawRecord]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(released(), st.lists(st.integers(1, 10), min_size=1, max_size=30))
+@given(released(), st.lists(st.integers(1, 10), min_size=1, max_size=30),
+       st.sampled_from([1, 3, LIMIT]))
 def test_windows_go_on_whole_and_each_partition_only_as_a_prefix(
-    records: list[RawRecord], chunks: list[int]
+    records: list[RawRecord], chunks: list[int], limit: int
 ) -> None:
-    gate = WindowGate(DEFERRAL_MS)
+    gate = WindowGate(DEFERRAL_MS, limit)
     handed: list[list[RawRecord]] = []
     start = 0
     for size in chunks * 10:
@@ -48,18 +50,21 @@ def test_windows_go_on_whole_and_each_partition_only_as_a_prefix(
     handed.append(gate.flush())
     assert [r for batch in handed for r in batch] == records  # each once, in order
     for batch in handed[:-1]:  # each closed batch is one window of the engine's cut
-        assert runs([r.timestamp for r in batch], DEFERRAL_MS) == [(0, len(batch))]
+        assert runs([r.timestamp for r in batch], DEFERRAL_MS, limit) == [(0, len(batch))]
+    # and the windows are the engine's cut of the whole input, however it was chunked
+    cut = runs([r.timestamp for r in records], DEFERRAL_MS, limit)
+    assert [len(batch) for batch in handed if batch] == [end - start for start, end in cut]
 
 
 def test_an_idle_input_closes_the_window_by_the_wall_clock_only_after_the_deferral() -> None:
-    gate = WindowGate(DEFERRAL_MS)
+    gate = WindowGate(DEFERRAL_MS, LIMIT)
     assert gate.add([RawRecord("cam", 0, 0, None, b"", 5)], now=10.0) == []
     assert not gate.due(now=10.05) and gate.due(now=10.2)
     assert [r.offset for r in gate.flush()] == [0] and not gate.due(now=99.0)
 
 
 def test_revoked_partitions_drop_what_is_held_and_switching_deferral_off_lets_it_go() -> None:
-    gate = WindowGate(DEFERRAL_MS)
+    gate = WindowGate(DEFERRAL_MS, LIMIT)
     gate.add([RawRecord("cam", 0, 0, None, b"", 5)], now=0.0)
     gate.drop()
     assert len(gate) == 0
@@ -70,7 +75,7 @@ def test_revoked_partitions_drop_what_is_held_and_switching_deferral_off_lets_it
 
 
 def test_batches_pack_whole_windows_and_close_the_open_one_at_the_end_or_when_idle() -> None:
-    gate = WindowGate(DEFERRAL_MS)
+    gate = WindowGate(DEFERRAL_MS, LIMIT)
     times = [0, 10, 110, 120, 130, 250]  # windows 0, 0, 1, 1, 1, 2
     records = [RawRecord("cam", 0, i, None, b"", t) for i, t in enumerate(times)]
     offsets = lambda batches: [[r.offset for r in b] for b in batches]  # noqa: E731
