@@ -387,6 +387,7 @@ def calibration_check(data: DataSet, result: Result) -> dict[str, Any]:
             "threshold": estimate.threshold,
             "interval": list(estimate.interval),
             "confidence": estimate.confidence,
+            "neighbours": estimate.neighbours,
             "whole_precision": round(u_precision, 4),
             "whole_recall": round(u_recall, 4),
         },
@@ -740,14 +741,19 @@ def markdown(results: list[Result], command: str, seconds: float, image: str) ->
                        f"{d['best_tuned_recall']} (T = {d['best_tuned_threshold']}) |")
     out += ["", CALIBRATION_NOTE, "",
             "`fvc calibrate --unlabelled` on the same 30% (labels ignored), its threshold run on "
-            "the whole stream with no merging:", "",
-            "| data set | estimated T | 90% interval | confidence | whole-stream P / R |",
-            "| --- | --- | --- | --- | --- |"]
+            "the whole stream with no merging, next to the best single threshold tuned on the "
+            "whole stream (docs/thresholds.md, \"No labels?\"):", "",
+            "| data set | neighbours looked at | estimated T | 90% interval | confidence | "
+            "whole-stream P / R | best single threshold: R |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in main:
         if r.calibration:
-            u = r.calibration["unlabelled"]
-            out.append(f"| {r.name} | {u['threshold']} | {u['interval'][0]} - {u['interval'][1]} "
-                       f"| {u['confidence']} | {u['whole_precision']} / {u['whole_recall']} |")
+            c = r.calibration
+            u = c["unlabelled"]
+            out.append(f"| {r.name} | {u['neighbours']} | {u['threshold']} | {u['interval'][0]} - "
+                       f"{u['interval'][1]} | {u['confidence']} | {u['whole_precision']} / "
+                       f"{u['whole_recall']} | {c['best_single_recall']} "
+                       f"(T = {c['best_single_threshold']}) |")
     out += ["", EXPLANATION, "## The curves (precision / recall at each threshold)", ""]
     for r in results:
         out += ["<details>", f"<summary>{r.name}</summary>", ""] + curve_table(r) + [
