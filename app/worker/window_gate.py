@@ -40,7 +40,6 @@ class WindowGate:
         self.deferral_ms = deferral_ms
         self.limit = limit  # the most records one window holds
         self._held: list[RawRecord] = []
-        self._open = 0  # the window of the first record held: the others are of it or earlier
         self._last_added = 0.0
 
     def __len__(self) -> int:
@@ -52,12 +51,9 @@ class WindowGate:
             return [batch for batch in (self.flush(), records) if batch]
         closed: list[list[RawRecord]] = []
         for record in records:
-            window = window_of(record.timestamp, self.deferral_ms)
-            if self._held and (window > self._open or len(self._held) >= self.limit):
+            if self._held and (len(self._held) >= self.limit or self._later(record)):
                 closed.append(self._held)
                 self._held = []
-            if not self._held:
-                self._open = window
             self._held.append(record)
         if records:
             self._last_added = now
@@ -74,6 +70,15 @@ class WindowGate:
         if self._held and (ended or self.due(now)):
             windows.append(self.flush())
         return list(pack(windows, size))
+
+    def _later(self, record: RawRecord) -> bool:
+        """Whether ``record`` is of a later window than the held ones.
+
+        Those are all of the first one's window or earlier. It is read from the first record's
+        time, so that a reload changing ``deferral_ms`` judges what is held by the new windows.
+        """
+        first = self._held[0].timestamp
+        return window_of(record.timestamp, self.deferral_ms) > window_of(first, self.deferral_ms)
 
     def due(self, now: float) -> bool:
         """Whether the open window has waited ``deferral_ms`` of wall clock with no new record."""

@@ -84,3 +84,12 @@ def test_batches_pack_whole_windows_and_close_the_open_one_at_the_end_or_when_id
     assert offsets(gate.batches([], 0.2, size=4)) == [[5]]  # idle for the deferral: closed
     gate.add([RawRecord("cam", 0, 6, None, b"", 300)], now=1.0)
     assert offsets(gate.batches([], 1.0, size=4, ended=True)) == [[6]]  # input ended
+
+
+def test_a_reload_changing_the_deferral_judges_the_held_window_by_the_new_one() -> None:
+    gate = WindowGate(250, LIMIT)
+    gate.add([RawRecord("cam", 0, 0, None, b"", 5_100)], now=0.0)  # window 20 of 250 ms
+    gate.deferral_ms = 1_000  # window 5 of 1 s: a record at 6,000 ms is of a later one
+    closed = gate.add([RawRecord("cam", 0, 1, None, b"", 5_900),
+                       RawRecord("cam", 0, 2, None, b"", 6_000)], now=0.0)
+    assert [[r.offset for r in w] for w in closed] == [[0, 1]]
