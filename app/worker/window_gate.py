@@ -6,7 +6,9 @@ consumer's batch size. Records come here in the order the worker decides them (e
 from ``LiveOrder`` or ``EventOrder``). A window closes when a record of a later window comes:
 everything held is handed on, and that record opens the next. A late record (an earlier
 window than the open one) joins the open window, as the engine cuts windows the same way
-(``app.engine.window.runs``), so a window's batch is one run there too.
+(``app.engine.window.runs``), so a window's batch is one run there too. A window that holds
+``limit`` records (``improved_mode.max_window_size``) closes as well, as the engine's cut does:
+that bounds what is held when a camera clock runs far ahead of the others.
 
 What is held is a suffix of what was released, so each partition's records handed on are a
 prefix of its records in offset order: the offsets stored with the state never pass a record
