@@ -54,7 +54,7 @@ examples:
 
 JSON_KEYS = (
     "target_precision", "expected_precision", "expected_recall", "at_sample_size",
-    "at_expected_size", "config",
+    "at_expected_size", "reached", "sample_needed", "config",
 )
 
 
@@ -189,6 +189,8 @@ def _labelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | None
         "at_expected_size": _figures(
             cal.expected_size, chosen.expected_precision, chosen.expected_recall
         ),
+        "reached": cal.reached,
+        "sample_needed": cal.needed,
         "config": config,
     }
 
@@ -248,7 +250,12 @@ def _print_labelled(cal: Any) -> None:
         mark = "  <- chosen" if p is chosen else ""
         print(f"{p.setting.label:>22} {p.setting.threshold:9.4f} {p.precision:9.4f} "
               f"{p.recall:9.4f} {p.expected_precision:10.4f} {p.expected_recall:10.4f}{mark}")
-    if not cal.reached:
+    if not cal.reached and cal.sample_size < cal.needed:
+        print(f"the sample is too small to tell: one misplaced observation costs about "
+              f"{2 / cal.sample_size:.3f} of its precision, more at {cal.expected_size} vectors, "
+              f"so no setting shows precision {cal.target_precision} there; the most precise "
+              f"one is given. Label at least {cal.needed} vectors (or try --unlabelled)")
+    elif not cal.reached:
         print(f"no setting reaches precision {cal.target_precision} at {cal.expected_size} "
               "vectors; the most precise one is given: use a better model or a smaller scope")
     print(f"chosen: {chosen.setting.label}, reg_threshold {chosen.setting.threshold}: expected "

@@ -444,6 +444,21 @@ def extrapolate_series(points: Sequence[Point], n: int, expected_size: int, beta
         extrapolate(point, n, expected_size, beta, gamma, worst)
 
 
+def sample_needed(target: float, n: int, expected_size: int, beta: float) -> int:
+    """Vectors a labelled sample needs before one misplaced observation stays within target.
+
+    A stray observation in a cluster of ``m`` costs ``2 (m - 1) / m`` (about 2) of B-cubed
+    precision summed over the sample: ``2 / n`` of its precision, which grows by
+    ``(expected_size / n)^beta`` at the expected size. Below this size a single mistake
+    decides whether the target looks reached, so no setting can be told apart from the next.
+
+    >>> sample_needed(0.98, 120, 400, 0.4), sample_needed(0.99, 1000, 1000, 0.8)
+    (162, 200)
+    """
+    growth = max(1.0, expected_size / n) ** beta
+    return math.ceil(2.0 * growth / (1.0 - target))
+
+
 # -- labelled calibration -----------------------------------------------------------------------
 
 
@@ -460,6 +475,7 @@ class Calibration:
     slopes: dict[str, tuple[float, float]]
     coarse: list[Point]
     people: tuple[int, float] = (0, 0.0)  # identities in the sample, expected at expected_size
+    needed: int = 0  # vectors a sample needs to tell settings apart (sample_needed)
 
 
 def calibrate(
@@ -513,6 +529,7 @@ def calibrate(
         points += measured
     cal = _choose(sample, target_precision, size, points, slopes, coarse)
     cal.people = people
+    cal.needed = sample_needed(target_precision, sample.n, size, beta)
     return cal
 
 
@@ -611,6 +628,7 @@ __all__ = [
     "fit_recall_slope",
     "load_sample",
     "measure",
+    "sample_needed",
     "size_exponent",
     "visits",
 ]

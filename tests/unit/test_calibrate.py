@@ -58,6 +58,7 @@ def test_threshold_chosen_on_one_scene_holds_on_another(tmp_path, capsys) -> Non
     assert answer["at_expected_size"] == {"vectors": 2700,
                                           "precision": answer["expected_precision"],
                                           "recall": answer["expected_recall"]}
+    assert answer["reached"] is True and answer["sample_needed"] < 900
     assert answer["at_sample_size"]["recall"] >= answer["expected_recall"]
     config = load_config(out)
     assert config.to_dict() == load_config(out).to_dict()
@@ -99,6 +100,16 @@ def test_unlabelled_estimate_says_how_confident_it_is(tmp_path, capsys) -> None:
     assert precision >= 0.95
     text = run_cli([str(path), "--unlabelled"], capsys)
     assert "confidence" in text
+
+
+def test_a_sample_too_small_to_tell_settings_apart_says_how_many_vectors_it_needs(
+    tmp_path, capsys
+) -> None:
+    small = scene_file(tmp_path, "small.npz", 40, seed=3)
+    answer = json.loads(run_cli([str(small), "--expected-size", "4000", "--json"], capsys))
+    assert answer["reached"] is False and answer["sample_needed"] > 40
+    text = run_cli([str(small), "--expected-size", "4000"], capsys)
+    assert "too small to tell" in text and f"at least {answer['sample_needed']} vectors" in text
 
 
 def _write(tmp_path, **arrays: np.ndarray):
