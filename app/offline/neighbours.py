@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 NN_QUERIES = 6000  # neighbour statistics from at most this many rows (all rows are neighbours)
+CHUNK_CELLS = 1 << 25  # similarities computed at once: 128 MB of float32, whatever the sample
 
 
 def nearest_similarities(
@@ -22,8 +23,9 @@ def nearest_similarities(
     if n > limit:
         rows = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
     out = np.empty((rows.size, k), dtype=np.float64)
-    for lo in range(0, rows.size, 1024):
-        chunk = rows[lo : lo + 1024]
+    step = max(1, CHUNK_CELLS // n)
+    for lo in range(0, rows.size, step):
+        chunk = rows[lo : lo + step]
         sims = X[chunk] @ X.T
         sims[np.arange(chunk.size), chunk] = -np.inf
         top = -np.partition(-sims, k - 1, axis=1)[:, :k]
