@@ -224,6 +224,7 @@ def _unlabelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | No
             "confidence": estimate.confidence,
             "separation": estimate.separation,
             "neighbours": estimate.neighbours,
+            "strangers_found": estimate.strangers_found,
         },
     }
 

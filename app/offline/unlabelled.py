@@ -42,10 +42,19 @@ class Estimate:
     expected_size: int
     expected_precision: float
     neighbours: int  # K: how many nearest neighbours of each vector were looked at
+    strangers_found: bool = True  # False: even the widest list was mostly one person's images
 
     def describe(self) -> str:
         """One paragraph for the operator."""
         lo, hi = self.interval
+        if not self.strangers_found:
+            return (
+                f"no estimate: each vector's {self.neighbours} nearest neighbours are still "
+                "mostly images of the same person (a sample of few people with many images "
+                f"each), so the strangers cannot be told from them; reg_threshold "
+                f"{self.threshold:.4f} keeps nearly everything apart. Calibrate on a labelled "
+                "sample (fvc calibrate without --unlabelled), or give one with more people."
+            )
         return (
             f"estimated reg_threshold {self.threshold:.4f} (90% bootstrap interval {lo:.4f} - "
             f"{hi:.4f}); confidence {self.confidence}: similarities to each vector's "
@@ -142,12 +151,15 @@ def estimate_unlabelled(
         for _ in range(bootstrap)
     ]
     lo, hi = (float(v) for v in np.quantile(again, [0.05, 0.95]))
+    found = bool(w[0] >= IMPOSTOR_SHARE)
     separation = float(math.sqrt(2) * abs(mu[1] - mu[0]) / math.sqrt(sd[0] ** 2 + sd[1] ** 2))
     width = (hi - lo) / max(float(mu[1] - mu[0]), 1e-9)
     small = min(w) < 0.02
     confidence = "high" if separation > 3 and width < 0.15 and not small else (
         "medium" if separation > 2 and width < 0.4 else "low"
     )
+    if not found:
+        confidence = "low"
     threshold = float(np.clip(threshold, 0.0, 1.0))
     return Estimate(
         threshold=round(threshold, 4),
@@ -159,6 +171,7 @@ def estimate_unlabelled(
         expected_size=size,
         expected_precision=target_precision,
         neighbours=k,
+        strangers_found=found,
     )
 
 

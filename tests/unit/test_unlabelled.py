@@ -50,3 +50,11 @@ def test_modern_embeddings_get_a_usable_threshold() -> None:
     assert recall >= 0.5
     lo, hi = estimate.interval
     assert lo < estimate.threshold < hi
+
+
+def test_a_sample_of_few_people_with_many_images_each_is_refused_an_estimate() -> None:
+    # two people, 800 images each: even 640 neighbours are the same person's other images
+    sample = _sample(make_modern_scene(1600, seed=2, identities=2))
+    estimate = estimate_unlabelled(sample, 0.98, sample.n, bootstrap=5)
+    assert not estimate.strangers_found and estimate.confidence == "low"
+    assert estimate.describe().startswith("no estimate")
