@@ -428,6 +428,8 @@ def _scored(
         "precision_ok": TARGET_P <= precision and (
             precision <= TARGET_P + CAL_PRECISION_BAND or recall >= tuned - CAL_RECALL_KEPT),
         "recall_ok": recall >= tuned - CAL_RECALL_GAP,
+        "reached": cal.reached,
+        "sample_needed": cal.needed,
         "seconds": round(seconds, 1),
     }
 
@@ -710,14 +712,15 @@ def markdown(results: list[Result], command: str, seconds: float, image: str) ->
                        f"(median {tp['ratio_median']}) | {tp['ratio_vs_uvap']} | "
                        f"{tp['ratio_deferred']} |")
     out += ["", THROUGHPUT_NOTE, "", "## Calibration check (`fvc calibrate`, item 3)", "",
-            "| data set | sample | chosen | P / R on the sample | expected P / R at the whole "
-            "size | whole-stream P / R | best fvc setting tuned on the whole stream | "
+            "| data set | sample (needed) | chosen | P / R on the sample | expected P / R at the "
+            "whole size | whole-stream P / R | best fvc setting tuned on the whole stream | "
             "best single threshold | improved mode's best |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in main:
         if r.calibration:
             c = r.calibration
-            out.append(f"| {r.name} | first {c['sample']} | {c['chosen']} at T = {c['threshold']} "
+            out.append(f"| {r.name} | first {c['sample']} ({c['sample_needed']}) | "
+                       f"{c['chosen']} at T = {c['threshold']} "
                        f"| {c['sample_precision']} / {c['sample_recall']} "
                        f"| {c['expected_precision']} / {c['expected_recall']} | "
                        f"{c['whole_precision']} / {c['whole_recall']} | "
@@ -886,7 +889,9 @@ more) and recall within 0.02 of the best fvc setting tuned on the whole stream (
 rows of the tables, its threshold chosen knowing the answer). Precision above 0.99 counts as
 met only where recall is within 0.001 of that tuned best: nothing was given away for it (on a
 clean scene every setting with full recall is that precise). The last two columns give the
-best single threshold (no merging) and the improved mode's own best as well."""
+best single threshold (no merging) and the improved mode's own best as well. "Needed" is the
+sample size below which one misplaced observation decides whether the target looks reached
+(`sample_needed`, docs/thresholds.md): a smaller sample cannot tell settings apart."""
 
 EXPLANATION = """## What the improved mode does, and why
 
