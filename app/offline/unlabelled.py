@@ -7,9 +7,9 @@ neighbour is nearly always genuine, so the impostors only show further down the 
 estimate therefore looks at each vector's ``K`` nearest neighbours, widening ``K`` (10, 20,
 40, ...) until a two-component Gaussian mixture of their similarities says that at least 60%
 of them are strangers, so the impostor component is the strangers' tail, not a person's
-weaker images. The threshold is where the
-expected number of strangers above it, per vector at the expected size, is ``1 - P``. A
-bootstrap over the vectors gives the interval and the confidence.
+weaker images. The threshold is where the most similar stranger of a vector, at the expected
+size, stays below it for a share ``P`` of the vectors. A bootstrap over the vectors gives the
+interval and the confidence.
 """
 
 from __future__ import annotations
