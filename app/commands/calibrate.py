@@ -28,7 +28,9 @@ the same people keep coming back), and the impurity is extrapolated in proportio
 them and to the 0.4th power of the images per person. Recall is extrapolated from the
 sample's halves and quarters. With --deferral-ms (deferred decisions, docs/deferral.md)
 only the improved mode is tried, each setting deciding windows of that much event time
-together, as the deployment will.
+together, as the deployment will. One misplaced observation costs about 2/n of a
+sample's precision: a sample too small to show the target at the expected size is
+reported, with the number of vectors to label.
 
 With --unlabelled, labels are ignored: each vector's nearest neighbours are other
 images of the same person or strangers. Their similarities (10, 20, 40, ... neighbours,
