@@ -367,25 +367,28 @@ def test_fvc_run_and_fvc_evaluate_give_identical_assignments(
     assert not difference, difference
 
 
-def deferred_config(streams: Iterable[str]) -> ClusteringConfig:
+def deferred_config(streams: Iterable[str], max_window_size: int = 2048) -> ClusteringConfig:
     """``event_time_config`` with the improved mode deciding windows of 1 s together."""
     data = event_time_config(streams).to_dict()
-    data["clustering_config"]["improved_mode"] = {"enabled": True, "deferral_ms": 1_000}
+    data["clustering_config"]["improved_mode"] = {
+        "enabled": True, "deferral_ms": 1_000, "max_window_size": max_window_size}
     return parse_config(data)
 
 
+@pytest.mark.parametrize("max_window_size", [2048, 4], ids=["windows-of-1s", "capped-at-4"])
 def test_deferred_windows_survive_a_killed_worker_and_give_the_offline_answer(
-    tmp_path: Path, unique: str, kafka_bootstrap: str, redis_url: str
+    tmp_path: Path, unique: str, kafka_bootstrap: str, redis_url: str, max_window_size: int
 ) -> None:
     """A bulk worker killed while it holds an open window, restarted: nothing lost or doubled.
 
     Deferred decisions (improved_mode.deferral_ms) hold a window's records until a record of a
-    later window comes; their offsets are stored only with the window's decision, so the
-    restarted worker reads them again and decides the window exactly as ``fvc evaluate`` and
-    ``fvc run`` do.
+    later window comes (or the window holds max_window_size records: with 4, the scene's 232
+    windows of up to 60 records become 1,085); their offsets are stored only with the window's
+    decision, so the restarted worker reads them again and decides the window exactly as
+    ``fvc evaluate`` and ``fvc run`` do.
     """
     scene = make_scene(4_000, seed=22, dim=32, cameras=1, frame_interval_ms=100)
-    config = deferred_config(["camera_0"])
+    config = deferred_config(["camera_0"], max_window_size)
     offline = offline_assignments(scene, config)
     engine = Engine(config)
     evaluate(scene, config, engine, MemoryStore())
