@@ -891,7 +891,10 @@ met only where recall is within 0.001 of that tuned best: nothing was given away
 clean scene every setting with full recall is that precise). The last two columns give the
 best single threshold (no merging) and the improved mode's own best as well. "Needed" is the
 sample size below which one misplaced observation decides whether the target looks reached
-(`sample_needed`, docs/thresholds.md): a smaller sample cannot tell settings apart."""
+(`sample_needed`, docs/thresholds.md): a smaller sample cannot tell settings apart. One
+stream per data set says little about a rule whose error depends on which people the sample
+holds: `benchmarks/calibration.py` repeats the check over several streams of each kind
+(docs/thresholds.md, "How often it hits the target")."""
 
 EXPLANATION = """## What the improved mode does, and why
 
