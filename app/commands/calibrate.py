@@ -29,8 +29,8 @@ them and to the 0.4th power of the images per person. Recall is extrapolated fro
 sample's halves and quarters. With --deferral-ms (deferred decisions, docs/deferral.md)
 only the improved mode is tried, each setting deciding windows of that much event time
 together, as the deployment will. One misplaced observation costs about 2/n of a
-sample's precision: a sample too small to show the target at the expected size is
-reported, with the number of vectors to label.
+sample's precision: a sample too small to show the target at the expected size, or
+able to only with no mistake at all, is reported with the number of vectors to label.
 
 With --unlabelled, labels are ignored: each vector's nearest neighbours are other
 images of the same person or strangers. Their similarities (10, 20, 40, ... neighbours,
@@ -253,7 +253,13 @@ def _print_labelled(cal: Any) -> None:
         mark = "  <- chosen" if p is chosen else ""
         print(f"{p.setting.label:>22} {p.setting.threshold:9.4f} {p.precision:9.4f} "
               f"{p.recall:9.4f} {p.expected_precision:10.4f} {p.expected_recall:10.4f}{mark}")
-    if not cal.reached and cal.sample_size < cal.needed:
+    if cal.reached and cal.sample_size < cal.needed:
+        print(f"the sample is small: one misplaced observation costs about "
+              f"{2 / cal.sample_size:.3f} of its precision, more at {cal.expected_size} vectors, "
+              f"so only a setting with no mistake on the sample shows precision "
+              f"{cal.target_precision} there, and recall is given away for it. Label at least "
+              f"{cal.needed} vectors to choose more finely")
+    elif not cal.reached and cal.sample_size < cal.needed:
         print(f"the sample is too small to tell: one misplaced observation costs about "
               f"{2 / cal.sample_size:.3f} of its precision, more at {cal.expected_size} vectors, "
               f"so no setting shows precision {cal.target_precision} there; the most precise "

@@ -518,19 +518,43 @@ def calibrate(
     fine = fine[(fine > 0.0) & (fine < 1.0)]
     people = (int(np.unique(sample.y).size), expected_people(sample.y, size))
     beta = size_exponent(people[1] / people[0], size / sample.n)
+    needed = sample_needed(target_precision, sample.n, size, beta)
+    measured: dict[str, list[Point]] = {family: [] for family in families}
+    grid = fine
+    for _ in range(COARSE_STEPS + 1):
+        for family in families:
+            measured[family] += [_report(measure_point(sample, s, interval_ms), progress)
+                                 for s in _family_settings(family, grid, deferral_ms)]
+        points, slopes = _extrapolated(measured, sample.n, size, beta)
+        cal = _choose(sample, target_precision, size, points, slopes, coarse)
+        top = float(grid[-1])
+        if cal.reached or sample.n < needed:
+            break
+        # The coarse anchor is where the *sample* reaches the target; where a flat curve meets
+        # it only at the expected size lies above the grid: go on a coarse step at a time. Not
+        # on a sample too small to tell settings apart: only one showing no mistake at all
+        # would reach the target there, and that says more about the sample than the setting.
+        grid = np.arange(top + step / 4, top + step + step / 8, step / 4)
+        grid = grid[grid < 1.0]
+        if grid.size == 0:
+            break
+    cal.people = people
+    cal.needed = needed
+    return cal
+
+
+def _extrapolated(
+    measured: dict[str, list[Point]], n: int, size: int, beta: float
+) -> tuple[list[Point], dict[str, tuple[float, float]]]:
+    """Every family's points extrapolated to ``size``, and each family's (beta, recall slope)."""
     points: list[Point] = []
     slopes: dict[str, tuple[float, float]] = {}
-    for family in families:
-        settings = _family_settings(family, fine, deferral_ms)
-        measured = [_report(measure_point(sample, s, interval_ms), progress) for s in settings]
-        slopes[family] = (beta, fit_recall_slope(measured))
-        for group in series(measured):
-            extrapolate_series(group, sample.n, size, beta)
-        points += measured
-    cal = _choose(sample, target_precision, size, points, slopes, coarse)
-    cal.people = people
-    cal.needed = sample_needed(target_precision, sample.n, size, beta)
-    return cal
+    for family, family_points in measured.items():
+        slopes[family] = (beta, fit_recall_slope(family_points))
+        for group in series(family_points):
+            extrapolate_series(group, n, size, beta)
+        points += family_points
+    return points, slopes
 
 
 def _families(improved: str) -> tuple[str, ...]:

@@ -14,10 +14,13 @@ from app.errors import FvcError
 from app.offline.calibrate import (
     CalibrationError,
     Point,
+    Sample,
     Setting,
+    _anchor,
     _coarse_scan,
     _families,
     _family_settings,
+    calibrate,
     expected_people,
     extrapolate,
     extrapolate_series,
@@ -26,6 +29,7 @@ from app.offline.calibrate import (
     measure,
     size_exponent,
 )
+from app.offline.modern import make_modern_scene
 from app.offline.synth import make_scene
 
 SPREAD = (0.55, 0.65)
@@ -110,6 +114,32 @@ def test_a_sample_too_small_to_tell_settings_apart_says_how_many_vectors_it_need
     assert answer["reached"] is False and answer["sample_needed"] > 40
     text = run_cli([str(small), "--expected-size", "4000"], capsys)
     assert "too small to tell" in text and f"at least {answer['sample_needed']} vectors" in text
+
+
+def test_the_fine_grid_goes_on_upwards_until_the_target_holds_at_the_expected_size() -> None:
+    # Deferred decisions on a modern scene: precision rises slowly with the threshold, so where
+    # the sample reaches 0.98 the stream's size does not; the grid must go on past it.
+    scene = make_modern_scene(4000, seed=1, identities=100)
+    units = (scene.X / np.linalg.norm(scene.X, axis=1, keepdims=True)).astype(np.float32)
+    sample = Sample(units[:1200], scene.y[:1200], scene.t[:1200], scene.s[:1200].astype(str))
+    cal = calibrate(sample, 0.98, 4000, deferral_ms=2500)
+    step = cal.coarse[1].setting.threshold - cal.coarse[0].setting.threshold
+    first_top = _anchor(cal.coarse, 0.98) + 2 * step
+    assert cal.reached and cal.chosen.expected_precision >= 0.98
+    assert max(p.setting.threshold for p in cal.points) > first_top + step / 8
+    assert cal.chosen.setting.deferral_ms == 2500
+
+
+def test_a_small_sample_that_reaches_the_target_only_with_no_mistake_says_so(
+    tmp_path, capsys
+) -> None:
+    small = scene_file(tmp_path, "small.npz", 60, seed=3)
+    argv = [str(small), "--expected-size", "200", "--target-precision", "0.95"]
+    answer = json.loads(run_cli([*argv, "--json"], capsys))
+    assert answer["reached"] is True and answer["sample_needed"] > 60
+    assert answer["at_sample_size"]["precision"] == 1.0  # only a setting with no mistake
+    text = run_cli(argv, capsys)
+    assert "the sample is small" in text and f"at least {answer['sample_needed']} vectors" in text
 
 
 def _write(tmp_path, **arrays: np.ndarray):
