@@ -11,7 +11,9 @@ several random orders) and reports, per stream:
 * the best of calibrate's own candidates on the whole stream (most recall at precision >= the
   target): the recall a perfect choice among them would have kept;
 * the verdicts of issue-style targets: whole-stream precision in [target, target + 0.01], recall
-  within 0.02 of that best candidate.
+  within 0.02 of that best candidate;
+* whether the whole-stream precision fell in the 90% range calibrate gave for it (how many
+  misplaced observations the sample showed, ``precision_range``).
 
 ::
 
@@ -86,30 +88,36 @@ def check(name: str, whole: Sample, target: float, deferral_ms: int) -> dict[str
         "sample": cut,
         "chosen": f"{cal.chosen.setting.label} T={cal.chosen.setting.threshold:g}",
         "expected_precision": round(cal.chosen.expected_precision, 4),
+        "expected_precision_range": [round(v, 4) for v in cal.precision_range],
         "expected_recall": round(cal.chosen.expected_recall, 4),
         "whole_precision": round(precision, 4),
         "whole_recall": round(recall, 4),
         "best_candidate_recall": round(best, 4),
         "in_band": bool(target <= precision <= target + CAL_PRECISION_BAND),
         "recall_kept": bool(recall >= best - CAL_RECALL_GAP),
+        "in_range": bool(cal.precision_range[0] <= precision <= cal.precision_range[1]),
         "calibrate_seconds": round(seconds, 1),
     }
 
 
 def markdown(rows: Sequence[dict[str, Any]], target: float) -> str:
     """The report as a table, with the hit rates under it."""
-    lines = ["| stream | chosen | expected P / R | whole-stream P / R | best candidate R | "
-             "P in band | R within 0.02 |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| stream | chosen | expected P (90% range) / R | whole-stream P / R | "
+             "best candidate R | P in band | R within 0.02 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
+        low, high = r["expected_precision_range"]
         lines.append(
-            f"| {r['stream']} | {r['chosen']} | {r['expected_precision']:.4f} / "
-            f"{r['expected_recall']:.4f} | {r['whole_precision']:.4f} / {r['whole_recall']:.4f}"
+            f"| {r['stream']} | {r['chosen']} | {r['expected_precision']:.4f} ({low:.3f}-"
+            f"{high:.3f}) / {r['expected_recall']:.4f} | {r['whole_precision']:.4f}"
+            f"{'' if r['in_range'] else ' (out of range)'} / {r['whole_recall']:.4f}"
             f" | {r['best_candidate_recall']:.4f} | {'yes' if r['in_band'] else '**no**'} | "
             f"{'yes' if r['recall_kept'] else '**no**'} |")
     both = sum(r["in_band"] and r["recall_kept"] for r in rows)
     below = sum(r["whole_precision"] < target for r in rows)
+    held = sum(r["in_range"] for r in rows)
     lines += ["", f"Both targets met on {both} of {len(rows)} streams; precision below "
-              f"{target} on {below}."]
+              f"{target} on {below}; in calibrate's 90% range on {held}."]
     return "\n".join(lines)
 
 

@@ -421,6 +421,7 @@ def _scored(
         "sample_precision": round(cal.chosen.precision, 4),
         "sample_recall": round(cal.chosen.recall, 4),
         "expected_precision": round(cal.chosen.expected_precision, 4),
+        "expected_precision_range": [round(v, 4) for v in cal.precision_range],
         "expected_recall": round(cal.chosen.expected_recall, 4),
         "whole_precision": round(precision, 4),
         "whole_recall": round(recall, 4),
@@ -432,6 +433,13 @@ def _scored(
         "sample_needed": cal.needed,
         "seconds": round(seconds, 1),
     }
+
+
+def _expected(row: dict[str, Any]) -> str:
+    """A calibration's expected precision with its range, and expected recall, for a table."""
+    low, high = row["expected_precision_range"]
+    return (f"{row['expected_precision']} ({low:.3f}-{high:.3f}) / "
+            f"{row['expected_recall']}")
 
 
 # -- data sets ----------------------------------------------------------------------------------
@@ -712,9 +720,9 @@ def markdown(results: list[Result], command: str, seconds: float, image: str) ->
                        f"(median {tp['ratio_median']}) | {tp['ratio_vs_uvap']} | "
                        f"{tp['ratio_deferred']} |")
     out += ["", THROUGHPUT_NOTE, "", "## Calibration check (`fvc calibrate`, item 3)", "",
-            "| data set | sample (needed) | chosen | P / R on the sample | expected P / R at the "
-            "whole size | whole-stream P / R | best fvc setting tuned on the whole stream | "
-            "best single threshold | improved mode's best |",
+            "| data set | sample (needed) | chosen | P / R on the sample | expected P (90% range) "
+            "/ R at the whole size | whole-stream P / R | best fvc setting tuned on the whole "
+            "stream | best single threshold | improved mode's best |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in main:
         if r.calibration:
@@ -722,7 +730,7 @@ def markdown(results: list[Result], command: str, seconds: float, image: str) ->
             out.append(f"| {r.name} | first {c['sample']} ({c['sample_needed']}) | "
                        f"{c['chosen']} at T = {c['threshold']} "
                        f"| {c['sample_precision']} / {c['sample_recall']} "
-                       f"| {c['expected_precision']} / {c['expected_recall']} | "
+                       f"| {_expected(c)} | "
                        f"{c['whole_precision']} / {c['whole_recall']} | "
                        f"{c['best_tuned_recall']} ({c['best_tuned_method']}) | "
                        f"{c['best_single_recall']} (T = {c['best_single_threshold']}) | "
@@ -732,14 +740,15 @@ def markdown(results: list[Result], command: str, seconds: float, image: str) ->
         out += ["", f"With deferred decisions (`fvc calibrate --deferral-ms "
                 f"{DEFERRED[CALIBRATED_DEFERRAL]}`), against that mode tuned on the whole "
                 "stream:", "",
-                "| data set | chosen | P / R on the sample | expected P / R at the whole size | "
+                "| data set | chosen | P / R on the sample | expected P (90% range) / R at the "
+                "whole size | "
                 "whole-stream P / R | tuned on the whole stream: R |",
                 "| --- | --- | --- | --- | --- | --- |"]
         for r in deferred:
             d = r.calibration["deferred"]
             out.append(f"| {r.name} | {d['chosen']} at T = {d['threshold']} | "
                        f"{d['sample_precision']} / {d['sample_recall']} | "
-                       f"{d['expected_precision']} / {d['expected_recall']} | "
+                       f"{_expected(d)} | "
                        f"{d['whole_precision']} / {d['whole_recall']} | "
                        f"{d['best_tuned_recall']} (T = {d['best_tuned_threshold']}) |")
     out += ["", CALIBRATION_NOTE, "",

@@ -26,7 +26,9 @@ the most recall whose precision, extrapolated to the size the config will run at
 the labels tell how many distinct people a stream of that size will hold (few more when
 the same people keep coming back), and the impurity is extrapolated in proportion to
 them and to the 0.4th power of the images per person. Recall is extrapolated from the
-sample's halves and quarters. With --deferral-ms (deferred decisions, docs/deferral.md)
+sample's halves and quarters. The expected precision comes with a 90% range: a sample
+shows only a few misplaced observations, and a count of a few is known only roughly.
+With --deferral-ms (deferred decisions, docs/deferral.md)
 only the improved mode is tried, each setting deciding windows of that much event time
 together, as the deployment will. One misplaced observation costs about 2/n of a
 sample's precision: a sample too small to show the target at the expected size, or
@@ -55,7 +57,8 @@ examples:
 """
 
 JSON_KEYS = (
-    "target_precision", "expected_precision", "expected_recall", "at_sample_size",
+    "target_precision", "expected_precision", "expected_precision_range", "expected_recall",
+    "at_sample_size",
     "at_expected_size", "reached", "sample_needed", "config",
 )
 
@@ -186,6 +189,7 @@ def _labelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | None
     return {
         "target_precision": args.target_precision,
         "expected_precision": round(chosen.expected_precision, 4),
+        "expected_precision_range": [round(v, 4) for v in cal.precision_range],
         "expected_recall": round(chosen.expected_recall, 4),
         "at_sample_size": _figures(cal.sample_size, chosen.precision, chosen.recall),
         "at_expected_size": _figures(
@@ -238,6 +242,8 @@ def _validate(config: dict[str, Any]) -> None:
 
 
 def _print_labelled(cal: Any) -> None:
+    from app.offline.calibrate import RANGE_LEVEL
+
     chosen = cal.chosen
     family = chosen.setting.family
     rows = [p for p in cal.points if p.setting.family == family and _same_share(p, chosen)]
@@ -269,6 +275,11 @@ def _print_labelled(cal: Any) -> None:
               "vectors; the most precise one is given: use a better model or a smaller scope")
     print(f"chosen: {chosen.setting.label}, reg_threshold {chosen.setting.threshold}: expected "
           f"precision {chosen.expected_precision:.4f}, recall {chosen.expected_recall:.4f}")
+    low, high = cal.precision_range
+    print(f"precision at {cal.expected_size} vectors: {low:.4f}-{high:.4f} ({RANGE_LEVEL:.0%} "
+          f"range): the sample shows about {chosen.impurity * cal.sample_size / 2:.0f} misplaced "
+          f"observation(s) at this setting, and a count that small is known only roughly; a "
+          f"larger sample narrows it")
 
 
 def _same_share(point: Any, chosen: Any) -> bool:

@@ -47,6 +47,7 @@ DEFAULT_SIZE_FACTOR = 10  # --expected-size default: ten times the sample
 EPISODE_GAP = 20  # a person unseen for this many observations has left: the next one is a new visit
 ITEM_EXPONENT = 0.4  # impurity ~ people x (observations per person) ** ITEM_EXPONENT
 MIN_ROWS = 20
+RANGE_LEVEL = 0.9  # how sure the expected precision's range is (precision_range)
 
 
 class CalibrationError(FvcError):
@@ -294,6 +295,7 @@ class Point:
     by_size: dict[int, tuple[float, float]] = field(default_factory=dict)
     expected_precision: float = float("nan")
     expected_recall: float = float("nan")
+    impurity: float = float("nan")  # the sample impurity the expected precision grew from
 
 
 def measure_point(
@@ -426,6 +428,7 @@ def extrapolate(
     ratio = max(1.0, expected_size / n)
     own = 1.0 - point.precision if impurity is None else impurity
     own = max(own, 0.5 / n)  # nothing seen is not "never": half an item
+    point.impurity = own
     point.expected_precision = max(0.0, 1.0 - own * ratio**beta)
     point.expected_recall = float(np.clip(point.recall + gamma * math.log(ratio), 0.0, 1.0))
 
@@ -459,6 +462,39 @@ def sample_needed(target: float, n: int, expected_size: int, beta: float) -> int
     return math.ceil(2.0 * growth / (1.0 - target))
 
 
+def mistakes_range(count: float, level: float = RANGE_LEVEL) -> tuple[float, float]:
+    """Range of the mean count of mistakes behind ``count`` seen ones (Garwood's Poisson range).
+
+    >>> [round(v, 2) for v in mistakes_range(6)]
+    [2.61, 11.84]
+    """
+    from scipy.stats import chi2
+
+    tail = (1 - level) / 2
+    low = float(chi2.ppf(tail, 2 * count)) / 2 if count > 0 else 0.0
+    return low, float(chi2.ppf(1 - tail, 2 * count + 2)) / 2
+
+
+def precision_range(point: Point, n: int, level: float = RANGE_LEVEL) -> tuple[float, float]:
+    """Where the stream's precision may land around ``point``'s expected one, at ``level``.
+
+    The sample's impurity comes from a handful of misplaced observations, about
+    ``impurity n / 2`` (each costs about ``2 / n``: sample_needed), and a count of a few is
+    known only roughly: 6 seen mistakes mean 2.6 to 11.8 at 90%. The expected impurity scales
+    with that count. This is the sampling error alone: the model's own error comes on top.
+
+    >>> s = Setting.make("plain", 0.5)
+    >>> p = Point(s, 0.99, 0.9, expected_precision=0.98, impurity=0.01)
+    >>> [round(v, 4) for v in precision_range(p, 1200)]
+    [0.9605, 0.9913]
+    """
+    count = point.impurity * n / 2
+    growth = (1 - point.expected_precision) / max(point.impurity, 1e-12)
+    low, high = mistakes_range(count, level)
+    per_mistake = 2.0 / n * growth
+    return max(0.0, 1.0 - high * per_mistake), min(1.0, 1.0 - low * per_mistake)
+
+
 # -- labelled calibration -----------------------------------------------------------------------
 
 
@@ -476,6 +512,7 @@ class Calibration:
     coarse: list[Point]
     people: tuple[int, float] = (0, 0.0)  # identities in the sample, expected at expected_size
     needed: int = 0  # vectors a sample needs to tell settings apart (sample_needed)
+    precision_range: tuple[float, float] = (0.0, 1.0)  # the chosen one's (precision_range)
 
 
 def calibrate(
@@ -540,6 +577,7 @@ def calibrate(
             break
     cal.people = people
     cal.needed = needed
+    cal.precision_range = precision_range(cal.chosen, sample.n)
     return cal
 
 
@@ -652,6 +690,8 @@ __all__ = [
     "fit_recall_slope",
     "load_sample",
     "measure",
+    "mistakes_range",
+    "precision_range",
     "sample_needed",
     "size_exponent",
     "visits",

@@ -7,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.commands import calibrate as calibrate_command
 from app.config import load_config
@@ -27,6 +29,8 @@ from app.offline.calibrate import (
     fit_recall_slope,
     load_sample,
     measure,
+    mistakes_range,
+    precision_range,
     size_exponent,
 )
 from app.offline.modern import make_modern_scene
@@ -76,6 +80,8 @@ def test_threshold_chosen_on_one_scene_holds_on_another(tmp_path, capsys) -> Non
     precision, recall = measure(load_sample(test), setting)
     assert precision >= 0.95
     assert recall > 0.5
+    low, high = answer["expected_precision_range"]
+    assert low <= answer["expected_precision"] <= high and low <= precision <= high
 
 
 def test_table_and_plot(tmp_path, capsys) -> None:
@@ -229,6 +235,32 @@ def test_precision_is_extrapolated_through_the_people_seen() -> None:
     old = 1 - 0.006 * 4000 / 1200  # at least in proportion to the size: 0.98
     assert abs(point.expected_precision - 0.985) < abs(old - 0.985)
     assert 0.98 < point.expected_precision < 0.99
+
+
+@given(mistakes=st.integers(1, 100), n=st.integers(2000, 20000), growth=st.floats(1.0, 5.0))
+def test_the_precision_range_holds_the_expectation_and_narrows_with_more_mistakes(
+    mistakes: int, n: int, growth: float
+) -> None:
+    def point(count: int, size: int) -> Point:
+        impurity = max(2 * count / size, 0.5 / size)
+        return Point(Setting.make("plain", 0.5), 1 - impurity, 0.9,
+                     expected_precision=max(0.0, 1 - growth * impurity), impurity=impurity)
+
+    chosen = point(mistakes, n)
+    low, high = precision_range(chosen, n)
+    assert 0.0 <= low <= chosen.expected_precision <= high <= 1.0
+    # the same impurity from four times the mistakes, seen on a sample four times the size
+    wider = high - low
+    low4, high4 = precision_range(point(4 * mistakes, 4 * n), 4 * n)
+    assert high4 - low4 <= wider + 1e-12
+
+
+def test_six_mistakes_leave_the_expected_precision_wide_open() -> None:
+    # about what a 30% prefix of a 4,000-vector modern scene shows at precision 0.98
+    chosen = Point(Setting.make("plain", 0.5), 0.99, 0.9, expected_precision=0.98, impurity=0.01)
+    low, high = precision_range(chosen, 1200)
+    assert low < 0.965 and high > 0.99  # wider than a 0.01 band on either side of 0.98
+    assert mistakes_range(0)[0] == 0.0 and mistakes_range(0)[1] == pytest.approx(2.996, abs=1e-3)
 
 
 def test_a_cliff_next_door_counts_against_a_setting() -> None:

@@ -25,3 +25,6 @@ def test_calibration_benchmark_smoke_run() -> None:
         if row["whole_precision"] >= report["target_precision"]:
             assert row["best_candidate_recall"] >= row["whole_recall"]
         assert row["in_band"] == (0.98 <= row["whole_precision"] <= 0.99)
+        low, high = row["expected_precision_range"]
+        assert low <= row["expected_precision"] <= high
+        assert row["in_range"] == (low <= row["whole_precision"] <= high)
