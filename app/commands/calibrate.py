@@ -58,8 +58,7 @@ examples:
 
 JSON_KEYS = (
     "target_precision", "expected_precision", "expected_precision_range", "expected_recall",
-    "at_sample_size",
-    "at_expected_size", "reached", "sample_needed", "config",
+    "at_sample_size", "at_expected_size", "reached", "sample_needed", "config",
 )
 
 
