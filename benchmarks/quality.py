@@ -903,7 +903,10 @@ sample size below which one misplaced observation decides whether the target loo
 (`sample_needed`, docs/thresholds.md): a smaller sample cannot tell settings apart. One
 stream per data set says little about a rule whose error depends on which people the sample
 holds: `benchmarks/calibration.py` repeats the check over several streams of each kind
-(docs/thresholds.md, "How often it hits the target")."""
+(docs/thresholds.md, "How often it hits the target"). The range next to the expected
+precision is calibrate's 90% range from the count of misplaced observations the sample showed
+(docs/thresholds.md, "How sure"): wider than the 0.01 band wherever the sample shows fewer than
+a few dozen."""
 
 EXPLANATION = """## What the improved mode does, and why
 
