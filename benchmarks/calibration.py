@@ -13,7 +13,8 @@ several random orders) and reports, per stream:
 * the verdicts of issue-style targets: whole-stream precision in [target, target + 0.01], recall
   within 0.02 of that best candidate;
 * whether the whole-stream precision fell in the 90% range calibrate gave for it (how many
-  misplaced observations the sample showed, ``precision_range``).
+  misplaced observations the sample showed, ``precision_range``), and how many labelled
+  vectors would have narrowed that range to 0.01 (``sample_for_band``).
 
 ::
 
@@ -96,20 +97,24 @@ def check(name: str, whole: Sample, target: float, deferral_ms: int) -> dict[str
         "in_band": bool(target <= precision <= target + CAL_PRECISION_BAND),
         "recall_kept": bool(recall >= best - CAL_RECALL_GAP),
         "in_range": bool(cal.precision_range[0] <= precision <= cal.precision_range[1]),
+        "sample_mistakes": round(cal.mistakes),
+        "sample_for_band": cal.band_sample,
         "calibrate_seconds": round(seconds, 1),
     }
 
 
 def markdown(rows: Sequence[dict[str, Any]], target: float) -> str:
     """The report as a table, with the hit rates under it."""
-    lines = ["| stream | chosen | expected P (90% range) / R | whole-stream P / R | "
-             "best candidate R | P in band | R within 0.02 |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| stream | chosen | expected P (90% range) / R | mistakes in the sample (labelled "
+             "for a 0.01 range) | whole-stream P / R | best candidate R | P in band | R within "
+             "0.02 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         low, high = r["expected_precision_range"]
         lines.append(
             f"| {r['stream']} | {r['chosen']} | {r['expected_precision']:.4f} ({low:.3f}-"
-            f"{high:.3f}) / {r['expected_recall']:.4f} | {r['whole_precision']:.4f}"
+            f"{high:.3f}) / {r['expected_recall']:.4f} | {r['sample_mistakes']} "
+            f"({r['sample_for_band']}) | {r['whole_precision']:.4f}"
             f"{'' if r['in_range'] else ' (out of range)'} / {r['whole_recall']:.4f}"
             f" | {r['best_candidate_recall']:.4f} | {'yes' if r['in_band'] else '**no**'} | "
             f"{'yes' if r['recall_kept'] else '**no**'} |")

@@ -27,7 +27,8 @@ the labels tell how many distinct people a stream of that size will hold (few mo
 the same people keep coming back), and the impurity is extrapolated in proportion to
 them and to the 0.4th power of the images per person. Recall is extrapolated from the
 sample's halves and quarters. The expected precision comes with a 90% range: a sample
-shows only a few misplaced observations, and a count of a few is known only roughly.
+shows only a few misplaced observations, and a count of a few is known only roughly;
+calibrate says how many labelled vectors would narrow it to 0.01.
 With --deferral-ms (deferred decisions, docs/deferral.md)
 only the improved mode is tried, each setting deciding windows of that much event time
 together, as the deployment will. One misplaced observation costs about 2/n of a
@@ -58,7 +59,8 @@ examples:
 
 JSON_KEYS = (
     "target_precision", "expected_precision", "expected_precision_range", "expected_recall",
-    "at_sample_size", "at_expected_size", "reached", "sample_needed", "config",
+    "at_sample_size", "at_expected_size", "reached", "sample_needed", "sample_for_band",
+    "config",
 )
 
 
@@ -196,6 +198,7 @@ def _labelled(sample: Any, args: argparse.Namespace, base: dict[str, Any] | None
         ),
         "reached": cal.reached,
         "sample_needed": cal.needed,
+        "sample_for_band": cal.band_sample,
         "config": config,
     }
 
@@ -241,7 +244,7 @@ def _validate(config: dict[str, Any]) -> None:
 
 
 def _print_labelled(cal: Any) -> None:
-    from app.offline.calibrate import RANGE_LEVEL
+    from app.offline.calibrate import BAND_WIDTH, RANGE_LEVEL
 
     chosen = cal.chosen
     family = chosen.setting.family
@@ -276,9 +279,12 @@ def _print_labelled(cal: Any) -> None:
           f"precision {chosen.expected_precision:.4f}, recall {chosen.expected_recall:.4f}")
     low, high = cal.precision_range
     print(f"precision at {cal.expected_size} vectors: {low:.4f}-{high:.4f} ({RANGE_LEVEL:.0%} "
-          f"range): the sample shows about {chosen.impurity * cal.sample_size / 2:.0f} misplaced "
-          f"observation(s) at this setting, and a count that small is known only roughly; a "
-          f"larger sample narrows it")
+          f"range): the sample shows about {cal.mistakes:.0f} misplaced "
+          f"observation(s) at this setting, and a count that small is known only roughly")
+    if cal.band_sample > cal.sample_size:
+        print(f"a range {BAND_WIDTH} wide (a band such as [{cal.target_precision}, "
+              f"{cal.target_precision + BAND_WIDTH:g}]) needs about {cal.band_sample} labelled "
+              f"vectors like these, not {cal.sample_size}")
 
 
 def _same_share(point: Any, chosen: Any) -> bool:

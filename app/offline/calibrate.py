@@ -48,6 +48,7 @@ EPISODE_GAP = 20  # a person unseen for this many observations has left: the nex
 ITEM_EXPONENT = 0.4  # impurity ~ people x (observations per person) ** ITEM_EXPONENT
 MIN_ROWS = 20
 RANGE_LEVEL = 0.9  # how sure the expected precision's range is (precision_range)
+BAND_WIDTH = 0.01  # a precision band such as [0.98, 0.99]: sample_for_band
 
 
 class CalibrationError(FvcError):
@@ -488,11 +489,53 @@ def precision_range(point: Point, n: int, level: float = RANGE_LEVEL) -> tuple[f
     >>> [round(v, 4) for v in precision_range(p, 1200)]
     [0.9605, 0.9913]
     """
-    count = point.impurity * n / 2
     growth = (1 - point.expected_precision) / max(point.impurity, 1e-12)
-    low, high = mistakes_range(count, level)
+    low, high = _impurity_range(point.impurity, n, growth, level)
+    return max(0.0, 1.0 - high), min(1.0, 1.0 - low)
+
+
+def sample_for_band(
+    point: Point,
+    n: int,
+    expected_size: int,
+    beta: float,
+    width: float = BAND_WIDTH,
+    level: float = RANGE_LEVEL,
+) -> int:
+    """Labelled vectors a sample needs for ``precision_range`` to be at most ``width`` wide.
+
+    At the point's impurity the count of mistakes grows with the sample, so the range narrows,
+    about as ``sqrt(count) / n`` (and the growth to ``expected_size`` shrinks). A user aiming at
+    a band such as [0.98, 0.99] learns how much to label; ``n`` when the sample already does.
+
+    >>> p = Point(Setting.make("plain", 0.5), 0.99, 0.9, impurity=0.01)
+    >>> sample_for_band(p, 1200, 4000, 0.5)
+    3191
+    """
+
+    def wide(size: int) -> bool:
+        growth = max(1.0, expected_size / size) ** beta
+        low, high = _impurity_range(point.impurity, size, growth, level)
+        return high - low > width
+
+    if not wide(n):
+        return n
+    low, high = n, 2 * n
+    while wide(high):
+        low, high = high, 2 * high
+    while high - low > 1:  # the width falls with the size: bisect for the first narrow enough
+        middle = (low + high) // 2
+        low, high = (middle, high) if wide(middle) else (low, middle)
+    return high
+
+
+def _impurity_range(
+    impurity: float, n: int, growth: float, level: float
+) -> tuple[float, float]:
+    """Range of the expected impurity: the sample's mistake count's range, each ``2 / n``."""
+    low, high = mistakes_range(impurity * n / 2, level)
     per_mistake = 2.0 / n * growth
-    return max(0.0, 1.0 - high * per_mistake), min(1.0, 1.0 - low * per_mistake)
+    return low * per_mistake, high * per_mistake
 
 
 # -- labelled calibration -----------------------------------------------------------------------
@@ -513,6 +556,12 @@ class Calibration:
     people: tuple[int, float] = (0, 0.0)  # identities in the sample, expected at expected_size
     needed: int = 0  # vectors a sample needs to tell settings apart (sample_needed)
     precision_range: tuple[float, float] = (0.0, 1.0)  # the chosen one's (precision_range)
+    band_sample: int = 0  # vectors for a range BAND_WIDTH wide (sample_for_band)
+
+    @property
+    def mistakes(self) -> float:
+        """About how many misplaced observations the sample showed at the chosen setting."""
+        return self.chosen.impurity * self.sample_size / 2
 
 
 def calibrate(
@@ -578,6 +627,7 @@ def calibrate(
     cal.people = people
     cal.needed = needed
     cal.precision_range = precision_range(cal.chosen, sample.n)
+    cal.band_sample = sample_for_band(cal.chosen, sample.n, size, beta)
     return cal
 
 
@@ -692,6 +742,7 @@ __all__ = [
     "measure",
     "mistakes_range",
     "precision_range",
+    "sample_for_band",
     "sample_needed",
     "size_exponent",
     "visits",

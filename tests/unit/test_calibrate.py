@@ -31,6 +31,7 @@ from app.offline.calibrate import (
     measure,
     mistakes_range,
     precision_range,
+    sample_for_band,
     size_exponent,
 )
 from app.offline.modern import make_modern_scene
@@ -67,6 +68,7 @@ def test_threshold_chosen_on_one_scene_holds_on_another(tmp_path, capsys) -> Non
                                           "precision": answer["expected_precision"],
                                           "recall": answer["expected_recall"]}
     assert answer["reached"] is True and answer["sample_needed"] < 900
+    assert answer["sample_for_band"] >= 900
     assert answer["at_sample_size"]["recall"] >= answer["expected_recall"]
     config = load_config(out)
     assert config.to_dict() == load_config(out).to_dict()
@@ -90,6 +92,7 @@ def test_table_and_plot(tmp_path, capsys) -> None:
     plot = tmp_path / "curve.png"
     text = run_cli([str(train), "--improved", "off", "--plot", str(plot)], capsys)
     assert "<- chosen" in text and "expected size 6000" in text  # default: ten times the sample
+    assert "precision at 6000 vectors: " in text and "(90% range)" in text
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -261,6 +264,32 @@ def test_six_mistakes_leave_the_expected_precision_wide_open() -> None:
     low, high = precision_range(chosen, 1200)
     assert low < 0.965 and high > 0.99  # wider than a 0.01 band on either side of 0.98
     assert mistakes_range(0)[0] == 0.0 and mistakes_range(0)[1] == pytest.approx(2.996, abs=1e-3)
+    # a 0.01 band needs most of the 4,000-vector stream labelled (growth 2: beta = log 2 / log 3.3)
+    needed = sample_for_band(chosen, 1200, 4000, np.log(2) / np.log(4000 / 1200))
+    assert 2500 < needed < 4000
+
+
+def at_size(impurity: float, size: int, expected_size: int, beta: float) -> Point:
+    """A setting with this impurity measured on ``size`` vectors, extrapolated as calibrate does."""
+    point = Point(Setting.make("plain", 0.5), 1 - impurity, 0.9, impurity=impurity)
+    point.expected_precision = 1 - impurity * max(1.0, expected_size / size) ** beta
+    return point
+
+
+@given(impurity=st.floats(0.001, 0.03), n=st.integers(200, 5000), factor=st.floats(1.0, 4.0),
+       beta=st.floats(0.0, 1.0))
+def test_the_sample_for_a_band_is_the_smallest_whose_range_fits_it(
+    impurity: float, n: int, factor: float, beta: float
+) -> None:
+    expected_size = int(n * factor)
+    needed = sample_for_band(at_size(impurity, n, expected_size, beta), n, expected_size, beta)
+
+    def width(size: int) -> float:
+        low, high = precision_range(at_size(impurity, size, expected_size, beta), size)
+        return high - low
+
+    assert needed >= n and width(needed) <= 0.01
+    assert needed == n or width(needed - 1) > 0.01
 
 
 def test_a_cliff_next_door_counts_against_a_setting() -> None:

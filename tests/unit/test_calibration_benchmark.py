@@ -28,3 +28,4 @@ def test_calibration_benchmark_smoke_run() -> None:
         low, high = row["expected_precision_range"]
         assert low <= row["expected_precision"] <= high
         assert row["in_range"] == (low <= row["whole_precision"] <= high)
+        assert row["sample_mistakes"] >= 0 and row["sample_for_band"] >= row["sample"]
