@@ -534,7 +534,7 @@ def _online_verdicts(r: Result) -> list[tuple[str, str, bool | None, str]]:
     ref, ref_method = best_of(r, TWO_PASS_METHODS)
     immediate, method = best_of(r, FVC_METHODS)
     why_immediate = _behind(ref - immediate, r.n)
-    if immediate < ref - 1 / r.n:
+    if immediate < ref and not _tie(ref - immediate, r.n):
         why_immediate += (": a single image is judged at a threshold strict enough for single "
                           "images; deciding a window's images together (deferred, the row "
                           f"above) reaches {fvc:.4f}")
@@ -548,11 +548,16 @@ def _online_verdicts(r: Result) -> list[tuple[str, str, bool | None, str]]:
     ]
 
 
+def _tie(gap: float, n: int) -> bool:
+    """Whether a recall gap is less than one observation's weight in the recall (1/n)."""
+    return gap < 1 / n
+
+
 def _behind(gap: float, n: int) -> str:
     """How far a recall is behind its reference, and whether that is less than one observation."""
     if gap <= 0:
         return ""
-    if gap < 1 / n:
+    if _tie(gap, n):
         return (f"behind by {gap:.4f}, less than one observation's weight in the recall "
                 f"(1/n = {1 / n:.4f}): a tie")
     return f"behind by {gap:.4f}"
